@@ -1,0 +1,291 @@
+"""Websocket protocol v1: every message, declared once.
+
+Frames are JSON text, one object each, tagged by ``type``. Client frames are decoded with
+:func:`decode_client` (the hub) and server frames with :func:`decode_server` (peer clients, bots,
+the tap, tests). Both raise :class:`~signaling.errors.ProtocolError` on anything that is not a
+valid message; nothing here ever asserts on input.
+
+Field names on the wire are camelCase (``peerId``); Python attributes are snake_case. A relayed
+message names its sender in ``from`` (attribute ``from_``), stamped by the hub.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+from .errors import ProtocolError
+
+# Close codes (see README "Protocol").
+CLOSE_GOING_AWAY = 1001
+CLOSE_FRAME_TOO_LARGE = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_BAD_JOIN = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_JOIN_TIMEOUT = 4408
+CLOSE_ROOM_FULL = 4409
+CLOSE_ROOM_ENDED = 4410
+CLOSE_RATE_LIMITED = 4429
+
+Role = Literal["host", "participant", "observer", "tap"]
+#: Roles a join token may carry for a person (``tap`` is minted by the hub for its tap workers).
+PERSON_ROLES: tuple[str, ...] = ("host", "participant", "observer")
+
+PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=131_072)]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8_192)]
+ChatText = Annotated[str, msgspec.Meta(min_length=1, max_length=4_000)]
+
+
+class _Msg(msgspec.Struct, tag_field="type", rename="camel", omit_defaults=True, frozen=True):
+    """Base of every frame."""
+
+
+# --------------------------------------------------------------------------- shared value types
+
+
+class MediaState(msgspec.Struct, rename="camel", frozen=True):
+    """What a peer is sending: each flag true while that kind of track is live and unmuted."""
+
+    audio: bool = False
+    video: bool = False
+    screen: bool = False
+
+
+class IceCandidate(msgspec.Struct, rename="camel", omit_defaults=True, frozen=True):
+    """An ``RTCIceCandidateInit`` as browsers produce it."""
+
+    candidate: Annotated[str, msgspec.Meta(max_length=2_048)]
+    sdp_mid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    sdp_m_line_index: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = None
+    username_fragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+
+
+class IceServer(msgspec.Struct, omit_defaults=True, frozen=True):
+    """One entry of an ``RTCConfiguration.iceServers`` list, in the browser's shape."""
+
+    urls: str | list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Features(msgspec.Struct, rename="camel", frozen=True):
+    """What the room allows; copied from the meeting."""
+
+    chat: bool = True
+    screen_sharing: bool = True
+    transcription: bool = False
+    recording: bool = False
+    max_participants: int = 4
+
+
+class PeerInfo(msgspec.Struct, rename="camel", frozen=True):
+    """What other peers learn about a peer (never its tokens)."""
+
+    peer_id: str
+    user_id: str
+    role: Role
+    name: str = ""
+    media: MediaState = MediaState()
+    joined_at: int = 0  # unix ms
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+class Join(_Msg, tag="join"):
+    """First frame of every connection. ``resume`` carries the ``resumeToken`` of a dropped
+    connection; ``room_id``, when given, must match the token's room."""
+
+    token: Token
+    resume: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    room_id: PeerId | None = None
+
+
+class Offer(_Msg, tag="offer"):
+    to: PeerId
+    sdp: Sdp
+
+
+class Answer(_Msg, tag="answer"):
+    to: PeerId
+    sdp: Sdp
+
+
+class Candidate(_Msg, tag="candidate"):
+    """A trickled ICE candidate; ``candidate: null`` marks the end of candidates."""
+
+    to: PeerId
+    candidate: IceCandidate | None = None
+
+
+class Media(_Msg, tag="media"):
+    audio: bool = False
+    video: bool = False
+    screen: bool = False
+
+
+class Chat(_Msg, tag="chat"):
+    text: ChatText
+
+
+class Kick(_Msg, tag="kick"):
+    peer_id: PeerId
+
+
+class End(_Msg, tag="end"):
+    pass
+
+
+class Ping(_Msg, tag="ping"):
+    ts: float | None = None
+
+
+class Leave(_Msg, tag="leave"):
+    pass
+
+
+ClientMessage = Union[Join, Offer, Answer, Candidate, Media, Chat, Kick, End, Ping, Leave]
+#: Client messages the hub relays to one other peer of the room.
+RELAYED = (Offer, Answer, Candidate)
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+class Joined(_Msg, tag="joined"):
+    peer_id: str
+    room_id: str
+    role: Role
+    peers: list[PeerInfo]
+    ice_servers: list[IceServer]
+    features: Features
+    resume_token: str
+    resumed: bool = False
+
+
+class OfferFrom(_Msg, tag="offer"):
+    from_: str = msgspec.field(name="from")
+    sdp: str = ""
+
+
+class AnswerFrom(_Msg, tag="answer"):
+    from_: str = msgspec.field(name="from")
+    sdp: str = ""
+
+
+class CandidateFrom(_Msg, tag="candidate"):
+    from_: str = msgspec.field(name="from")
+    candidate: IceCandidate | None = None
+
+
+class PeerJoined(_Msg, tag="peer-joined"):
+    peer: PeerInfo
+
+
+class PeerUpdated(_Msg, tag="peer-updated"):
+    peer: PeerInfo
+
+
+class PeerLeft(_Msg, tag="peer-left"):
+    peer_id: str
+    reason: str = "left"
+
+
+class ChatFrom(_Msg, tag="chat"):
+    from_: str = msgspec.field(name="from")
+    text: str = ""
+    ts: int = 0  # unix ms
+    name: str = ""
+
+
+class Kicked(_Msg, tag="kicked"):
+    reason: str = "kicked by host"
+
+
+class RoomEndedMsg(_Msg, tag="room-ended"):
+    reason: str = "ended"
+
+
+class Pong(_Msg, tag="pong"):
+    ts: float | None = None
+
+
+class Transcript(_Msg, tag="transcript"):
+    peer_id: str
+    segment_id: str
+    text: str
+    final: bool
+    start_ms: int
+    end_ms: int
+    user_id: str = ""
+
+
+class Error(_Msg, tag="error"):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+ServerMessage = Union[
+    Joined,
+    OfferFrom,
+    AnswerFrom,
+    CandidateFrom,
+    PeerJoined,
+    PeerUpdated,
+    PeerLeft,
+    ChatFrom,
+    Kicked,
+    RoomEndedMsg,
+    Pong,
+    Transcript,
+    Error,
+]
+
+# --------------------------------------------------------------------------- codec
+
+_encoder = msgspec.json.Encoder()
+_client_decoder = msgspec.json.Decoder(ClientMessage)
+_server_decoder = msgspec.json.Decoder(ServerMessage)
+
+
+def encode(message: _Msg) -> bytes:
+    """Serialise one message to its JSON frame."""
+    return _encoder.encode(message)
+
+
+def encode_text(message: _Msg) -> str:
+    """Serialise one message to a ``str`` for ``send_str``."""
+    return _encoder.encode(message).decode()
+
+
+def _decode(decoder: msgspec.json.Decoder, data: str | bytes) -> object:
+    try:
+        return decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass: check it first
+        text = str(exc)
+        if isinstance(exc, msgspec.ValidationError):
+            if "$.type" in text and ("Invalid value" in text or "Expected `str`" in text):
+                raise ProtocolError(f"unknown message type ({text})", code="unknown-type") from None
+            raise ProtocolError(text, code="invalid-message") from None
+        raise ProtocolError(f"not JSON: {text}", code="invalid-json") from None
+
+
+def decode_client(data: str | bytes) -> ClientMessage:
+    """Decode one client frame or raise :class:`ProtocolError` (codes ``invalid-json``,
+    ``unknown-type``, ``invalid-message``)."""
+    return _decode(_client_decoder, data)  # type: ignore[return-value]
+
+
+def decode_server(data: str | bytes) -> ServerMessage:
+    """Decode one server frame or raise :class:`ProtocolError`."""
+    return _decode(_server_decoder, data)  # type: ignore[return-value]
+
+
+def message_type(message: _Msg) -> str:
+    """The ``type`` tag of a message (for metrics and logs)."""
+    return type(message).__struct_config__.tag  # type: ignore[return-value]
