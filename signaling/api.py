@@ -1,0 +1,221 @@
+"""The backend-facing HTTP API in the seed documents' style.
+
+``POST /api/run/<module>/<function>`` with body ``{"args": {...}}``; success is
+``{"status": "success", "errorMessage": "", "errorData": {}, "value": ...}`` and failure is the
+``FailedResponse`` envelope ``{"status": "error", "errorMessage", "errorData": {"code", ...}}``
+with HTTP 400/401/403/404/409/429/503 (500 only for bugs). Argument objects are validated by the
+structs below before any handler runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from .connection import TokenBucket
+from .errors import BadRequest, HubError, RateLimited, Unauthenticated
+from .meetings import MeetingService, user_id_for_email
+from .metrics import Metrics
+from .settings import Settings
+from .tokens import TokenService, UserIdentity
+
+logger = logging.getLogger(__name__)
+
+SERVICE_KEY = web.AppKey("meetings", MeetingService)
+API_KEY = web.AppKey("api", "Api")
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]
+Positive = Annotated[float, msgspec.Meta(ge=0, le=1e13)]
+
+
+class _Args(msgspec.Struct, rename="camel", frozen=True):
+    pass
+
+
+class CreateMeetingArgs(_Args):
+    title: Title
+    description: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    duration: Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)] | None = None
+    max_participants: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    meeting_type: Literal["one-on-one", "small-group", "large-meeting", "webinar"] | None = None
+    organizer_id: Id | None = None
+    participant_emails: Annotated[list[Email], msgspec.Meta(max_length=100)] = []
+    recording_enabled: bool = False
+    scheduled_at: Positive | None = None
+    transcription_enabled: bool = False
+    chat_enabled: bool = True
+    screen_sharing_enabled: bool = True
+
+
+class MeetingArgs(_Args):
+    meeting_id: Id
+
+
+class InitializeRoomArgs(_Args):
+    meeting_id: Id
+    max_participants: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+
+
+class JoinTokenArgs(_Args):
+    meeting_id: Id
+    role: Literal["host", "participant", "observer"] | None = None
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=60)] | None = None
+
+
+class RemoveParticipantArgs(_Args):
+    meeting_id: Id
+    user_id: Id | None = None
+    peer_id: Id | None = None
+
+
+class NoArgs(_Args):
+    pass
+
+
+class DevLoginArgs(_Args):
+    email: Email
+    name: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+Handler = Callable[[UserIdentity | None, Any, web.Request], Awaitable[Any]]
+
+
+def success(value: Any) -> web.Response:
+    return web.json_response({"status": "success", "errorMessage": "", "errorData": {},
+                              "value": value})
+
+
+def failure(exc: HubError) -> web.Response:
+    return web.json_response(
+        {"status": "error", "errorMessage": exc.message,
+         "errorData": {"code": exc.code, "retryable": exc.retryable}},
+        status=exc.http_status,
+    )
+
+
+class Api:
+    """Routes, authentication, validation and the response envelope."""
+
+    def __init__(self, settings: Settings, tokens: TokenService, service: MeetingService,
+                 metrics: Metrics) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self.service = service
+        self.metrics = metrics
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        s = self.service
+        run = "/api/run/meetings"
+        endpoints: list[tuple[str, type[_Args], Handler, bool]] = [
+            (f"{run}/lifecycle/createMeeting", CreateMeetingArgs,
+             lambda c, a, r: s.create_meeting(c, a), True),
+            (f"{run}/lifecycle/startMeeting", MeetingArgs,
+             lambda c, a, r: s.start_meeting(c, a.meeting_id), True),
+            (f"{run}/lifecycle/endMeeting", MeetingArgs,
+             lambda c, a, r: s.end_meeting(c, a.meeting_id), True),
+            (f"{run}/webrtc/index/initializeWebRTCRoom", InitializeRoomArgs,
+             lambda c, a, r: s.initialize_room(c, a.meeting_id, a.max_participants), True),
+            (f"{run}/queries/getMeeting", MeetingArgs,
+             lambda c, a, r: s.get_meeting(c, a.meeting_id), True),
+            (f"{run}/webrtc/index/createJoinToken", JoinTokenArgs,
+             lambda c, a, r: s.create_join_token(c, a.meeting_id, a.role, self.ws_url(r),
+                                                 a.ttl_seconds), True),
+            (f"{run}/webrtc/index/removeParticipant", RemoveParticipantArgs, self._remove, True),
+            (f"{run}/webrtc/index/getIceServers", NoArgs, self._ice, True),
+        ]
+        if self.settings.auth.dev_login:
+            endpoints.append(("/api/dev/login", DevLoginArgs, self._dev_login, False))
+        return [web.post(path, self._wrap(path, args, handler, auth))
+                for path, args, handler, auth in endpoints]
+
+    def ws_url(self, request: web.Request) -> str:
+        base = self.settings.server.public_url.rstrip("/")
+        if base:
+            return base.replace("https://", "wss://").replace("http://", "ws://") + "/ws"
+        scheme = "wss" if request.secure else "ws"
+        return f"{scheme}://{request.host}/ws"
+
+    async def _remove(self, caller: UserIdentity | None, args: Any, _: web.Request) -> Any:
+        if (args.user_id is None) == (args.peer_id is None):
+            raise BadRequest("give exactly one of userId or peerId")
+        assert caller is not None  # auth=True endpoints always have a caller
+        return await self.service.remove_participant(caller, args.meeting_id,
+                                                     user_id=args.user_id, peer_id=args.peer_id)
+
+    async def _ice(self, caller: UserIdentity | None, _: Any, __: web.Request) -> Any:
+        assert caller is not None
+        return self.service.ice_servers(caller)
+
+    async def _dev_login(self, _: UserIdentity | None, args: Any, __: web.Request) -> Any:
+        email = args.email.strip().lower()
+        user_id = user_id_for_email(email)
+        name = args.name or email.split("@")[0]
+        return {"token": self.tokens.mint_user(user_id, email, name), "userId": user_id,
+                "email": email, "name": name}
+
+    def _wrap(self, path: str, args_type: type[_Args], handler: Handler, auth: bool) -> Any:
+        endpoint = path.rsplit("/", 1)[-1]
+        decoder = msgspec.json.Decoder(dict[str, Any])
+        args_decoder = msgspec.convert
+
+        async def view(request: web.Request) -> web.Response:
+            try:
+                caller = await self._caller(request) if auth else None
+                self._rate_limit(caller.user_id if caller else (request.remote or "?"))
+                body = await self._body(request, decoder)
+                raw = body.get("args", None)
+                if not isinstance(raw, dict):
+                    raise BadRequest("request body must be {\"args\": {...}}")
+                try:
+                    args = args_decoder(raw, args_type)
+                except msgspec.ValidationError as exc:
+                    raise BadRequest(f"invalid args: {exc}", code="invalid-args") from None
+                value = await handler(caller, args, request)
+                response = success(value)
+            except HubError as exc:
+                response = failure(exc)
+            except Exception:  # a bug: log it, answer 500 in the same envelope
+                logger.exception("%s failed", endpoint)
+                response = failure(HubError("internal error"))
+            self.metrics.api_requests.labels(endpoint=endpoint, status=response.status).inc()
+            return response
+
+        return view
+
+    async def _caller(self, request: web.Request) -> UserIdentity:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("send Authorization: Bearer <user token>")
+        return await self.tokens.verify_user(token.strip())
+
+    async def _body(self, request: web.Request, decoder: Any) -> dict[str, Any]:
+        limit = self.settings.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BadRequest(f"request body over {limit} bytes", code="body-too-large")
+        data = await request.content.read(limit + 1)
+        if len(data) > limit:
+            raise BadRequest(f"request body over {limit} bytes", code="body-too-large")
+        try:
+            body = decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"request body is not a JSON object: {exc}",
+                             code="invalid-json") from None
+        return body  # type: ignore[no-any-return]
+
+    def _rate_limit(self, key: str) -> None:
+        rate = self.settings.limits.api_requests_per_second
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()  # bounded memory; a burst of new callers resets buckets
+            bucket = self._buckets[key] = TokenBucket(rate, rate * 4)
+        if not bucket.take():
+            raise RateLimited(f"over {rate:g} requests/s")

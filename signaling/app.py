@@ -1,0 +1,129 @@
+"""The aiohttp application factory: wires settings, store, bus, tokens, hub and API together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from .api import Api
+from .bus import Bus, MemoryBus
+from .errors import HubError
+from .hub import Hub, IceServersFor
+from .meetings import MeetingService
+from .memory_store import MemoryStore
+from .metrics import Metrics
+from .openapi import build_spec
+from .protocol import IceServer
+from .settings import Settings
+from .store import Store
+from .tokens import TokenService
+from .ws import HUB_KEY, websocket_handler
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+TOKENS_KEY = web.AppKey("tokens", TokenService)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+STORE_KEY = web.AppKey("store", Store)  # type: ignore[type-abstract]
+
+STATIC_DIR = Path(str(resources.files("signaling").joinpath("static")))
+
+
+def make_ice_servers_for(settings: Settings) -> IceServersFor:
+    """The per-user ICE server list: configured STUN, plus TURN with fresh credentials."""
+    from turn.ice import IceConfig, ice_servers_for
+
+    config = IceConfig(
+        stun_urls=settings.ice.stun_urls, turn_urls=settings.ice.turn_urls,
+        secrets=settings.ice.turn_secrets, ttl_s=settings.ice.turn_ttl_s,
+        max_ttl_s=settings.ice.turn_max_ttl_s,
+    )
+
+    def for_user(user_id: str) -> list[IceServer]:
+        return [IceServer(**entry) for entry in ice_servers_for(user_id, config)]
+
+    return for_user
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    bus: Bus | None = None,
+    worker_id: str | None = None,
+) -> web.Application:
+    """Build the hub application. ``store``/``bus`` default to in-memory ones."""
+    app = web.Application(client_max_size=settings.limits.max_body_bytes)
+    tokens = TokenService(
+        secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s,
+        default_ttl_s=settings.auth.token_ttl_s, jwks=settings.auth.jwks,
+        user_audience=settings.auth.user_audience, user_issuer=settings.auth.user_issuer,
+    )
+    store = store if store is not None else MemoryStore()
+    bus = bus if bus is not None else MemoryBus()
+    metrics = Metrics()
+    ice_servers_for = make_ice_servers_for(settings)
+    hub = Hub(
+        settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
+        metrics=metrics, worker_id=worker_id or f"w_{os.getpid()}_{secrets.token_hex(3)}",
+    )
+    metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
+    service = MeetingService(settings=settings, store=store, hub=hub, tokens=tokens,
+                             ice_servers_for=ice_servers_for)
+    api = Api(settings, tokens, service, metrics)
+    app[SETTINGS_KEY] = settings
+    app[TOKENS_KEY] = tokens
+    app[METRICS_KEY] = metrics
+    app[STORE_KEY] = store
+    app[HUB_KEY] = hub
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        logger.info("hub worker %s started", hub.worker_id)
+        yield
+        await bus.aclose()
+        await store.aclose()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.aclose(settings.server.shutdown_timeout_s)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            await store.ping()
+        except HubError as exc:
+            return web.json_response({"status": "unavailable", "reason": exc.message},
+                                     status=503)
+        return web.json_response({"status": "ready", "worker": hub.worker_id})
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def openapi_view(_: web.Request) -> web.Response:
+        return web.json_response(build_spec())
+
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/api/openapi.json", openapi_view)
+    app.router.add_routes(api.routes())
+    if settings.server.demo and STATIC_DIR.is_dir():
+        async def index(_: web.Request) -> web.FileResponse:
+            return web.FileResponse(STATIC_DIR / "index.html")
+
+        app.router.add_get("/", index)
+        app.router.add_static("/static/", STATIC_DIR)
+    return app

@@ -1,0 +1,80 @@
+"""The cross-worker message bus.
+
+A hub worker delivers frames to its own peers directly; a frame for a peer held by another worker
+is wrapped in an :class:`Envelope` and sent to that worker's inbox on the bus. Envelopes from one
+sender to one worker arrive in the order they were sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal, Protocol
+
+import msgspec
+
+logger = logging.getLogger(__name__)
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True):
+    """What travels between workers: an action on some of the receiving worker's peers.
+
+    ``deliver`` sends ``frame`` (an encoded protocol message) to ``to``; ``close`` closes those
+    peers' sockets with ``code``/``frame`` as the reason; ``roster`` tells the worker that the
+    room's membership changed (``frame`` is unused) so it refreshes its routing view.
+    """
+
+    kind: Literal["deliver", "close", "roster"]
+    room_id: str
+    to: tuple[str, ...]
+    frame: bytes = b""
+    code: int = 0
+    reason: str = ""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def pack(envelope: Envelope) -> bytes:
+    return _encoder.encode(envelope)
+
+
+def unpack(data: bytes) -> Envelope:
+    return _decoder.decode(data)
+
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+
+class Bus(Protocol):
+    """Point-to-point delivery between hub workers."""
+
+    async def start(self, worker_id: str, handler: Handler) -> None:
+        """Begin receiving envelopes addressed to ``worker_id``."""
+
+    async def send(self, worker_id: str, envelope: Envelope) -> None:
+        """Send one envelope to a worker's inbox (fire and forget; a dead worker drops it)."""
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryBus:
+    """A bus between hub instances in one process (tests, the embedded default)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    async def start(self, worker_id: str, handler: Handler) -> None:
+        self._handlers[worker_id] = handler
+
+    async def send(self, worker_id: str, envelope: Envelope) -> None:
+        handler = self._handlers.get(worker_id)
+        if handler is None:
+            logger.debug("bus: no worker %s, dropped %s", worker_id, envelope.kind)
+            return
+        # Round-trip through the wire format so memory and Redis behave alike.
+        await handler(unpack(pack(envelope)))
+
+    async def aclose(self) -> None:
+        self._handlers.clear()

@@ -1,0 +1,143 @@
+"""``connvo-rtc``: the command line.
+
+``serve`` runs the hub, ``token`` mints a join token, ``turn`` renders/runs coturn. Bad settings
+print one clear line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from .settings import ConfigError, Settings, load_settings
+
+logger = logging.getLogger("connvo_rtc")
+
+
+def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    server: dict[str, Any] = {}
+    if args.host is not None:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    if args.public_url is not None:
+        server["public_url"] = args.public_url
+    if server:
+        overrides["server"] = server
+    auth: dict[str, Any] = {}
+    if args.auth_secret is not None:
+        auth["secrets"] = args.auth_secret
+    if args.jwks is not None:
+        auth["jwks"] = args.jwks
+    if auth:
+        overrides["auth"] = auth
+    return overrides
+
+
+def _dev_banner(settings: Settings) -> None:
+    bar = "!" * 78
+    logger.warning(bar)
+    logger.warning("DEV MODE: no auth secret configured (--auth-secret / CONNVO_RTC_AUTH_SECRET).")
+    logger.warning("A random secret was generated for this run; tokens die with the process.")
+    logger.warning("POST /api/dev/login hands a user token to anyone who asks. Never expose this.")
+    logger.warning(bar)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    try:
+        settings = load_settings(args.config, overrides=_serve_overrides(args))
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
+        return 1
+    if settings.dev_mode:
+        _dev_banner(settings)
+    host, port = settings.server.host, settings.server.port
+    logger.info("connvo-rtc hub on http://%s:%d (demo page at /, API spec at /api/openapi.json)",
+                host, port)
+    web.run_app(app, host=host, port=port, print=None,
+                shutdown_timeout=settings.server.shutdown_timeout_s, access_log=None,
+                handle_signals=True)
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    from .errors import HubError
+    from .tokens import TokenService
+
+    secrets = args.secret or os.environ.get("CONNVO_RTC_AUTH_SECRET", "")
+    secret_list = tuple(s.strip() for s in secrets.split(",") if s.strip())
+    if not secret_list:
+        print("connvo-rtc token: give --secret or set CONNVO_RTC_AUTH_SECRET", file=sys.stderr)
+        return 1
+    service = TokenService(secrets=secret_list, max_ttl_s=max(args.max_ttl, args.ttl))
+    try:
+        jwt, expires = service.mint_join(args.room, args.user, args.role, name=args.name or "",
+                                         ttl_s=args.ttl)
+    except HubError as exc:
+        print(f"connvo-rtc token: {exc.message}", file=sys.stderr)
+        return 1
+    print(jwt)
+    if args.verbose:
+        print(f"room={args.room} user={args.user} role={args.role} expires={expires}",
+              file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="connvo-rtc", description=__doc__.split("\n")[0])
+    parser.add_argument("--log-level", default=os.environ.get("CONNVO_RTC_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the signalling hub")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8080)")
+    p.add_argument("--config", help="TOML config file (see config/connvo-rtc.toml)")
+    p.add_argument("--auth-secret", help="comma-separated HS256 secrets; the first signs "
+                   "(env CONNVO_RTC_AUTH_SECRET)")
+    p.add_argument("--jwks", help="JWKS file or URL for RS256 user tokens")
+    p.add_argument("--public-url", help="base URL clients reach this hub at (for wsUrl)")
+    p.set_defaults(func=serve)
+
+    t = sub.add_parser("token", help="mint a join token for a room")
+    t.add_argument("--secret", help="HS256 secret(s), comma-separated (env CONNVO_RTC_AUTH_SECRET)")
+    t.add_argument("--room", required=True, help="room id")
+    t.add_argument("--user", required=True, help="user id")
+    t.add_argument("--role", default="participant", choices=["host", "participant", "observer"])
+    t.add_argument("--name", help="display name")
+    t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    t.add_argument("--max-ttl", type=int, default=86_400, help="refuse TTLs above this")
+    t.add_argument("-v", "--verbose", action="store_true")
+    t.set_defaults(func=token)
+
+    try:
+        from turn import cli as turn_cli
+    except ImportError:  # pragma: no cover - turn/ ships with the package
+        pass
+    else:
+        turn_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = args.func(args)
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The meeting service behind the HTTP API: who may do what to which meeting and room.
+
+Roles come from the meeting: its organizer is the host, its invited emails are participants,
+everyone else is refused. Values returned here are the seed documents' ``value`` objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded
+from .hub import Hub, IceServersFor, now_ms
+from .protocol import Features, IceServer
+from .settings import MESH_LIMIT, Settings
+from .store import Meeting, Room, Store
+from .tokens import TokenService, UserIdentity
+
+logger = logging.getLogger(__name__)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def user_id_for_email(email: str) -> str:
+    """A stable user id for dev logins (real deployments take ``sub`` from their IdP)."""
+    return "user_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+def ice_dicts(servers: list[IceServer]) -> list[dict[str, Any]]:
+    out = []
+    for server in servers:
+        entry: dict[str, Any] = {"urls": server.urls}
+        if server.username is not None:
+            entry["username"] = server.username
+        if server.credential is not None:
+            entry["credential"] = server.credential
+        out.append(entry)
+    return out
+
+
+class MeetingService:
+    """Meetings, rooms and join tokens for API callers."""
+
+    def __init__(self, *, settings: Settings, store: Store, hub: Hub, tokens: TokenService,
+                 ice_servers_for: IceServersFor,
+                 on_room_active: Callable[[Meeting, Room], Any] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.tokens = tokens
+        self.ice_servers_for = ice_servers_for
+        self.on_room_active = on_room_active
+
+    # ------------------------------------------------------------------ access
+
+    async def _meeting(self, meeting_id: str) -> Meeting:
+        meeting = await self.store.get_meeting(meeting_id)
+        if meeting is None:
+            raise NotFound(f"no meeting {meeting_id}", code="meeting-not-found")
+        return meeting
+
+    @staticmethod
+    def role_of(meeting: Meeting, caller: UserIdentity) -> str | None:
+        if caller.user_id == meeting.organizer_id:
+            return "host"
+        if caller.email and caller.email in meeting.participant_emails:
+            return "participant"
+        return None
+
+    def _require_role(self, meeting: Meeting, caller: UserIdentity, *roles: str) -> str:
+        role = self.role_of(meeting, caller)
+        if role is None:
+            raise Forbidden("you are not invited to this meeting", code="not-invited")
+        if roles and role not in roles:
+            raise Forbidden(f"only the {' or '.join(roles)} may do this", code="host-only")
+        return role
+
+    # ------------------------------------------------------------------ seed endpoints
+
+    async def create_meeting(self, caller: UserIdentity, args: Any) -> dict[str, Any]:
+        if args.organizer_id is not None and args.organizer_id != caller.user_id:
+            raise Forbidden("organizerId must be the caller", code="organizer-mismatch")
+        emails = tuple(dict.fromkeys(e.strip().lower() for e in args.participant_emails))
+        ts = now_ms()
+        meeting = Meeting(
+            meeting_id=new_id("meeting"), title=args.title.strip(), organizer_id=caller.user_id,
+            organizer_email=caller.email, description=args.description,
+            participant_emails=emails, meeting_type=args.meeting_type,
+            max_participants=int(args.max_participants or MESH_LIMIT),
+            recording=args.recording_enabled, transcription=args.transcription_enabled,
+            chat=args.chat_enabled, screen_sharing=args.screen_sharing_enabled,
+            scheduled_at=args.scheduled_at, duration=args.duration, created_at=ts,
+            updated_at=ts,
+        )
+        await self.store.create_meeting(meeting)
+        logger.info("meeting=%s created by user=%s (%d invited, provider %s)",
+                    meeting.meeting_id, caller.user_id, len(emails), meeting.video_provider)
+        return {
+            "meetingId": meeting.meeting_id,
+            "webrtcReady": meeting.video_provider == "webrtc",
+            "videoProvider": meeting.video_provider,
+            "features": {"recording": meeting.recording, "transcription": meeting.transcription,
+                         "maxParticipants": meeting.max_participants},
+        }
+
+    async def start_meeting(self, caller: UserIdentity, meeting_id: str) -> dict[str, Any]:
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller, "host")
+        meeting = await self.store.transition_meeting(
+            meeting_id, "active", from_states=("scheduled",), now_ms=now_ms())
+        if meeting.video_provider != "webrtc":
+            return {"success": True, "videoProvider": "getstream", "webrtcReady": False}
+        room = await self._ensure_room(meeting, None)
+        logger.info("meeting=%s started, room=%s", meeting_id, room.room_id)
+        return {
+            "success": True, "videoProvider": "webrtc", "webrtcReady": True,
+            "roomInfo": {"roomId": room.room_id,
+                         "iceServers": ice_dicts(self.ice_servers_for(caller.user_id))},
+        }
+
+    async def initialize_room(self, caller: UserIdentity, meeting_id: str,
+                              max_participants: int | None) -> dict[str, Any]:
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller)
+        if meeting.state in ("concluded", "cancelled"):
+            raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
+        wanted = max_participants or meeting.max_participants
+        if meeting.video_provider != "webrtc" or wanted > MESH_LIMIT:
+            return {"success": False, "provider": "getstream", "roomId": "",
+                    "features": _features_dict(self._features(meeting, wanted)),
+                    "iceServers": []}
+        room = await self._ensure_room(meeting, max_participants)
+        return {
+            "success": True, "provider": "webrtc", "roomId": room.room_id,
+            "features": _features_dict(room.features),
+            "iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),
+        }
+
+    async def get_meeting(self, caller: UserIdentity, meeting_id: str) -> dict[str, Any]:
+        meeting = await self._meeting(meeting_id)
+        role = self._require_role(meeting, caller)
+        seats = await self.store.seats(meeting.room_id) if meeting.room_id else []
+        people = [s for s in seats if s.role != "tap"]
+        presence = await self.store.presence(meeting_id, caller.user_id) or "invited"
+        value: dict[str, Any] = {
+            "_id": meeting.meeting_id, "_creationTime": meeting.created_at,
+            "organizerId": meeting.organizer_id, "title": meeting.title,
+            "state": meeting.state,
+            "participantCount": len({s.user_id for s in people}),
+            "activeWebRTCSessions": sum(1 for s in people if s.connected),
+            "webrtcEnabled": meeting.video_provider == "webrtc",
+            "userRole": role, "userPresence": presence,
+            "createdAt": meeting.created_at, "updatedAt": meeting.updated_at,
+        }
+        for key, attr in (("description", "description"), ("scheduledAt", "scheduled_at"),
+                          ("duration", "duration")):
+            if getattr(meeting, attr) is not None:
+                value[key] = getattr(meeting, attr)
+        if meeting.room_id:
+            value["roomId"] = meeting.room_id
+        return value
+
+    # ------------------------------------------------------------------ our additions
+
+    async def create_join_token(self, caller: UserIdentity, meeting_id: str, role: str | None,
+                                ws_url: str, ttl_s: int | None) -> dict[str, Any]:
+        meeting = await self._meeting(meeting_id)
+        granted = self._require_role(meeting, caller)
+        if role is not None and role != granted:
+            # A caller may lower its role (host or participant -> observer), never raise it.
+            order = ("observer", "participant", "host")
+            if order.index(role) > order.index(granted):
+                raise Forbidden(f"you may join as {granted}, not {role}", code="role-not-allowed")
+            granted = role
+        if meeting.state in ("concluded", "cancelled"):
+            raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
+        if meeting.room_id is None:
+            raise Conflict("the meeting has no room yet: the host must start it",
+                           code="meeting-not-started")
+        room = await self.store.get_room(meeting.room_id)
+        if room is None or room.state == "ended":
+            raise RoomEnded("the room has ended")
+        name = caller.name or caller.email.split("@")[0] or caller.user_id
+        token, expires = self.tokens.mint_join(room.room_id, caller.user_id, granted, name=name,
+                                               ttl_s=ttl_s)
+        return {"token": token, "roomId": room.room_id, "wsUrl": ws_url, "role": granted,
+                "expiresAt": expires * 1000,
+                "iceServers": ice_dicts(self.ice_servers_for(caller.user_id))}
+
+    async def end_meeting(self, caller: UserIdentity, meeting_id: str) -> dict[str, Any]:
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller, "host")
+        if meeting.room_id:
+            await self.hub.end_room(meeting.room_id, "ended by host")
+        target = "cancelled" if meeting.state == "scheduled" else "concluded"
+        meeting = await self.store.transition_meeting(
+            meeting_id, target, from_states=("scheduled", "active"), now_ms=now_ms())
+        return {"success": True, "state": meeting.state}
+
+    async def remove_participant(self, caller: UserIdentity, meeting_id: str, *,
+                                 user_id: str | None, peer_id: str | None) -> dict[str, Any]:
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller, "host")
+        if meeting.room_id is None:
+            raise Conflict("the meeting has no room", code="meeting-not-started")
+        seats = await self.store.seats(meeting.room_id)
+        targets = [s for s in seats if (user_id and s.user_id == user_id)
+                   or (peer_id and s.peer_id == peer_id)]
+        if user_id == caller.user_id or any(s.user_id == caller.user_id for s in targets):
+            raise BadRequest("the host cannot remove itself; end the meeting instead")
+        banned = user_id or (targets[0].user_id if targets else None)
+        if banned is None:
+            raise NotFound("no such participant in the room", code="unknown-peer")
+        await self.store.ban(meeting.room_id, banned)
+        await self.hub.remove_user_seats(meeting.room_id, targets, "removed")
+        return {"success": True, "removedPeers": [s.peer_id for s in targets]}
+
+    def ice_servers(self, caller: UserIdentity) -> dict[str, Any]:
+        return {"iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),
+                "ttl": self.settings.ice.turn_ttl_s}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _features(self, meeting: Meeting, max_participants: int | None) -> Features:
+        capacity = min(max_participants or meeting.max_participants, self.settings.rooms.capacity)
+        return Features(chat=meeting.chat, screen_sharing=meeting.screen_sharing,
+                        transcription=meeting.transcription, recording=meeting.recording,
+                        max_participants=capacity)
+
+    async def _ensure_room(self, meeting: Meeting, max_participants: int | None) -> Room:
+        features = self._features(meeting, max_participants)
+        room = await self.store.attach_room(Room(
+            room_id=new_id("room"), meeting_id=meeting.meeting_id,
+            capacity=features.max_participants, features=features, created_at=now_ms(),
+        ))
+        if room.state == "ended":
+            raise RoomEnded("the meeting's room has ended")
+        if self.on_room_active is not None:
+            await self.on_room_active(meeting, room)
+        return room
+
+
+def _features_dict(features: Features) -> dict[str, Any]:
+    return {"chat": features.chat, "screenSharing": features.screen_sharing,
+            "transcription": features.transcription, "recording": features.recording,
+            "maxParticipants": features.max_participants}

@@ -1,0 +1,170 @@
+"""In-process :class:`~signaling.store.Store` for one worker (the embedded default).
+
+Atomicity comes from the event loop: no method awaits between reading and writing its state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull
+from .protocol import MediaState
+from .store import Admission, Meeting, MeetingState, Presence, Room, Seat
+
+
+@dataclass
+class _RoomState:
+    room: Room
+    seats: dict[str, Seat] = field(default_factory=dict)  # insertion order = join order
+    banned: set[str] = field(default_factory=set)
+
+
+class MemoryStore:
+    """Room, meeting and presence state in this process's memory."""
+
+    def __init__(self) -> None:
+        self._meetings: dict[str, Meeting] = {}
+        self._rooms: dict[str, _RoomState] = {}
+        self._presence: dict[tuple[str, str], Presence] = {}
+
+    async def ping(self) -> None:
+        return None
+
+    async def create_meeting(self, meeting: Meeting) -> None:
+        if meeting.meeting_id in self._meetings:
+            raise Conflict(f"meeting {meeting.meeting_id} exists")
+        self._meetings[meeting.meeting_id] = meeting
+
+    async def get_meeting(self, meeting_id: str) -> Meeting | None:
+        return self._meetings.get(meeting_id)
+
+    async def transition_meeting(
+        self, meeting_id: str, state: MeetingState, *, from_states: tuple[MeetingState, ...],
+        now_ms: int,
+    ) -> Meeting:
+        meeting = self._meetings.get(meeting_id)
+        if meeting is None:
+            raise NotFound(f"no meeting {meeting_id}")
+        if meeting.state == state:
+            return meeting
+        if meeting.state not in from_states:
+            raise Conflict(f"meeting is {meeting.state}, cannot become {state}",
+                           code=f"meeting-{meeting.state}")
+        started_at = meeting.started_at
+        if state == "active" and started_at is None:
+            started_at = now_ms
+        meeting = msgspec.structs.replace(meeting, state=state, updated_at=now_ms,
+                                          started_at=started_at)
+        self._meetings[meeting_id] = meeting
+        return meeting
+
+    async def attach_room(self, room: Room) -> Room:
+        meeting = self._meetings.get(room.meeting_id)
+        if meeting is None:
+            raise NotFound(f"no meeting {room.meeting_id}")
+        if meeting.room_id is not None:
+            return self._rooms[meeting.room_id].room
+        self._rooms[room.room_id] = _RoomState(room)
+        self._meetings[meeting.meeting_id] = msgspec.structs.replace(meeting, room_id=room.room_id)
+        return room
+
+    async def get_room(self, room_id: str) -> Room | None:
+        state = self._rooms.get(room_id)
+        return None if state is None else state.room
+
+    async def end_room(self, room_id: str, reason: str, *, now_ms: int) -> Room | None:
+        state = self._rooms.get(room_id)
+        if state is None or state.room.state == "ended":
+            return None
+        state.room = msgspec.structs.replace(state.room, state="ended", ended_at=now_ms,
+                                             end_reason=reason)
+        state.seats.clear()
+        return state.room
+
+    async def admit(self, seat: Seat) -> Admission:
+        state = self._rooms.get(seat.room_id)
+        if state is None:
+            raise NotFound(f"no room {seat.room_id}")
+        if state.room.state == "ended":
+            raise RoomEnded("the room has ended")
+        if seat.user_id in state.banned:
+            raise Forbidden("you were removed from this room by the host", code="removed")
+        replaced = tuple(
+            s for s in state.seats.values()
+            if s.user_id == seat.user_id and not s.connected and s.role == seat.role
+        )
+        others = [s for s in state.seats.values() if s not in replaced]
+        if seat.role == "tap":
+            if any(s.role == "tap" for s in others):
+                raise RoomFull("the room already has a transcription tap")
+        elif sum(1 for s in others if s.role != "tap") >= state.room.capacity:
+            raise RoomFull(f"the room is full ({state.room.capacity} peers)")
+        for old in replaced:
+            del state.seats[old.peer_id]
+        state.seats[seat.peer_id] = seat
+        return Admission(seat, replaced)
+
+    async def reattach(
+        self, room_id: str, peer_id: str, resume_hash: str, user_id: str, worker_id: str
+    ) -> Seat | None:
+        state = self._rooms.get(room_id)
+        seat = None if state is None else state.seats.get(peer_id)
+        if state is None or seat is None or seat.resume_hash != resume_hash:
+            return None
+        if seat.user_id != user_id:
+            return None
+        seat = msgspec.structs.replace(seat, connected=True, detached_at=None, worker_id=worker_id)
+        state.seats[peer_id] = seat
+        return seat
+
+    async def detach(self, room_id: str, peer_id: str, *, now_ms: int) -> Seat | None:
+        state = self._rooms.get(room_id)
+        seat = None if state is None else state.seats.get(peer_id)
+        if state is None or seat is None:
+            return None
+        seat = msgspec.structs.replace(seat, connected=False, detached_at=now_ms)
+        state.seats[peer_id] = seat
+        return seat
+
+    async def remove_seat(
+        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None
+    ) -> Seat | None:
+        state = self._rooms.get(room_id)
+        seat = None if state is None else state.seats.get(peer_id)
+        if state is None or seat is None:
+            return None
+        if only_if_detached_since is not None and (
+            seat.connected or seat.detached_at != only_if_detached_since
+        ):
+            return None
+        del state.seats[peer_id]
+        return seat
+
+    async def update_media(self, room_id: str, peer_id: str, media: MediaState) -> Seat | None:
+        state = self._rooms.get(room_id)
+        seat = None if state is None else state.seats.get(peer_id)
+        if state is None or seat is None:
+            return None
+        seat = msgspec.structs.replace(seat, media=media)
+        state.seats[peer_id] = seat
+        return seat
+
+    async def seats(self, room_id: str) -> list[Seat]:
+        state = self._rooms.get(room_id)
+        return [] if state is None else list(state.seats.values())
+
+    async def ban(self, room_id: str, user_id: str) -> None:
+        state = self._rooms.get(room_id)
+        if state is not None:
+            state.banned.add(user_id)
+
+    async def set_presence(self, meeting_id: str, user_id: str, presence: Presence) -> None:
+        self._presence[(meeting_id, user_id)] = presence
+
+    async def presence(self, meeting_id: str, user_id: str) -> Presence | None:
+        return self._presence.get((meeting_id, user_id))
+
+    async def aclose(self) -> None:
+        return None

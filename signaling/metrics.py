@@ -1,0 +1,43 @@
+"""Prometheus metrics, one registry per app (no process-wide globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """The hub's metrics. ``peers``/``rooms`` read live counts when scraped."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.peers = Gauge("connvo_connected_peers", "Joined websocket peers on this worker",
+                           registry=r)
+        self.sockets = Gauge("connvo_open_websockets", "Open websockets on this worker",
+                             registry=r)
+        self.rooms = Gauge("connvo_active_rooms", "Rooms with peers on this worker", registry=r)
+        self.relayed = Counter("connvo_relayed_messages", "Offers, answers and candidates relayed",
+                               registry=r)
+        self.messages = Counter("connvo_ws_messages", "Websocket messages received, by type",
+                                ["type"], registry=r)
+        self.errors = Counter("connvo_errors", "Errors sent to clients, by code", ["code"],
+                              registry=r)
+        self.join_latency = Histogram(
+            "connvo_join_latency_seconds", "Time from join frame to joined frame",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.api_requests = Counter("connvo_api_requests", "HTTP API requests by endpoint and status",
+                                    ["endpoint", "status"], registry=r)
+
+    def bind(self, peers: Callable[[], float], sockets: Callable[[], float],
+             rooms: Callable[[], float]) -> None:
+        """Have the gauges read live values from the hub when scraped."""
+        self.peers.set_function(peers)
+        self.sockets.set_function(sockets)
+        self.rooms.set_function(rooms)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,272 @@
+"""Hub settings: one frozen dataclass tree, loaded once in ``main()``.
+
+Precedence, lowest first: defaults in this file, ``--config FILE`` (TOML, one table per section),
+``CONNVO_RTC_<SECTION>_<FIELD>`` environment variables, then command-line flags. Every field is
+validated at load; a bad value raises :class:`ConfigError`, which the CLI prints before exiting 1.
+``config/connvo-rtc.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+#: The WebRTC mesh never holds more than this many non-tap peers.
+MESH_LIMIT = 4
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = 8080
+    """TCP port to listen on (0 picks a free one)."""
+    public_url: str = ""
+    """Base URL clients reach this deployment at (e.g. ``https://rtc.example.com``); used for
+    ``wsUrl`` in join-token responses. Empty: derived from the request's Host header."""
+    shutdown_timeout_s: float = 5.0
+    """Seconds to wait for connections to close on shutdown before cancelling them."""
+    demo: bool = True
+    """Serve the demo page at ``/`` and the browser client under ``/static/``."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """HS256 secrets: the first signs join tokens, all verify (rotation). Env
+    ``CONNVO_RTC_AUTH_SECRET`` (comma-separated). Empty: dev mode with a random secret."""
+    jwks: str = ""
+    """RS256 user tokens: a JWKS file path or http(s) URL. Empty: RS256 not accepted."""
+    user_audience: str = ""
+    """Required ``aud`` of user tokens (empty: not checked)."""
+    user_issuer: str = ""
+    """Required ``iss`` of user tokens (empty: not checked)."""
+    token_ttl_s: int = 3600
+    """Lifetime of join tokens the hub mints, seconds."""
+    max_token_ttl_s: int = 86_400
+    """Longest lifetime a join token may have (minted or presented), seconds."""
+    dev_login: bool = False
+    """Allow ``POST /api/dev/login`` (set automatically in dev mode; never in production)."""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_frame_bytes: int = 65_536
+    """Largest websocket frame accepted; larger ones close the socket with 1009."""
+    messages_per_second: float = 50.0
+    """Sustained websocket messages per second per connection."""
+    message_burst: int = 200
+    """Messages a connection may send at once above the sustained rate (ICE trickle bursts)."""
+    abuse_strikes: int = 20
+    """Rejected frames (invalid or over the rate) before the socket is closed (4429 / 4400)."""
+    join_timeout_s: float = 5.0
+    """Seconds a new socket has to send ``join`` before it is closed with 4408."""
+    max_connections: int = 10_000
+    """Websocket connections one worker accepts; more are closed with 1013."""
+    send_queue_frames: int = 256
+    """Frames queued for one client; a client that lets it fill is disconnected (slow consumer)."""
+    api_requests_per_second: float = 20.0
+    """HTTP API requests per second per caller (burst 4x)."""
+    max_body_bytes: int = 65_536
+    """Largest HTTP API request body."""
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    capacity: int = MESH_LIMIT
+    """Non-tap peers per mesh room (at most 4)."""
+    resume_grace_s: float = 20.0
+    """Seconds a dropped peer keeps its seat and ``peerId`` waiting for ``resume``."""
+    empty_timeout_s: float = 300.0
+    """Seconds an active room may stay empty before it ends."""
+    chat_max_chars: int = 2_000
+    """Longest chat message."""
+
+
+@dataclass(frozen=True)
+class IceSettings:
+    stun_urls: tuple[str, ...] = ()
+    """STUN URLs handed to every peer (``stun:host:port``). Empty: none (no public defaults)."""
+    turn_urls: tuple[str, ...] = ()
+    """TURN URLs (``turn:host:3478?transport=udp``, ``turns:host:5349``) handed with credentials."""
+    turn_secrets: tuple[str, ...] = field(default=(), repr=False)
+    """coturn ``static-auth-secret`` values: the first signs, all are accepted by coturn."""
+    turn_ttl_s: int = 3600
+    """Lifetime of TURN credentials, seconds."""
+    turn_max_ttl_s: int = 86_400
+    """Longest TURN credential lifetime allowed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the hub reads at start."""
+
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    rooms: RoomSettings = RoomSettings()
+    ice: IceSettings = IceSettings()
+
+    @property
+    def dev_mode(self) -> bool:
+        """True when no auth secret was configured (a random one is generated at start)."""
+        return self.auth.dev_login
+
+    def validate(self) -> Settings:
+        """Check ranges; return self or raise :class:`ConfigError`."""
+        checks: list[tuple[bool, str]] = [
+            (0 <= self.server.port <= 65535, "server.port must be 0..65535"),
+            (self.server.shutdown_timeout_s > 0, "server.shutdown_timeout_s must be > 0"),
+            (1 <= self.rooms.capacity <= MESH_LIMIT, f"rooms.capacity must be 1..{MESH_LIMIT}"),
+            (self.rooms.resume_grace_s >= 0, "rooms.resume_grace_s must be >= 0"),
+            (self.rooms.empty_timeout_s > 0, "rooms.empty_timeout_s must be > 0"),
+            (1 <= self.rooms.chat_max_chars <= 4000, "rooms.chat_max_chars must be 1..4000"),
+            (1024 <= self.limits.max_frame_bytes <= 4 << 20, "limits.max_frame_bytes 1 KiB..4 MiB"),
+            (self.limits.messages_per_second > 0, "limits.messages_per_second must be > 0"),
+            (self.limits.message_burst >= 1, "limits.message_burst must be >= 1"),
+            (self.limits.abuse_strikes >= 1, "limits.abuse_strikes must be >= 1"),
+            (self.limits.join_timeout_s > 0, "limits.join_timeout_s must be > 0"),
+            (self.limits.max_connections >= 1, "limits.max_connections must be >= 1"),
+            (self.limits.send_queue_frames >= 8, "limits.send_queue_frames must be >= 8"),
+            (self.limits.api_requests_per_second > 0, "limits.api_requests_per_second > 0"),
+            (self.limits.max_body_bytes >= 1024, "limits.max_body_bytes must be >= 1024"),
+            (60 <= self.auth.token_ttl_s <= self.auth.max_token_ttl_s,
+             "auth.token_ttl_s must be 60..auth.max_token_ttl_s"),
+            (len(self.auth.secrets) > 0, "auth.secrets must not be empty"),
+            (all(len(s) >= 16 for s in self.auth.secrets), "auth secrets must be >= 16 chars"),
+            (60 <= self.ice.turn_ttl_s <= self.ice.turn_max_ttl_s,
+             "ice.turn_ttl_s must be 60..ice.turn_max_ttl_s"),
+            (not self.ice.turn_urls or bool(self.ice.turn_secrets),
+             "ice.turn_urls needs ice.turn_secrets"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        for url in self.ice.stun_urls:
+            if not url.startswith(("stun:", "stuns:")):
+                raise ConfigError(f"ice.stun_urls: {url!r} is not a stun: URL")
+        for url in self.ice.turn_urls:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"ice.turn_urls: {url!r} is not a turn: URL")
+        return self
+
+
+_SECTIONS = {f.name: f.type for f in fields(Settings)}
+_ENV_ALIASES = {"CONNVO_RTC_AUTH_SECRET": ("auth", "secrets")}
+
+
+def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
+    where = f"{section}.{name}"
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            return str(value)
+        if hint == tuple[str, ...]:
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {getattr(hint, '__name__', hint)}")
+    raise ConfigError(f"{where}: unsupported type {hint}")  # pragma: no cover - a coding error
+
+
+def _apply(settings: Settings, overrides: Mapping[str, Mapping[str, Any]], origin: str) -> Settings:
+    sections: dict[str, Any] = {}
+    for section, values in overrides.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{section}]")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        current = getattr(settings, section)
+        hints = get_type_hints(type(current))
+        changes = {}
+        for name, value in values.items():
+            if name not in hints:
+                raise ConfigError(f"{origin}: unknown key {section}.{name}")
+            changes[name] = _coerce(section, name, hints[name], value)
+        sections[section] = replace(current, **changes)
+    return replace(settings, **sections)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and explicit overrides.
+
+    With no auth secret anywhere, a random one is generated and ``auth.dev_login`` is switched on:
+    the hub runs in dev mode and logs that loudly.
+    """
+    settings = Settings()
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        settings = _apply(settings, data, str(path))
+    env = os.environ if env is None else env
+    from_env: dict[str, dict[str, Any]] = {}
+    for key, value in env.items():
+        if not key.startswith("CONNVO_RTC_"):
+            continue
+        if key in _ENV_ALIASES:
+            section, name = _ENV_ALIASES[key]
+        else:
+            rest = key[len("CONNVO_RTC_"):].lower()
+            section, _, name = rest.partition("_")
+            if section not in _SECTIONS:
+                continue  # other tools' variables (e.g. CONNVO_RTC_TURN_SECRET for `turn`)
+        from_env.setdefault(section, {})[name] = value
+    if from_env:
+        settings = _apply(settings, from_env, "environment")
+    if overrides:
+        settings = _apply(settings, overrides, "command line")
+    if not settings.auth.secrets:
+        import secrets as _secrets
+
+        settings = replace(
+            settings,
+            auth=replace(settings.auth, secrets=(_secrets.token_urlsafe(32),), dev_login=True),
+        )
+    return settings.validate()
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with secrets masked (for ``/debug`` and start-up logs)."""
+    data = dataclasses.asdict(settings)
+    data["auth"]["secrets"] = ["***"] * len(settings.auth.secrets)
+    data["ice"]["turn_secrets"] = ["***"] * len(settings.ice.turn_secrets)
+    return data

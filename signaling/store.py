@@ -1,0 +1,163 @@
+"""The state store interface and the value types it returns.
+
+Every method is async and every value is an immutable ``msgspec.Struct``: callers never hold a
+reference into the store's own state, so a ``RedisStore`` can stand in for :class:`MemoryStore`
+without anyone noticing. Operations that must be atomic across workers (admission, state
+transitions) are single methods here rather than read-then-write sequences in the caller.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+from .protocol import Features, MediaState, PeerInfo
+from .settings import MESH_LIMIT
+
+MeetingState = Literal["scheduled", "active", "concluded", "cancelled"]
+Presence = Literal["invited", "joined", "left"]
+
+
+class Meeting(msgspec.Struct, frozen=True, kw_only=True):
+    """A meeting as the seed API describes it. Times are unix milliseconds."""
+
+    meeting_id: str
+    title: str
+    organizer_id: str
+    organizer_email: str = ""
+    description: str | None = None
+    participant_emails: tuple[str, ...] = ()
+    meeting_type: str | None = None
+    max_participants: int = 4
+    recording: bool = False
+    transcription: bool = False
+    chat: bool = True
+    screen_sharing: bool = True
+    scheduled_at: float | None = None
+    duration: float | None = None
+    state: MeetingState = "scheduled"
+    room_id: str | None = None
+    created_at: int = 0
+    updated_at: int = 0
+    started_at: int | None = None
+
+    @property
+    def video_provider(self) -> str:
+        """``webrtc`` within the mesh limit, ``getstream`` (the backend's tier) above it."""
+        return "webrtc" if self.max_participants <= MESH_LIMIT else "getstream"
+
+
+class Room(msgspec.Struct, frozen=True, kw_only=True):
+    """A mesh room: one per meeting."""
+
+    room_id: str
+    meeting_id: str
+    capacity: int
+    features: Features
+    state: Literal["open", "ended"] = "open"
+    created_at: int = 0
+    ended_at: int | None = None
+    end_reason: str = ""
+
+
+class Seat(msgspec.Struct, frozen=True, kw_only=True):
+    """One peer's place in a room. ``connected`` is false while the peer is in its resume grace
+    period; ``resume_hash`` is the SHA-256 of its resume secret (the secret itself is never
+    stored)."""
+
+    peer_id: str
+    room_id: str
+    user_id: str
+    role: str
+    name: str = ""
+    media: MediaState = MediaState()
+    joined_at: int = 0
+    worker_id: str = ""
+    connected: bool = True
+    resume_hash: str = ""
+    detached_at: int | None = None
+
+    def info(self) -> PeerInfo:
+        """What other peers are told about this seat."""
+        return PeerInfo(
+            peer_id=self.peer_id, user_id=self.user_id, role=self.role,  # type: ignore[arg-type]
+            name=self.name, media=self.media, joined_at=self.joined_at,
+        )
+
+
+class Admission(msgspec.Struct, frozen=True):
+    """Result of :meth:`Store.admit`: the new seat and any detached seats of the same user it
+    replaced (their owners must be told ``peer-left``)."""
+
+    seat: Seat
+    replaced: tuple[Seat, ...] = ()
+
+
+class Store(Protocol):
+    """Room, meeting and presence state shared by every hub worker of a deployment."""
+
+    async def ping(self) -> None:
+        """Raise :class:`~signaling.errors.Unavailable` when the store cannot be reached."""
+
+    # meetings
+    async def create_meeting(self, meeting: Meeting) -> None:
+        """Store a new meeting; :class:`Conflict` if the id exists."""
+
+    async def get_meeting(self, meeting_id: str) -> Meeting | None: ...
+
+    async def transition_meeting(
+        self, meeting_id: str, state: MeetingState, *, from_states: tuple[MeetingState, ...],
+        now_ms: int,
+    ) -> Meeting:
+        """Atomically move a meeting to ``state`` if it is in one of ``from_states``; return the
+        meeting as it is afterwards. :class:`NotFound` / :class:`Conflict` otherwise. Moving to
+        ``active`` sets ``started_at`` once."""
+
+    async def attach_room(self, room: Room) -> Room:
+        """Create ``room`` for its meeting unless the meeting already has one; return the
+        meeting's room either way (idempotent ``initializeWebRTCRoom``)."""
+
+    # rooms
+    async def get_room(self, room_id: str) -> Room | None: ...
+
+    async def end_room(self, room_id: str, reason: str, *, now_ms: int) -> Room | None:
+        """Mark a room ended and drop its seats; return the ended room, or ``None`` when it was
+        already ended or does not exist (so only one caller announces the end)."""
+
+    # seats
+    async def admit(self, seat: Seat) -> Admission:
+        """Atomically give ``seat`` a place in its room: :class:`NotFound` (no room),
+        :class:`RoomEnded`, :class:`Forbidden` (user removed by the host) or :class:`RoomFull`
+        (capacity non-tap seats, or a second tap). A detached seat of the same user is replaced.
+        """
+
+    async def reattach(
+        self, room_id: str, peer_id: str, resume_hash: str, user_id: str, worker_id: str
+    ) -> Seat | None:
+        """Give a detached (or still attached) seat back to its owner on ``worker_id``; ``None``
+        when the seat is gone or the resume secret or user does not match."""
+
+    async def detach(self, room_id: str, peer_id: str, *, now_ms: int) -> Seat | None:
+        """Mark a seat as waiting for resume."""
+
+    async def remove_seat(
+        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None
+    ) -> Seat | None:
+        """Remove a seat and return it (``None`` if absent). With ``only_if_detached_since``, only
+        a seat still detached since that time is removed (a resumed peer keeps its seat)."""
+
+    async def update_media(self, room_id: str, peer_id: str, media: MediaState) -> Seat | None: ...
+
+    async def seats(self, room_id: str) -> list[Seat]:
+        """All seats of a room, in join order."""
+
+    async def ban(self, room_id: str, user_id: str) -> None:
+        """Refuse further joins of ``user_id`` into the room (removed by the host)."""
+
+    # presence
+    async def set_presence(self, meeting_id: str, user_id: str, presence: Presence) -> None: ...
+
+    async def presence(self, meeting_id: str, user_id: str) -> Presence | None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,248 @@
+"""Join tokens (minted and verified by the hub) and user tokens (issued by an identity provider).
+
+Join tokens are HS256 JWTs signed with the first configured secret and verified with any of them,
+so secrets rotate without dropping calls. They carry ``aud = "connvo-rtc:join"`` and are never
+accepted as user tokens (and user tokens never as join tokens). User tokens are HS256 with the same
+secret list, or RS256 verified against a JWKS file or URL. Only those two algorithms are accepted:
+``alg: none`` and everything else is refused before any key is looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from .errors import BadRequest, Unauthenticated
+
+logger = logging.getLogger(__name__)
+
+JOIN_AUDIENCE = "connvo-rtc:join"
+ISSUER = "connvo-rtc"
+#: Clock skew tolerated between machines, seconds.
+LEEWAY_S = 10
+
+
+@dataclass(frozen=True)
+class JoinClaims:
+    """What a verified join token grants."""
+
+    room_id: str
+    user_id: str
+    role: str
+    name: str
+    expires_at: int
+    token_id: str
+
+
+@dataclass(frozen=True)
+class UserIdentity:
+    """The caller of the HTTP API, from a verified user token."""
+
+    user_id: str
+    email: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class TokenService:
+    """Mints and verifies tokens.
+
+    ``secrets`` are HS256 keys (first signs, all verify); ``jwks`` is a JWKS file path or URL for
+    RS256 user tokens; ``max_ttl_s`` bounds every join token's lifetime.
+    """
+
+    secrets: tuple[str, ...] = field(repr=False)
+    max_ttl_s: int = 86_400
+    default_ttl_s: int = 3600
+    jwks: str = ""
+    user_audience: str = ""
+    user_issuer: str = ""
+    _jwks_client: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.secrets:
+            raise ValueError("TokenService needs at least one secret")
+        client: Any = None
+        if self.jwks.startswith(("http://", "https://")):
+            client = jwt.PyJWKClient(self.jwks, cache_keys=True, lifespan=300, timeout=5)
+        elif self.jwks:
+            client = _FileJwks(Path(self.jwks))
+        object.__setattr__(self, "_jwks_client", client)
+
+    # ------------------------------------------------------------------ join tokens
+
+    def mint_join(
+        self,
+        room_id: str,
+        user_id: str,
+        role: str = "participant",
+        *,
+        name: str = "",
+        ttl_s: int | None = None,
+        now: float | None = None,
+    ) -> tuple[str, int]:
+        """Return ``(token, expires_at_unix)`` for one user in one room."""
+        ttl = self.default_ttl_s if ttl_s is None else ttl_s
+        if not 1 <= ttl <= self.max_ttl_s:
+            raise BadRequest(f"token ttl must be 1..{self.max_ttl_s} s, got {ttl}")
+        if role not in ("host", "participant", "observer", "tap"):
+            raise BadRequest(f"unknown role {role!r}")
+        if not room_id or not user_id:
+            raise BadRequest("room and user are required")
+        issued = int(time.time() if now is None else now)
+        expires = issued + ttl
+        claims = {
+            "iss": ISSUER,
+            "aud": JOIN_AUDIENCE,
+            "sub": user_id,
+            "room": room_id,
+            "role": role,
+            "name": name[:64],
+            "iat": issued,
+            "exp": expires,
+            "jti": secrets.token_urlsafe(9),
+        }
+        return jwt.encode(claims, self.secrets[0], algorithm="HS256"), expires
+
+    def verify_join(self, token: str, *, verify_exp: bool = True) -> JoinClaims:
+        """Check a join token; raise :class:`Unauthenticated` (``token-expired``/``bad-token``)."""
+        claims = self._decode_hs256(
+            token, audience=JOIN_AUDIENCE, issuer=ISSUER, verify_exp=verify_exp,
+            required=["exp", "iat", "sub", "room", "role"],
+        )
+        if claims["exp"] - claims["iat"] > self.max_ttl_s:
+            raise Unauthenticated("token lifetime exceeds the maximum", code="bad-token")
+        role = claims.get("role")
+        if role not in ("host", "participant", "observer", "tap"):
+            raise Unauthenticated("token has an unknown role", code="bad-token")
+        if not isinstance(claims["room"], str) or not isinstance(claims["sub"], str):
+            raise Unauthenticated("token claims malformed", code="bad-token")
+        name = claims.get("name", "")
+        return JoinClaims(
+            room_id=claims["room"],
+            user_id=claims["sub"],
+            role=role,
+            name=name if isinstance(name, str) else "",
+            expires_at=int(claims["exp"]),
+            token_id=str(claims.get("jti", "")),
+        )
+
+    # ------------------------------------------------------------------ user tokens
+
+    def mint_user(self, user_id: str, email: str = "", name: str = "", ttl_s: int = 3600) -> str:
+        """An HS256 user token (dev login, tests, the CLI); real deployments use their IdP."""
+        now = int(time.time())
+        claims: dict[str, Any] = {"sub": user_id, "email": email, "name": name, "iat": now,
+                                  "exp": now + ttl_s}
+        if self.user_audience:
+            claims["aud"] = self.user_audience
+        if self.user_issuer:
+            claims["iss"] = self.user_issuer
+        return jwt.encode(claims, self.secrets[0], algorithm="HS256")
+
+    async def verify_user(self, token: str) -> UserIdentity:
+        """Check a bearer user token (HS256 or RS256/JWKS)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("malformed bearer token", code="bad-token") from None
+        alg = header.get("alg")
+        audience = self.user_audience or None
+        issuer = self.user_issuer or None
+        if alg == "HS256":
+            claims = self._decode_hs256(token, audience=audience, issuer=issuer, verify_exp=True,
+                                        required=["exp", "sub"])
+        elif alg == "RS256" and self._jwks_client is not None:
+            try:
+                key = await asyncio.to_thread(self._jwks_client.get_signing_key_from_jwt, token)
+                claims = jwt.decode(
+                    token, key.key, algorithms=["RS256"], audience=audience, issuer=issuer,
+                    leeway=LEEWAY_S, options={"require": ["exp", "sub"], "verify_aud": bool(audience)},
+                )
+            except jwt.ExpiredSignatureError:
+                raise Unauthenticated("token expired", code="token-expired") from None
+            except (jwt.PyJWTError, OSError) as exc:
+                raise Unauthenticated(f"token rejected: {exc}", code="bad-token") from None
+        else:
+            raise Unauthenticated(f"token algorithm {alg!r} is not accepted", code="bad-token")
+        if claims.get("aud") == JOIN_AUDIENCE:
+            raise Unauthenticated("a join token is not a user token", code="bad-token")
+        sub, email, name = claims.get("sub"), claims.get("email", ""), claims.get("name", "")
+        if not isinstance(sub, str) or not sub or len(sub) > 128:
+            raise Unauthenticated("token subject malformed", code="bad-token")
+        return UserIdentity(
+            user_id=sub,
+            email=email.lower() if isinstance(email, str) else "",
+            name=name if isinstance(name, str) else "",
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _decode_hs256(
+        self, token: str, *, audience: str | None, issuer: str | None, verify_exp: bool,
+        required: list[str],
+    ) -> dict[str, Any]:
+        if not isinstance(token, str) or token.count(".") != 2:
+            raise Unauthenticated("malformed token", code="bad-token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthenticated("malformed token", code="bad-token") from None
+        if header.get("alg") != "HS256":
+            raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not accepted",
+                                  code="bad-token")
+        expired = False
+        for secret in self.secrets:
+            try:
+                return jwt.decode(
+                    token, secret, algorithms=["HS256"], audience=audience, issuer=issuer,
+                    leeway=LEEWAY_S,
+                    options={"require": required, "verify_exp": verify_exp,
+                             "verify_aud": audience is not None},
+                )
+            except jwt.ExpiredSignatureError:
+                expired = True  # signature was good with this secret
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated(f"token rejected: {exc}", code="bad-token") from None
+        if expired:
+            raise Unauthenticated("token expired", code="token-expired")
+        raise Unauthenticated("token signature does not verify", code="bad-token")
+
+
+class _FileJwks:
+    """A JWKS read from a file, re-read when the file changes (key rotation without restart)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._mtime = -1.0
+        self._set: jwt.PyJWKSet | None = None
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            stat = self._path.stat()
+            if stat.st_mtime != self._mtime:
+                self._set = jwt.PyJWKSet.from_dict(json.loads(self._path.read_text()))
+                self._mtime = stat.st_mtime
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise ValueError(f"cannot load JWKS {self._path}: {exc}") from None
+
+    def get_signing_key_from_jwt(self, token: str) -> jwt.PyJWK:
+        self._load()
+        kid = jwt.get_unverified_header(token).get("kid")
+        assert self._set is not None
+        for key in self._set.keys:
+            if kid is None or key.key_id == kid:
+                return key
+        raise jwt.PyJWKClientError(f"no JWKS key with kid {kid!r}")
