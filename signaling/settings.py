@@ -142,7 +142,7 @@ class Settings:
             (60 <= self.auth.token_ttl_s <= self.auth.max_token_ttl_s,
              "auth.token_ttl_s must be 60..auth.max_token_ttl_s"),
             (len(self.auth.secrets) > 0, "auth.secrets must not be empty"),
-            (all(len(s) >= 16 for s in self.auth.secrets), "auth secrets must be >= 16 chars"),
+            (all(len(s) >= 32 for s in self.auth.secrets), "auth secrets must be >= 32 characters"),
             (60 <= self.ice.turn_ttl_s <= self.ice.turn_max_ttl_s,
              "ice.turn_ttl_s must be 60..ice.turn_max_ttl_s"),
             (not self.ice.turn_urls or bool(self.ice.turn_secrets),

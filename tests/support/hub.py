@@ -13,7 +13,7 @@ from signaling.app import create_app
 from signaling.settings import Settings, load_settings
 from signaling.tokens import TokenService
 
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
 def test_settings(**sections: dict[str, Any]) -> Settings:
