@@ -48,8 +48,10 @@ class TokenBucket:
 class Connection:
     """A joined (or joining) websocket client of this worker."""
 
-    def __init__(self, ws: web.WebSocketResponse, *, queue_frames: int, remote: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, *, queue_frames: int, remote: str,
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
+        self._transport = transport
         self.remote = remote
         self.peer_id = ""
         self.room_id = ""
@@ -99,10 +101,14 @@ class Connection:
         self._close_reason = reason
 
     async def _abort(self, code: int, reason: str) -> None:
+        # The client is not reading, so it would not answer a close handshake either (and
+        # aiohttp's close() waits on the same full buffer): cut the TCP connection so the
+        # reader side ends and the peer is detached now.
+        logger.info("%s aborting connection (%s, %d)", self.label, reason, code)
         if self._writer is not None:
             self._writer.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 1.0)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
 
     async def _write_loop(self) -> None:
         ws = self.ws

@@ -109,3 +109,11 @@ class Unavailable(HubError):
     http_status = 503
     close_code = 1013
     retryable = True
+
+
+class JoinTimeout(HubError):
+    """No ``join`` frame within the join timeout (close 4408)."""
+
+    code = "join-timeout"
+    http_status = 408
+    close_code = 4408

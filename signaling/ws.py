@@ -15,7 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import protocol as p
 from .connection import Connection, TokenBucket
-from .errors import BadJoin, HubError, ProtocolError, RateLimited, Unavailable
+from .errors import BadJoin, HubError, JoinTimeout, ProtocolError, RateLimited, Unavailable
 from .hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         max_msg_size=limits.max_frame_bytes, heartbeat=20.0, autoping=True, compress=False
     )
     await ws.prepare(request)
-    conn = Connection(ws, queue_frames=limits.send_queue_frames, remote=request.remote or "?")
+    conn = Connection(ws, queue_frames=limits.send_queue_frames, remote=request.remote or "?",
+                      transport=request.transport)
     conn.start()
     if hub.socket_count >= limits.max_connections:
         logger.warning("refusing websocket from %s: %d connections", conn.remote,
@@ -63,9 +64,7 @@ async def _join_phase(hub: Hub, conn: Connection) -> bool:
     try:
         msg = await asyncio.wait_for(ws.receive(), hub.settings.limits.join_timeout_s)
     except asyncio.TimeoutError:
-        await _close_with(conn, hub, HubError("no join within the join timeout",
-                                              code="join-timeout"))
-        conn.close_code = p.CLOSE_JOIN_TIMEOUT
+        await _close_with(conn, hub, JoinTimeout("no join within the join timeout"))
         return False
     if msg.type != WSMsgType.TEXT:
         if msg.type == WSMsgType.ERROR:

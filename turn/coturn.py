@@ -260,9 +260,7 @@ def render_turnserver_config(config: TurnServerConfig, *, redact: bool = False) 
     lines += [f"min-port={config.min_port}", f"max-port={config.max_port}", "no-tcp-relay"]
     lines += ["", "# Authentication: TURN REST credentials, every secret accepted"]
     lines += [f"realm={config.realm}", "use-auth-secret"]
-    lines += [
-        f"static-auth-secret={'***' if redact else secret}" for secret in config.secrets
-    ]
+    lines += [f"static-auth-secret={'***' if redact else secret}" for secret in config.secrets]
     lines.append("stale-nonce=600")
     if config.userdb is not None:
         lines.append(f"userdb={config.userdb}")

@@ -130,7 +130,9 @@ def issue_credential(
     issued = int(time.time() if now is None else now)
     expires_at = issued + ttl_s
     username = f"{expires_at}:{encoded}"
-    return TurnCredential(username=username, credential=sign(keys[0], username), expires_at=expires_at)
+    return TurnCredential(
+        username=username, credential=sign(keys[0], username), expires_at=expires_at
+    )
 
 
 def parse_username(username: str) -> tuple[int, str]:

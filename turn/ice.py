@@ -229,10 +229,14 @@ def ice_servers(user_id: str, config: IceConfig, now: float | None = None) -> tu
         cred = issue_credential(
             user_id, config.secrets, ttl_s=config.ttl_s, max_ttl_s=config.max_ttl_s, now=now
         )
-        servers.append(IceServer(urls=turn_urls, username=cred.username, credential=cred.credential))
+        servers.append(
+            IceServer(urls=turn_urls, username=cred.username, credential=cred.credential)
+        )
     return tuple(servers)
 
 
-def ice_servers_for(user_id: str, config: IceConfig, now: float | None = None) -> list[dict[str, Any]]:
+def ice_servers_for(
+    user_id: str, config: IceConfig, now: float | None = None
+) -> list[dict[str, Any]]:
     """:func:`ice_servers` as JSON-ready dicts ``{"urls", "username", "credential"}``."""
     return [server.to_dict() for server in ice_servers(user_id, config, now)]

@@ -84,7 +84,9 @@ async def probe_turn(
         tls = ssl_context if ssl_context is not None else ssl.create_default_context()
     start = time.monotonic()
 
-    def result(ok: bool, code: str, message: str, addr: tuple[str, int] | None = None) -> ProbeResult:
+    def result(
+        ok: bool, code: str, message: str, addr: tuple[str, int] | None = None
+    ) -> ProbeResult:
         elapsed = time.monotonic() - start
         logger.info("TURN probe %s: %s (%s) in %.2f s", url, code, message, elapsed)
         return ProbeResult(ok, code, message, addr, elapsed)
@@ -105,8 +107,9 @@ async def probe_turn(
         code, reason = exc.response.attributes.get("ERROR-CODE", (0, ""))
         if code == 401:
             return result(
-                False, AUTH_FAILED, "401 Unauthorized: credential expired or signed by an "
-                "unknown secret"
+                False,
+                AUTH_FAILED,
+                "401 Unauthorized: credential expired or signed by an unknown secret",
             )
         return result(False, ERROR, f"TURN error {code} {reason}".strip())
     except stun.TransactionTimeout:

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from .coturn import TurnServerConfig, render_turnserver_config
 from .errors import TurnServerError, TurnServerNotFound
@@ -119,7 +120,7 @@ class TurnServerSupervisor:
         """The last lines ``turnserver`` printed (secrets scrubbed)."""
         return tuple(self._recent)
 
-    async def __aenter__(self) -> TurnServerSupervisor:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -147,7 +148,9 @@ class TurnServerSupervisor:
             self._dir, "turnserver.conf", render_turnserver_config(config)
         )
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._supervise(binary, first), name="turnserver-supervisor")
+        self._task = asyncio.create_task(
+            self._supervise(binary, first), name="turnserver-supervisor"
+        )
         try:
             await first
         except BaseException:
@@ -242,7 +245,7 @@ class TurnServerSupervisor:
                     if lived >= self._healthy_after_s:
                         backoff = self._min_backoff_s
                     logger.warning(
-                        "turnserver (pid %d) exited with %s after %.1f s; restarting in %.1f s",
+                        "turnserver (pid %d) exited with %s after %.1f s; restarting in %.2f s",
                         proc.pid,
                         _describe_returncode(returncode),
                         lived,
@@ -271,7 +274,9 @@ class TurnServerSupervisor:
                         proc.kill()
                     await proc.wait()
                 logger.info(
-                    "turnserver (pid %d) stopped: %s", proc.pid, _describe_returncode(proc.returncode)
+                    "turnserver (pid %d) stopped: %s",
+                    proc.pid,
+                    _describe_returncode(proc.returncode),
                 )
             # The pipe reaches EOF once the process is gone: let the pump drain the last lines.
             with contextlib.suppress(TimeoutError):

@@ -102,3 +102,6 @@ async def start_hub(settings: Settings | None = None, **kwargs: Any) -> HubHandl
     tokens = TokenService(secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s)
     return HubHandle(runner, app, dataclasses.replace(settings), f"http://127.0.0.1:{port}",
                      tokens)
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test

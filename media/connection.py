@@ -1,0 +1,590 @@
+"""One remote peer: its ``RTCPeerConnection``, negotiation, media accounting and failure.
+
+Negotiation rules (DESIGN "Websocket protocol"):
+
+- The newcomer offers to every peer listed in its ``joined.peers``; existing peers answer.
+  A :class:`RemotePeer` created with ``offerer=True`` makes that offer.
+- Perfect negotiation, the peer that joined earlier being polite. aiortc has no
+  ``setLocalDescription({type: 'rollback'})``, so this client never *starts* a renegotiation:
+  it negotiates every media line it may ever use up front (video ``sendrecv`` with no track
+  until :meth:`LocalMedia.set_enabled` turns video on, which then only swaps the sender's
+  track) and only answers later offers (a browser adding a screen share). The only possible
+  collision is therefore a remote offer racing our initial offer: the impolite side (the newcomer,
+  which is the offerer here) ignores the remote offer and the candidates that follow it; if a
+  polite instance ever collides (a hub bug), it emulates the rollback by replacing its
+  still-unconnected peer connection and answering.
+- Browser candidates arrive trickled (``candidate`` frames, ``null`` = end); they are parsed with
+  aiortc's ``candidate_from_sdp`` after stripping ``candidate:``, and held back until the remote
+  description is set. aiortc puts all its own candidates into its SDP, so none are sent.
+
+Who sends what (:func:`plan_media`): hosts and participants send audio to everyone and video to
+everyone but taps; observers and taps send nothing; a tap receives audio only.
+
+Failure: the connection going to ``failed``, or not reaching ``connected`` within
+``ice_timeout_s`` of the offer, is ``ice-failed``; with ``ice_transport_policy='relay'`` a local
+SDP without a ``typ relay`` candidate is ``turn-auth-failed`` (aiortc would sit in ``new``
+forever). A failed :class:`RemotePeer` reports through ``on_change``; its owner closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.sdp import candidate_from_sdp
+
+from signaling import protocol
+
+from .errors import (
+    IceFailedError,
+    NegotiationError,
+    PeerClientError,
+    SendQueueFullError,
+    TurnAuthError,
+)
+from .loopback import pin_host_addresses
+from .receive import consume_track, skip_decoding
+from .sources import AudioSource, PatternVideoTrack
+from .stats import RemotePeerStats
+
+logger = logging.getLogger(__name__)
+
+SENDING_ROLES = frozenset({"host", "participant"})
+"""Roles that send media; observers and taps only receive."""
+
+SignalMessage = protocol.OfferFrom | protocol.AnswerFrom | protocol.CandidateFrom
+
+
+# --------------------------------------------------------------------------- media plan
+
+
+def _direction(send: bool, recv: bool) -> str:
+    return {(True, True): "sendrecv", (True, False): "sendonly",
+            (False, True): "recvonly", (False, False): "inactive"}[(send, recv)]
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """Transceiver directions towards one remote peer (from this client's point of view)."""
+
+    audio: str
+    """Always negotiated; ``inactive`` when neither side sends audio."""
+    video: str | None
+    """``None``: no video line (a tap on either side, or nobody sends video)."""
+
+
+def plan_media(local_role: str, remote_role: str) -> MediaPlan:
+    """Who sends what between two roles (see module docstring)."""
+    local_sends = local_role in SENDING_ROLES
+    remote_sends = remote_role in SENDING_ROLES
+    video_send = local_sends and remote_role != "tap"
+    video_recv = remote_sends and local_role != "tap"
+    return MediaPlan(
+        audio=_direction(local_sends, remote_sends),
+        video=_direction(video_send, video_recv) if video_send or video_recv else None,
+    )
+
+
+def _sends(direction: str | None) -> bool:
+    return direction in ("sendrecv", "sendonly")
+
+
+def _receives(direction: str | None) -> bool:
+    return direction in ("sendrecv", "recvonly")
+
+
+# --------------------------------------------------------------------------- local media
+
+
+class LocalMedia:
+    """What this client sends: tracks made per connection from one source, plus on/off flags.
+
+    Flags follow the browser's ``track.enabled``: off sends silence or black frames, keeping
+    RTP timestamps continuous and needing no renegotiation. A video track is only created once
+    video is first enabled (no encoder runs before that).
+    """
+
+    def __init__(self, audio_source: AudioSource | None, *, video: bool) -> None:
+        self.audio_source = audio_source
+        self.audio_enabled = audio_source is not None
+        self.video_enabled = video
+        self._audio_tracks: weakref.WeakSet[MediaStreamTrack] = weakref.WeakSet()
+        self._video_tracks: weakref.WeakSet[PatternVideoTrack] = weakref.WeakSet()
+
+    def audio_track(self) -> MediaStreamTrack | None:
+        """A new audio track for one connection, or ``None`` without an audio source."""
+        if self.audio_source is None:
+            return None
+        track = self.audio_source.create_track()
+        track.enabled = self.audio_enabled
+        self._audio_tracks.add(track)
+        return track
+
+    def video_track(self) -> PatternVideoTrack | None:
+        """A new video track for one connection, or ``None`` while video is off."""
+        if not self.video_enabled:
+            return None
+        track = PatternVideoTrack()
+        self._video_tracks.add(track)
+        return track
+
+    def set_enabled(self, *, audio: bool | None = None, video: bool | None = None) -> None:
+        """Turn sending on or off on every live track; ``None`` leaves a kind unchanged."""
+        if audio is not None:
+            self.audio_enabled = audio and self.audio_source is not None
+            for track in self._audio_tracks:
+                track.enabled = self.audio_enabled  # type: ignore[attr-defined]
+        if video is not None:
+            self.video_enabled = video
+            for vtrack in self._video_tracks:
+                vtrack.enabled = video
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """Per-connection settings, copied from :class:`~media.peer.PeerClientConfig`."""
+
+    ice_servers: tuple[protocol.IceServer, ...]
+    """STUN/TURN servers; empty means host candidates only (never aiortc's public STUN)."""
+    ice_transport_policy: str = "all"
+    """``all`` or ``relay``."""
+    ice_timeout_s: float = 15.0
+    """Offer -> ``connected`` deadline, seconds."""
+    pin_host_addresses: tuple[str, ...] | None = None
+    """Gather host candidates only on these addresses (see :mod:`media.loopback`)."""
+    decode_audio: bool = True
+    decode_video: bool = True
+    signal_queue_size: int = 256
+    """Signalling frames from this peer waiting to be applied before the peer is dropped."""
+    pending_candidates: int = 64
+    """Candidates held back until the remote description is set (oldest dropped beyond)."""
+    close_timeout_s: float = 5.0
+
+
+def rtc_configuration(options: ConnectionOptions) -> RTCConfiguration:
+    """An explicit ``RTCConfiguration``: an empty list, never ``None``, because ``None`` makes
+    aiortc use a public STUN server (5 s per ``setLocalDescription`` when unreachable)."""
+    servers = [
+        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+        for s in options.ice_servers
+    ]
+    return RTCConfiguration(
+        iceServers=servers,
+        iceTransportPolicy=RTCIceTransportPolicy(options.ice_transport_policy),
+    )
+
+
+def parse_candidate(candidate: protocol.IceCandidate) -> RTCIceCandidate | None:
+    """A browser ``RTCIceCandidateInit`` as aiortc's candidate; ``None`` for the empty
+    end-of-candidates marker. Raises :class:`NegotiationError` on garbage."""
+    text = candidate.candidate.strip()
+    text = text.removeprefix("a=")
+    text = text.removeprefix("candidate:")
+    if not text:
+        return None
+    bits = text.split()
+    # aiortc asserts on short input; check first (never assert on what a peer sends).
+    if len(bits) < 8 or not bits[1].isdigit() or not bits[3].isdigit() or not bits[5].isdigit():
+        raise NegotiationError(f"malformed candidate {candidate.candidate[:120]!r}")
+    parsed = candidate_from_sdp(text)
+    parsed.sdpMid = candidate.sdp_mid
+    parsed.sdpMLineIndex = candidate.sdp_m_line_index
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0  # bundled: the first line carries the transport
+    return parsed
+
+
+# --------------------------------------------------------------------------- the connection
+
+_MAKE_OFFER = object()
+AudioFrameCallback = Callable[[str, av.AudioFrame], None]
+
+
+class RemotePeer:
+    """This client's connection to one remote peer. Create, :meth:`start`, feed with
+    :meth:`post`, close with :meth:`aclose` (idempotent)."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: str,
+        remote_role: str,
+        local_role: str,
+        offerer: bool,
+        polite: bool,
+        options: ConnectionOptions,
+        local_media: LocalMedia,
+        stats: RemotePeerStats,
+        send: Callable[[protocol.Offer | protocol.Answer], None],
+        on_change: Callable[[RemotePeer], None],
+        on_audio_frame: AudioFrameCallback | None = None,
+        log_prefix: str = "",
+    ) -> None:
+        self.peer_id = peer_id
+        self.remote_role = remote_role
+        self.offerer = offerer
+        self.polite = polite
+        self.plan = plan_media(local_role, remote_role)
+        #: ``new`` -> ``connecting`` -> ``connected``; or ``failed``; finally ``closed``.
+        self.state = "new"
+        #: Why the connection failed, when it did.
+        self.error: PeerClientError | None = None
+        self.stats = stats
+        self._options = options
+        self._local = local_media
+        self._send = send
+        self._on_change = on_change
+        self._on_audio_frame = on_audio_frame
+        self._log = f"{log_prefix} remote={peer_id}".strip()
+        self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=options.signal_queue_size)
+        self._pending: deque[RTCIceCandidate | None] = deque(maxlen=options.pending_candidates)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tracks: list[MediaStreamTrack] = []
+        self._configured: set[int] = set()
+        self._send_kinds: set[str] = set()
+        self._ignore_offer = False
+        self._connected = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._pc = self._new_pc()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def pc(self) -> RTCPeerConnection:
+        """The underlying aiortc connection (replaced only by a polite collision)."""
+        return self._pc
+
+    def start(self) -> None:
+        """Start the signalling worker (and, for the offerer, make the offer)."""
+        if self.offerer:
+            self._inbox.put_nowait(_MAKE_OFFER)
+        self._spawn(self._work(), "signal")
+
+    def post(self, message: SignalMessage) -> None:
+        """Hand a relayed offer/answer/candidate from this peer to the worker (never blocks)."""
+        if self.state in ("failed", "closed"):
+            return
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self._fail(NegotiationError("signalling backlog overflow"))
+
+    def apply_media(self) -> None:
+        """After :meth:`LocalMedia.set_enabled`: give video senders a track if video was
+        turned on for the first time (no renegotiation: the line is already ``sendrecv``)."""
+        if self.state in ("failed", "closed") or not self._local.video_enabled:
+            return
+        for transceiver in self._pc.getTransceivers():
+            if (transceiver.kind == "video" and _sends(transceiver.direction)
+                    and transceiver.sender.track is None):
+                track = self._local.video_track()
+                if track is not None:
+                    transceiver.sender.replaceTrack(track)
+                    self._tracks.append(track)
+                break
+
+    async def collect_stats(self) -> None:
+        """Pull ``getStats()`` into :attr:`stats`."""
+        if self.state == "closed":
+            return
+        try:
+            async with asyncio.timeout(2.0):
+                self.stats.update_rtp(await self._pc.getStats())
+        except Exception as exc:  # noqa: BLE001 - stats are best effort on a dying connection
+            logger.debug("%s getStats failed: %r", self._log, exc)
+
+    async def wait_connected(self) -> None:
+        """Return once connected (raises nothing; check :attr:`state` / :attr:`error`)."""
+        await self._connected.wait()
+
+    async def aclose(self) -> None:
+        """Stop everything and close the peer connection (idempotent, safe to cancel: the
+        close itself runs to completion in a task this object owns)."""
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(
+                self._close(), name=f"close {self._log}"
+            )
+        await asyncio.shield(self._close_task)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{what} {self._log}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s task %s crashed", self._log, task.get_name(),
+                         exc_info=task.exception())
+            self._fail(PeerClientError(f"internal error: {task.exception()!r}"))
+
+    def _new_pc(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(rtc_configuration(self._options))
+        pc.on("connectionstatechange", lambda: self._on_pc_state(pc))
+        pc.on("track", lambda track: self._on_track(pc, track))
+        return pc
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.stats.state = state
+            self._on_change(self)
+
+    def _fail(self, error: PeerClientError) -> None:
+        if self.error is not None or self.state == "closed":
+            return
+        self.error = error
+        self.stats.failed(error.code)
+        logger.warning("%s connection failed (%s): %s", self._log, error.code, error.message)
+        self._set_state("failed")
+
+    # ------------------------------------------------------------------ aiortc events
+
+    def _on_pc_state(self, pc: RTCPeerConnection) -> None:
+        if pc is not self._pc or self.state in ("failed", "closed"):
+            return
+        state = pc.connectionState
+        logger.debug("%s connection state %s", self._log, state)
+        if state == "connected":
+            self.stats.connected()
+            self._connected.set()
+            self._set_state("connected")
+        elif state == "connecting":
+            self._set_state("connecting")
+        elif state == "failed":
+            self._fail(IceFailedError("peer connection failed (ICE or DTLS)"))
+
+    def _on_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        if pc is not self._pc:
+            return
+        receiver = next(
+            (t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None
+        )
+        decode = self._options.decode_audio if track.kind == "audio" else self._options.decode_video
+        handler: Callable[[Any], None]
+        if track.kind == "audio":
+            handler = self._audio_frame
+            if not decode and receiver is not None and skip_decoding(
+                receiver, self.stats.audio_frame
+            ):
+                self.stats.audio_decoded = False
+        else:
+            handler = self._video_frame
+            if not decode and receiver is not None:
+                skip_decoding(receiver, self._encoded_video_frame)
+        logger.debug("%s receiving %s", self._log, track.kind)
+        self._spawn(consume_track(track, handler), f"consume-{track.kind}")
+
+    def _audio_frame(self, frame: av.AudioFrame) -> None:
+        self.stats.audio_frame()
+        if self._on_audio_frame is not None:
+            self._on_audio_frame(self.peer_id, frame)
+
+    def _video_frame(self, frame: object) -> None:
+        self.stats.video_frame()
+
+    def _encoded_video_frame(self, size: int) -> None:
+        self.stats.video_frame()
+
+    # ------------------------------------------------------------------ negotiation
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            try:
+                if item is _MAKE_OFFER:
+                    await self._make_offer()
+                elif isinstance(item, protocol.OfferFrom):
+                    await self._on_offer(item)
+                elif isinstance(item, protocol.AnswerFrom):
+                    await self._on_answer(item)
+                elif isinstance(item, protocol.CandidateFrom):
+                    await self._on_candidate(item)
+            except PeerClientError as exc:
+                self._fail(exc)
+                return
+            except Exception as exc:  # remote SDP can make aiortc raise anything
+                logger.debug("%s negotiation error", self._log, exc_info=True)
+                self._fail(NegotiationError(f"{type(exc).__name__}: {exc}"))
+                return
+
+    def _deliver(self, message: protocol.Offer | protocol.Answer) -> None:
+        try:
+            self._send(message)
+        except SendQueueFullError:
+            raise
+        except PeerClientError as exc:
+            raise NegotiationError(f"cannot reach the hub: {exc.message}") from None
+
+    async def _set_local(self, description: RTCSessionDescription) -> str:
+        with pin_host_addresses(self._options.pin_host_addresses):
+            await self._pc.setLocalDescription(description)
+        sdp = self._pc.localDescription.sdp
+        if self._options.ice_transport_policy == "relay" and " typ relay" not in sdp:
+            raise TurnAuthError(
+                "relay-only ICE but no relay candidate was gathered "
+                f"({len(self._options.ice_servers)} ICE server entries): "
+                "TURN credentials refused, TURN unreachable, or no TURN server"
+            )
+        if "a=candidate:" not in sdp:
+            raise IceFailedError("no local ICE candidates gathered (pin host addresses?)")
+        return sdp
+
+    async def _make_offer(self) -> None:
+        self.stats.negotiation_started()
+        pc = self._pc
+        audio = self._local.audio_track() if _sends(self.plan.audio) else None
+        transceiver = pc.addTransceiver(audio or "audio", direction=self.plan.audio)
+        self._configured.add(id(transceiver))
+        if audio is not None:
+            self._tracks.append(audio)
+        if _sends(self.plan.audio):
+            self._send_kinds.add("audio")
+        if self.plan.video is not None:
+            video = self._local.video_track() if _sends(self.plan.video) else None
+            transceiver = pc.addTransceiver(video or "video", direction=self.plan.video)
+            self._configured.add(id(transceiver))
+            if video is not None:
+                self._tracks.append(video)
+            if _sends(self.plan.video):
+                self._send_kinds.add("video")
+        sdp = await self._set_local(await pc.createOffer())
+        self._deliver(protocol.Offer(to=self.peer_id, sdp=sdp))
+        logger.info("%s offer sent", self._log)
+        self._start_watchdog()
+
+    async def _on_offer(self, message: protocol.OfferFrom) -> None:
+        if self._pc.signalingState != "stable":
+            if not self.polite:
+                logger.info("%s offer collision: impolite, ignoring the remote offer", self._log)
+                self._ignore_offer = True
+                return
+            logger.info("%s offer collision: polite, restarting as the answerer", self._log)
+            await self._replace_pc()
+        self._ignore_offer = False
+        self.stats.negotiation_started()
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="offer"))
+        self._configure_answer()
+        sdp = await self._set_local(await self._pc.createAnswer())
+        self._deliver(protocol.Answer(to=self.peer_id, sdp=sdp))
+        logger.info("%s answer sent", self._log)
+        await self._flush_candidates()
+        self._start_watchdog()
+
+    def _configure_answer(self) -> None:
+        """Directions and tracks for transceivers the remote offer created."""
+        for transceiver in self._pc.getTransceivers():
+            if id(transceiver) in self._configured:
+                continue
+            self._configured.add(id(transceiver))
+            kind = transceiver.kind
+            wanted = self.plan.audio if kind == "audio" else self.plan.video
+            send = _sends(wanted) and kind not in self._send_kinds
+            transceiver.direction = _direction(send, _receives(wanted))
+            if not send:
+                continue
+            self._send_kinds.add(kind)
+            track = self._local.audio_track() if kind == "audio" else self._local.video_track()
+            if track is not None:
+                transceiver.sender.replaceTrack(track)
+                self._tracks.append(track)
+
+    async def _on_answer(self, message: protocol.AnswerFrom) -> None:
+        if self._pc.signalingState != "have-local-offer":
+            logger.info("%s ignoring an answer in state %s", self._log, self._pc.signalingState)
+            return
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="answer"))
+        logger.info("%s answer applied", self._log)
+        await self._flush_candidates()
+
+    async def _on_candidate(self, message: protocol.CandidateFrom) -> None:
+        if self._ignore_offer:
+            return
+        candidate = None
+        if message.candidate is not None:
+            try:
+                candidate = parse_candidate(message.candidate)
+            except NegotiationError as exc:
+                logger.warning("%s skipping candidate: %s", self._log, exc.message)
+                return
+        if self._pc.remoteDescription is None:
+            if len(self._pending) == self._pending.maxlen:
+                logger.warning("%s too many early candidates; dropping the oldest", self._log)
+            self._pending.append(candidate)
+            return
+        await self._pc.addIceCandidate(candidate)
+
+    async def _flush_candidates(self) -> None:
+        while self._pending:
+            await self._pc.addIceCandidate(self._pending.popleft())
+
+    async def _replace_pc(self) -> None:
+        old, self._pc = self._pc, self._new_pc()
+        self._configured.clear()
+        self._send_kinds.clear()
+        self._pending.clear()
+        for track in self._tracks:
+            track.stop()
+        self._tracks.clear()
+        await self._close_pc(old)
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = self._spawn(self._watch_ice(), "ice-watchdog")
+
+    async def _watch_ice(self) -> None:
+        try:
+            async with asyncio.timeout(self._options.ice_timeout_s):
+                await self._connected.wait()
+        except TimeoutError:
+            self._fail(IceFailedError(
+                f"not connected within {self._options.ice_timeout_s} s (connection "
+                f"{self._pc.connectionState}, signalling {self._pc.signalingState})"
+            ))
+
+    # ------------------------------------------------------------------ closing
+
+    async def _close_pc(self, pc: RTCPeerConnection) -> None:
+        try:
+            async with asyncio.timeout(self._options.close_timeout_s):
+                await pc.close()
+        except TimeoutError:
+            logger.warning("%s peer connection close timed out", self._log)
+
+    async def _close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.collect_stats()
+        await self._close_pc(self._pc)
+        for track in self._tracks:
+            track.stop()
+        self._tracks.clear()
+        if self.error is None:
+            self.stats.state = "closed"
+        self.state = "closed"
+        logger.debug("%s closed", self._log)
+        self._on_change(self)
