@@ -88,14 +88,19 @@ class MediaPlan:
     """``None``: no video line (a tap on either side, or nobody sends video)."""
 
 
-def plan_media(local_role: str, remote_role: str) -> MediaPlan:
-    """Who sends what between two roles (see module docstring)."""
+def plan_media(
+    local_role: str, remote_role: str, *, send_audio: bool = True, send_video: bool = True
+) -> MediaPlan:
+    """Who sends what between two roles (see module docstring). ``send_audio``/``send_video``
+    say whether this client has that kind of media at all: a line it can never send on is
+    negotiated receive-only, because an aiortc sender without a track still polls every 20 ms
+    (measured: about a quarter of a cheap bot's CPU for an idle video line)."""
     local_sends = local_role in SENDING_ROLES
     remote_sends = remote_role in SENDING_ROLES
-    video_send = local_sends and remote_role != "tap"
+    video_send = local_sends and send_video and remote_role != "tap"
     video_recv = remote_sends and local_role != "tap"
     return MediaPlan(
-        audio=_direction(local_sends, remote_sends),
+        audio=_direction(local_sends and send_audio, remote_sends),
         video=_direction(video_send, video_recv) if video_send or video_recv else None,
     )
 
@@ -115,13 +120,16 @@ class LocalMedia:
     """What this client sends: tracks made per connection from one source, plus on/off flags.
 
     Flags follow the browser's ``track.enabled``: off sends silence or black frames, keeping
-    RTP timestamps continuous and needing no renegotiation. A video track is only created once
-    video is first enabled (no encoder runs before that).
+    RTP timestamps continuous and needing no renegotiation. Video can only be toggled when the
+    client was configured to send it (``video_capable``): that is what puts a sending video line
+    into the SDP.
     """
 
     def __init__(self, audio_source: AudioSource | None, *, video: bool) -> None:
         self.audio_source = audio_source
         self.audio_enabled = audio_source is not None
+        #: Whether video lines are negotiated for sending at all.
+        self.video_capable = video
         self.video_enabled = video
         self._audio_tracks: weakref.WeakSet[MediaStreamTrack] = weakref.WeakSet()
         self._video_tracks: weakref.WeakSet[PatternVideoTrack] = weakref.WeakSet()
@@ -150,9 +158,9 @@ class LocalMedia:
             for track in self._audio_tracks:
                 track.enabled = self.audio_enabled  # type: ignore[attr-defined]
         if video is not None:
-            self.video_enabled = video
+            self.video_enabled = video and self.video_capable
             for vtrack in self._video_tracks:
-                vtrack.enabled = video
+                vtrack.enabled = self.video_enabled
 
 
 # --------------------------------------------------------------------------- options
@@ -242,7 +250,10 @@ class RemotePeer:
         self.remote_role = remote_role
         self.offerer = offerer
         self.polite = polite
-        self.plan = plan_media(local_role, remote_role)
+        self.plan = plan_media(
+            local_role, remote_role, send_audio=local_media.audio_source is not None,
+            send_video=local_media.video_capable,
+        )
         #: ``new`` -> ``connecting`` -> ``connected``; or ``failed``; finally ``closed``.
         self.state = "new"
         #: Why the connection failed, when it did.

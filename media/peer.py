@@ -73,7 +73,8 @@ class PeerClientConfig:
     audio: AudioSpec | None = field(default_factory=ToneSpec)
     """What to send as audio (:mod:`media.sources`); ``None`` sends none."""
     send_video: bool = False
-    """Send a synthetic video track (VP8-encoded per connection: costly)."""
+    """Send a synthetic video track (VP8-encoded per connection: costly). Only a client that
+    starts with video can toggle it later with :meth:`PeerClient.set_media`."""
     decode_audio: bool = True
     """Decode received audio; False counts encoded frames and bytes without decoding (cheap
     bots; ``on_audio_frame`` then never fires)."""
@@ -332,9 +333,14 @@ class PeerClient:
 
     def set_media(self, *, audio: bool | None = None, video: bool | None = None) -> None:
         """Turn sending audio/video on or off (mute = silence/black frames, as a browser's
-        ``track.enabled``; no renegotiation) and tell the room with a ``media`` frame."""
+        ``track.enabled``; no renegotiation) and tell the room with a ``media`` frame. Only
+        kinds the client was configured with can be turned on (``audio``, ``send_video``)."""
         if self._local is None or self.role not in SENDING_ROLES:
             raise ClientClosedError(f"a {self.role or 'unjoined'} client sends no media")
+        if video and not self._local.video_capable:
+            raise ValueError("video was not negotiated: configure send_video=True to toggle it")
+        if audio and self._local.audio_source is None:
+            raise ValueError("no audio source configured")
         self._local.set_enabled(audio=audio, video=video)
         for remote in self._remotes.values():
             remote.apply_media()

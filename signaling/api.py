@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from .connection import TokenBucket
-from .errors import BadRequest, HubError, RateLimited, Unauthenticated
+from .errors import BadRequest, HubError, NotFound, RateLimited, Unauthenticated
 from .meetings import MeetingService, user_id_for_email
 from .metrics import Metrics
 from .settings import Settings
@@ -32,6 +32,9 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z
 Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]
 Positive = Annotated[float, msgspec.Meta(ge=0, le=1e13)]
+# The seeds type counts as JSON ``number``: 8 and 8.0 are both valid, 8.5 is not.
+Count = Annotated[float, msgspec.Meta(ge=1, le=1000, multiple_of=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=60, le=1e9, multiple_of=1)]
 
 
 class _Args(msgspec.Struct, rename="camel", frozen=True):
@@ -42,7 +45,7 @@ class CreateMeetingArgs(_Args):
     title: Title
     description: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
     duration: Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)] | None = None
-    max_participants: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    max_participants: Count | None = None
     meeting_type: Literal["one-on-one", "small-group", "large-meeting", "webinar"] | None = None
     organizer_id: Id | None = None
     participant_emails: Annotated[list[Email], msgspec.Meta(max_length=100)] = []
@@ -59,13 +62,13 @@ class MeetingArgs(_Args):
 
 class InitializeRoomArgs(_Args):
     meeting_id: Id
-    max_participants: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    max_participants: Count | None = None
 
 
 class JoinTokenArgs(_Args):
     meeting_id: Id
     role: Literal["host", "participant", "observer"] | None = None
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=60)] | None = None
+    ttl_seconds: Seconds | None = None
 
 
 class RemoveParticipantArgs(_Args):
@@ -81,6 +84,17 @@ class NoArgs(_Args):
 class DevLoginArgs(_Args):
     email: Email
     name: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+class MethodNotAllowed(HubError):
+    """A known endpoint called with another method than POST (HTTP 405)."""
+
+    code = "method-not-allowed"
+    http_status = 405
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 Handler = Callable[[UserIdentity | None, Any, web.Request], Awaitable[Any]]
@@ -121,19 +135,32 @@ class Api:
             (f"{run}/lifecycle/endMeeting", MeetingArgs,
              lambda c, a, r: s.end_meeting(c, a.meeting_id), True),
             (f"{run}/webrtc/index/initializeWebRTCRoom", InitializeRoomArgs,
-             lambda c, a, r: s.initialize_room(c, a.meeting_id, a.max_participants), True),
+             lambda c, a, r: s.initialize_room(c, a.meeting_id, _int(a.max_participants)),
+             True),
             (f"{run}/queries/getMeeting", MeetingArgs,
              lambda c, a, r: s.get_meeting(c, a.meeting_id), True),
             (f"{run}/webrtc/index/createJoinToken", JoinTokenArgs,
              lambda c, a, r: s.create_join_token(c, a.meeting_id, a.role, self.ws_url(r),
-                                                 a.ttl_seconds), True),
+                                                 _int(a.ttl_seconds)), True),
             (f"{run}/webrtc/index/removeParticipant", RemoveParticipantArgs, self._remove, True),
             (f"{run}/webrtc/index/getIceServers", NoArgs, self._ice, True),
         ]
         if self.settings.auth.dev_login:
             endpoints.append(("/api/dev/login", DevLoginArgs, self._dev_login, False))
-        return [web.post(path, self._wrap(path, args, handler, auth))
-                for path, args, handler, auth in endpoints]
+        known = {path for path, *_ in endpoints}
+
+        async def no_endpoint(request: web.Request) -> web.Response:
+            # Registered last: unknown paths and wrong methods get the envelope too, not
+            # aiohttp's plain-text 404/405.
+            if request.path in known:
+                response = failure(MethodNotAllowed(f"{request.method} not allowed; use POST"))
+                response.headers["Allow"] = "POST"
+                return response
+            return failure(NotFound(f"no endpoint {request.path}", code="unknown-endpoint"))
+
+        return [*(web.post(path, self._wrap(path, args, handler, auth))
+                  for path, args, handler, auth in endpoints),
+                web.route("*", "/api/run/{tail:.*}", no_endpoint)]
 
     def ws_url(self, request: web.Request) -> str:
         base = self.settings.server.public_url.rstrip("/")
@@ -200,12 +227,19 @@ class Api:
         limit = self.settings.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(f"request body over {limit} bytes", code="body-too-large")
-        data = await request.content.read(limit + 1)
+        # One read(n) returns only what has arrived so far: keep reading until EOF or the limit.
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = await request.content.read(limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
         if len(data) > limit:
             raise BadRequest(f"request body over {limit} bytes", code="body-too-large")
         try:
             body = decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 in a string
             raise BadRequest(f"request body is not a JSON object: {exc}",
                              code="invalid-json") from None
         return body  # type: ignore[no-any-return]

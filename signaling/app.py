@@ -23,6 +23,7 @@ from .protocol import IceServer
 from .settings import Settings
 from .store import Store
 from .tokens import TokenService
+from turn.ice import ice_servers_for
 from .ws import HUB_KEY, websocket_handler
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,7 @@ STATIC_DIR = Path(str(resources.files("signaling").joinpath("static")))
 
 def make_ice_servers_for(settings: Settings) -> IceServersFor:
     """The per-user ICE server list: configured STUN, plus TURN with fresh credentials."""
-    from turn.ice import IceConfig, ice_servers_for
-
-    config = IceConfig(
-        stun_urls=settings.ice.stun_urls, turn_urls=settings.ice.turn_urls,
-        secrets=settings.ice.turn_secrets, ttl_s=settings.ice.turn_ttl_s,
-        max_ttl_s=settings.ice.turn_max_ttl_s,
-    )
+    config = settings.ice_config()
 
     def for_user(user_id: str) -> list[IceServer]:
         return [IceServer(**entry) for entry in ice_servers_for(user_id, config)]

@@ -131,9 +131,10 @@ class MeetingService:
             raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
         wanted = max_participants or meeting.max_participants
         if meeting.video_provider != "webrtc" or wanted > MESH_LIMIT:
+            # Not ours to host; report the size asked for, not our mesh room's capacity.
+            features = _features_dict(self._features(meeting, wanted)) | {"maxParticipants": wanted}
             return {"success": False, "provider": "getstream", "roomId": "",
-                    "features": _features_dict(self._features(meeting, wanted)),
-                    "iceServers": []}
+                    "features": features, "iceServers": []}
         room = await self._ensure_room(meeting, max_participants)
         return {
             "success": True, "provider": "webrtc", "roomId": room.room_id,
@@ -179,8 +180,12 @@ class MeetingService:
             granted = role
         if meeting.state in ("concluded", "cancelled"):
             raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
-        if meeting.room_id is None:
-            raise Conflict("the meeting has no room yet: the host must start it",
+        if meeting.video_provider != "webrtc":
+            raise Conflict("the meeting is above the WebRTC mesh limit; its video is not ours",
+                           code="not-webrtc")
+        # An initialised room is not an open one: peers join only once the host has started.
+        if meeting.state != "active" or meeting.room_id is None:
+            raise Conflict("the meeting has not started: the host must start it",
                            code="meeting-not-started")
         room = await self.store.get_room(meeting.room_id)
         if room is None or room.state == "ended":
@@ -195,11 +200,15 @@ class MeetingService:
     async def end_meeting(self, caller: UserIdentity, meeting_id: str) -> dict[str, Any]:
         meeting = await self._meeting(meeting_id)
         self._require_role(meeting, caller, "host")
-        if meeting.room_id:
-            await self.hub.end_room(meeting.room_id, "ended by host")
+        if meeting.state in ("concluded", "cancelled"):
+            return {"success": True, "state": meeting.state}  # ending twice is not an error
         target = "cancelled" if meeting.state == "scheduled" else "concluded"
+        # Move the meeting before ending its room: Hub.end_room concludes the meeting it belongs
+        # to, which made cancelling a scheduled meeting with an initialised room a 409.
         meeting = await self.store.transition_meeting(
             meeting_id, target, from_states=("scheduled", "active"), now_ms=now_ms())
+        if meeting.room_id:
+            await self.hub.end_room(meeting.room_id, "ended by host")
         return {"success": True, "state": meeting.state}
 
     async def remove_participant(self, caller: UserIdentity, meeting_id: str, *,

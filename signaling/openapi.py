@@ -47,7 +47,10 @@ def _envelope(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props}
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:  # OpenAPI 3.0 forbids an empty ``required`` list
+        schema["required"] = required
+    return schema
 
 
 _S, _B, _N = {"type": "string"}, {"type": "boolean"}, {"type": "number"}

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from turn.errors import TurnConfigError
+from turn.ice import IceConfig
+
 #: The WebRTC mesh never holds more than this many non-tap peers.
 MESH_LIMIT = 4
 
@@ -98,6 +101,12 @@ class IceSettings:
     """STUN URLs handed to every peer (``stun:host:port``). Empty: none (no public defaults)."""
     turn_urls: tuple[str, ...] = ()
     """TURN URLs (``turn:host:3478?transport=udp``, ``turns:host:5349``) handed with credentials."""
+    turn_host: str = ""
+    """Host name or IP browsers reach coturn at; adds ``turn:HOST:turn_port`` over UDP and TCP."""
+    turn_port: int = 3478
+    """coturn's plain port (UDP and TCP) for URLs derived from ``turn_host``."""
+    turns_port: int = 0
+    """coturn's TLS port; when non-zero adds ``turns:HOST:PORT?transport=tcp``."""
     turn_secrets: tuple[str, ...] = field(default=(), repr=False)
     """coturn ``static-auth-secret`` values: the first signs, all are accepted by coturn."""
     turn_ttl_s: int = 3600
@@ -145,8 +154,8 @@ class Settings:
             (all(len(s) >= 32 for s in self.auth.secrets), "auth secrets must be >= 32 characters"),
             (60 <= self.ice.turn_ttl_s <= self.ice.turn_max_ttl_s,
              "ice.turn_ttl_s must be 60..ice.turn_max_ttl_s"),
-            (not self.ice.turn_urls or bool(self.ice.turn_secrets),
-             "ice.turn_urls needs ice.turn_secrets"),
+            (not (self.ice.turn_urls or self.ice.turn_host) or bool(self.ice.turn_secrets),
+             "ice.turn_urls / ice.turn_host need ice.turn_secrets"),
         ]
         for ok, message in checks:
             if not ok:
@@ -157,7 +166,20 @@ class Settings:
         for url in self.ice.turn_urls:
             if not url.startswith(("turn:", "turns:")):
                 raise ConfigError(f"ice.turn_urls: {url!r} is not a turn: URL")
+        self.ice_config()  # raises ConfigError on a bad TURN/STUN setup
         return self
+
+    def ice_config(self) -> IceConfig:
+        """The ``turn`` package's view of the ICE settings."""
+        try:
+            return IceConfig(
+                stun_urls=self.ice.stun_urls, turn_urls=self.ice.turn_urls,
+                turn_host=self.ice.turn_host, turn_port=self.ice.turn_port,
+                turns_port=self.ice.turns_port or None, secrets=self.ice.turn_secrets,
+                ttl_s=self.ice.turn_ttl_s, max_ttl_s=self.ice.turn_max_ttl_s,
+            )
+        except TurnConfigError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 _SECTIONS = {f.name: f.type for f in fields(Settings)}

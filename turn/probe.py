@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from aioice import stun
 from aioice.turn import create_turn_endpoint
 
-from .errors import TurnConfigError
+from .credentials import parse_username
+from .errors import CredentialError, TurnConfigError
 from .ice import parse_ice_url
 
 logger = logging.getLogger(__name__)
@@ -106,11 +107,7 @@ async def probe_turn(
     except stun.TransactionFailed as exc:
         code, reason = exc.response.attributes.get("ERROR-CODE", (0, ""))
         if code == 401:
-            return result(
-                False,
-                AUTH_FAILED,
-                "401 Unauthorized: credential expired or signed by an unknown secret",
-            )
+            return result(False, AUTH_FAILED, _explain_401(username))
         return result(False, ERROR, f"TURN error {code} {reason}".strip())
     except stun.TransactionTimeout:
         return result(False, UNREACHABLE, f"no answer from {url}")
@@ -132,3 +129,18 @@ async def probe_turn(
     except TimeoutError:
         logger.warning("TURN probe %s: allocation deletion did not finish", url)
     return result(True, OK, f"allocated relay {relayed[0]}:{relayed[1]}", tuple(relayed))
+
+
+def _explain_401(username: str) -> str:
+    """Say why coturn most likely refused the credential; the username carries its expiry."""
+    try:
+        expires_at, _ = parse_username(username)
+    except (CredentialError, UnicodeDecodeError):
+        return "401 Unauthorized: the username is not a TURN REST username ('<expiry>:<user>')"
+    age = time.time() - expires_at
+    if age > 0:
+        return f"401 Unauthorized: the credential expired {age:.0f} s ago"
+    return (
+        "401 Unauthorized: coturn does not know the secret that signed this credential "
+        "(rotated out, or hub and coturn configured with different secrets)"
+    )

@@ -7,6 +7,8 @@ import hashlib
 import hmac
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from turn.credentials import (
     MAX_ENCODED_USER_ID_LENGTH,
@@ -98,6 +100,17 @@ def test_user_id_encoding_is_safe_and_reversible(user_id: str) -> None:
     assert ":" not in encoded
     assert all(32 < ord(c) < 127 for c in encoded)
     assert decode_user_id(encoded) == user_id
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_any_text_user_id_encodes_safely(user_id: str) -> None:
+    encoded = encode_user_id(user_id)
+    assert ":" not in encoded and all(32 < ord(c) < 127 for c in encoded)
+    assert decode_user_id(encoded) == user_id
+    cred = issue_credential(user_id, ["k"], ttl_s=60, now=NOW)
+    assert cred.username == f"{NOW + 60}:{encoded}"
+    assert parse_username(cred.username) == (NOW + 60, user_id)
 
 
 def test_readable_ids_are_unchanged() -> None:

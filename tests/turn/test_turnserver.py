@@ -72,6 +72,7 @@ async def test_probe_ok_with_first_secret(turnserver: TurnServerHandle) -> None:
     entry = turn_entry(turnserver, "alice", (FIRST_SECRET, SECOND_SECRET))
     result = await probe_turn(entry["urls"][0], entry["username"], entry["credential"], timeout=5)
     assert result.ok and result.code == "ok", result
+    assert result.elapsed_s < 3
     assert result.relayed_address is not None
     host, port = result.relayed_address
     assert host == "127.0.0.1"
@@ -99,6 +100,7 @@ async def test_probe_expired_credential_is_auth_failure(turnserver: TurnServerHa
     assert not result.ok
     assert result.code == "turn-auth-failed"
     assert result.elapsed_s < 3
+    assert "expired" in result.message
     assert entry["credential"] not in result.message
     line = await turnserver.wait_for_log(lambda line: entry["username"] in line and "401" in line)
     assert "Unauthorized" in line
@@ -108,6 +110,7 @@ async def test_probe_rotated_out_secret_is_auth_failure(turnserver: TurnServerHa
     entry = turn_entry(turnserver, "erin", (ROTATED_OUT_SECRET,))
     result = await probe_turn(entry["urls"][0], entry["username"], entry["credential"], timeout=5)
     assert result.code == "turn-auth-failed", result
+    assert "does not know the secret" in result.message
     await turnserver.wait_for_log(
         lambda line: bool(turnserver.auth_failure_lines(entry["username"]))
     )

@@ -1,0 +1,57 @@
+# connvo-rtc: `make run` starts the hub, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+PYTEST_ARGS ?=
+
+# binary:debian-package pairs the tests need on the machine
+SYSTEM_DEPS := redis-server:redis-server turnserver:coturn chromium:chromium \
+               espeak-ng:espeak-ng sox:sox
+
+.PHONY: install run test test-fast system-deps lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the hub with embedded defaults (in-memory state, dev auth, demo page) on 127.0.0.1:8080
+run: $(STAMP)
+	$(BIN)/connvo-rtc serve $(ARGS)
+
+## system-deps: install the Debian packages the tests use, when missing
+system-deps:
+	@missing=""; \
+	for pair in $(SYSTEM_DEPS); do \
+	  bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+## test: everything, slow end-to-end tests included (what CI runs)
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-fast: skip the tests marked slow (real media, browsers, many processes)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check signaling media turn tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
