@@ -102,6 +102,9 @@ class HubLink:
                     heartbeat=options.heartbeat_s,
                     max_msg_size=MAX_FRAME_BYTES,
                     autoping=True,
+                    # We answer the hub's close ourselves, echoing its code (RFC 6455 5.5.1):
+                    # aiohttp's autoclose would answer 1000, which a hub may read as "left".
+                    autoclose=False,
                 )
         except TimeoutError:
             raise HubUnreachableError(
@@ -176,6 +179,7 @@ class HubLink:
                 logger.warning("%s ignoring a binary frame from the hub", self.log_prefix)
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                               aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                await _answer_close(self._ws, msg)
                 if msg.type is aiohttp.WSMsgType.ERROR:
                     logger.info("%s websocket error: %s", self.log_prefix, msg.data)
                 return self._end(self._overflow, _close_reason(self._ws, msg))
@@ -246,6 +250,7 @@ async def _await_joined(ws: aiohttp.ClientWebSocketResponse) -> protocol.Joined:
             continue
         if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                         aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            await _answer_close(ws, msg)
             code = ws.close_code
             reason = _close_reason(ws, msg)
             if refusal is not None and code not in _VERDICT_CLOSE_CODES:
@@ -270,6 +275,19 @@ _VERDICT_CLOSE_CODES = frozenset(
         protocol.CLOSE_RATE_LIMITED,
     }
 )
+
+
+async def _answer_close(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage) -> None:
+    """Complete a close the hub started by echoing its code (1000 when it sent none)."""
+    if msg.type is not aiohttp.WSMsgType.CLOSE or ws.closed:
+        return
+    code = msg.data if isinstance(msg.data, int) and 1000 <= msg.data < 5000 else 1000
+    if code in (1005, 1006, 1015):  # reserved: never sent on the wire
+        code = 1000
+    try:
+        await ws.close(code=code)
+    except (ConnectionError, aiohttp.ClientError) as exc:
+        logger.debug("answering the hub's close failed: %s", exc)
 
 
 def _close_reason(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage) -> str:

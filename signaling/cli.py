@@ -49,12 +49,13 @@ def _dev_banner(settings: Settings) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from .app import create_app
-
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
+        # Imported only once the settings are good: a bad config fails fast.
+        from aiohttp import web
+
+        from .app import create_app
+
         app = create_app(settings)
     except ConfigError as exc:
         print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
@@ -79,7 +80,8 @@ def token(args: argparse.Namespace) -> int:
     if not secret_list:
         print("connvo-rtc token: give --secret or set CONNVO_RTC_AUTH_SECRET", file=sys.stderr)
         return 1
-    service = TokenService(secrets=secret_list, max_ttl_s=max(args.max_ttl, args.ttl))
+    service = TokenService(secrets=secret_list, max_ttl_s=args.max_ttl,
+                           default_ttl_s=min(3600, args.max_ttl))
     try:
         jwt, expires = service.mint_join(args.room, args.user, args.role, name=args.name or "",
                                          ttl_s=args.ttl)

@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterable
 from . import protocol as p
 from .bus import Bus, Envelope
 from .connection import Connection
-from .errors import BadRequest, Forbidden, HubError, NotFound, RoomEnded
+from .errors import BadRequest, Forbidden, HubError, NotFound, RoomEnded, Unavailable
 from .metrics import Metrics
 from .settings import Settings
 from .store import Room, Seat, Store
 from .tokens import TokenService
+from .workers import WorkerRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Hub:
         self._timers: dict[str, asyncio.Task[None]] = {}  # "grace:<peer>" / "empty:<room>"
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        #: Set by the app when state is shared (Redis): heartbeats and the dead-worker reaper.
+        self.registry: WorkerRegistry | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -194,7 +197,11 @@ class Hub:
             ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
             resume_token=resume_token, resumed=resumed,
         )))
-        if not resumed:
+        if self.registry is not None:
+            await self.registry.note_room(room.room_id)
+        if resumed:
+            await self._notify_roster(room.room_id)
+        else:
             for old in replaced:
                 await self._broadcast(room.room_id, p.PeerLeft(peer_id=old.peer_id,
                                                                reason="replaced"))
@@ -297,7 +304,14 @@ class Hub:
             if seat is not None:
                 await self._after_removal(seat, "disconnected")
             return
-        seat = await self.store.detach(conn.room_id, conn.peer_id, now_ms=now_ms())
+        try:
+            seat = await self.store.detach(conn.room_id, conn.peer_id, now_ms=now_ms(),
+                                           worker_id=self.worker_id)
+        except Unavailable:
+            # The seat stays bound to this worker with no socket: reconcile() removes it once
+            # the store is back, so no ghost peer outlives the outage.
+            logger.warning("%s dropped while the store is unreachable", conn.label)
+            return
         if seat is None or seat.detached_at is None:
             return
         self._rosters.get(conn.room_id, {})[seat.peer_id] = seat
@@ -453,6 +467,35 @@ class Hub:
                 self._close_local(peer_id, env.frame, env.code, env.reason)
         elif env.kind == "roster" and env.room_id in self._rosters:
             await self._refresh_roster(env.room_id)
+
+    # ------------------------------------------------------------------ shared-state upkeep
+
+    async def on_reaped(self, room_id: str, seats: list[Seat]) -> None:
+        """Seats of a dead worker were removed by this worker's reaper: tell the room."""
+        for seat in seats:
+            await self._after_removal(seat, "disconnected")
+
+    async def reconcile(self) -> None:
+        """Repair what an outage may have left half-done: seats bound to this worker with no
+        socket and no grace timer are removed (others told), detached seats get their timer."""
+        rooms = set(self._rosters) | (self.registry.rooms if self.registry else set())
+        for room_id in rooms:
+            mine = [s for s in await self.store.seats(room_id) if s.worker_id == self.worker_id]
+            if not mine and self.registry is not None and room_id not in self._rosters:
+                self.registry.forget_room(room_id)
+            for seat in mine:
+                if seat.peer_id in self._conns or f"grace:{seat.peer_id}" in self._timers:
+                    continue
+                if seat.connected or seat.detached_at is None:
+                    removed = await self.store.remove_seat(room_id, seat.peer_id,
+                                                           only_if_worker=self.worker_id)
+                    if removed is not None:
+                        logger.info("room=%s peer=%s ghost seat removed", room_id, seat.peer_id)
+                        await self._after_removal(removed, "disconnected")
+                else:
+                    left = self.settings.rooms.resume_grace_s - (now_ms() - seat.detached_at) / 1e3
+                    self._spawn(self._grace_expiry(seat, max(0.0, left)),
+                                key=f"grace:{seat.peer_id}")
 
     def send_error(self, conn: Connection, exc: HubError) -> None:
         self.metrics.errors.labels(code=exc.code).inc()

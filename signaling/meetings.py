@@ -26,6 +26,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+def room_id_for(meeting_id: str) -> str:
+    """A meeting's room id carries the meeting's own suffix, so a Redis Cluster keeps both in
+    one hash slot (see ``redis_store``)."""
+    return "room_" + meeting_id.split("_", 1)[-1]
+
+
 def user_id_for_email(email: str) -> str:
     """A stable user id for dev logins (real deployments take ``sub`` from their IdP)."""
     return "user_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
@@ -244,7 +250,7 @@ class MeetingService:
     async def _ensure_room(self, meeting: Meeting, max_participants: int | None) -> Room:
         features = self._features(meeting, max_participants)
         room = await self.store.attach_room(Room(
-            room_id=new_id("room"), meeting_id=meeting.meeting_id,
+            room_id=room_id_for(meeting.meeting_id), meeting_id=meeting.meeting_id,
             capacity=features.max_participants, features=features, created_at=now_ms(),
         ))
         if room.state == "ended":

@@ -119,21 +119,25 @@ class MemoryStore:
         state.seats[peer_id] = seat
         return seat
 
-    async def detach(self, room_id: str, peer_id: str, *, now_ms: int) -> Seat | None:
+    async def detach(self, room_id: str, peer_id: str, *, now_ms: int,
+                     worker_id: str = "") -> Seat | None:
         state = self._rooms.get(room_id)
         seat = None if state is None else state.seats.get(peer_id)
-        if state is None or seat is None:
+        if state is None or seat is None or (worker_id and seat.worker_id != worker_id):
             return None
         seat = msgspec.structs.replace(seat, connected=False, detached_at=now_ms)
         state.seats[peer_id] = seat
         return seat
 
     async def remove_seat(
-        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None
+        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None,
+        only_if_worker: str | None = None,
     ) -> Seat | None:
         state = self._rooms.get(room_id)
         seat = None if state is None else state.seats.get(peer_id)
         if state is None or seat is None:
+            return None
+        if only_if_worker is not None and seat.worker_id != only_if_worker:
             return None
         if only_if_detached_since is not None and (
             seat.connected or seat.detached_at != only_if_detached_since

@@ -183,6 +183,7 @@ class Settings:
 
 
 _SECTIONS = {f.name: f.type for f in fields(Settings)}
+_FOREIGN_SECTIONS = {"turn", "tap", "loadtest"}
 _ENV_ALIASES = {"CONNVO_RTC_AUTH_SECRET": ("auth", "secrets")}
 
 
@@ -199,7 +200,8 @@ def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
                 return False
             raise ValueError(value)
         if hint is int:
-            if isinstance(value, bool):
+            # int(8080.5) would silently truncate a TOML float; only whole numbers are ints
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if hint is float:
@@ -224,6 +226,8 @@ def _coerce(section: str, name: str, hint: Any, value: Any) -> Any:
 def _apply(settings: Settings, overrides: Mapping[str, Mapping[str, Any]], origin: str) -> Settings:
     sections: dict[str, Any] = {}
     for section, values in overrides.items():
+        if section in _FOREIGN_SECTIONS:
+            continue  # read by other commands sharing the file (``connvo-rtc turn``)
         if section not in _SECTIONS:
             raise ConfigError(f"{origin}: unknown section [{section}]")
         if not isinstance(values, Mapping):
@@ -256,6 +260,8 @@ def load_settings(
             data = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"cannot read config file {path}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         settings = _apply(settings, data, str(path))

@@ -138,14 +138,18 @@ class Store(Protocol):
         """Give a detached (or still attached) seat back to its owner on ``worker_id``; ``None``
         when the seat is gone or the resume secret or user does not match."""
 
-    async def detach(self, room_id: str, peer_id: str, *, now_ms: int) -> Seat | None:
-        """Mark a seat as waiting for resume."""
+    async def detach(self, room_id: str, peer_id: str, *, now_ms: int,
+                     worker_id: str = "") -> Seat | None:
+        """Mark a seat as waiting for resume. With ``worker_id``, only while the seat is still
+        bound to that worker (a peer that already resumed elsewhere is left alone)."""
 
     async def remove_seat(
-        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None
+        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None,
+        only_if_worker: str | None = None,
     ) -> Seat | None:
         """Remove a seat and return it (``None`` if absent). With ``only_if_detached_since``, only
-        a seat still detached since that time is removed (a resumed peer keeps its seat)."""
+        a seat still detached since that time is removed (a resumed peer keeps its seat); with
+        ``only_if_worker``, only a seat still bound to that worker (the reaper)."""
 
     async def update_media(self, room_id: str, peer_id: str, media: MediaState) -> Seat | None: ...
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import jwt
 
-from .errors import BadRequest, Unauthenticated
+from .errors import BadRequest, Unauthenticated, Unavailable
+from .settings import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,10 @@ class TokenService:
                 raise Unauthenticated("token expired", code="token-expired") from None
             except (jwt.PyJWTError, OSError) as exc:
                 raise Unauthenticated(f"token rejected: {exc}", code="bad-token") from None
+            except ValueError as exc:  # the key set itself cannot be read: not the caller's fault
+                logger.warning("RS256 key set unavailable: %s", exc)
+                raise Unavailable("the identity provider's keys are unavailable",
+                                  code="jwks-unavailable") from None
         else:
             raise Unauthenticated(f"token algorithm {alg!r} is not accepted", code="bad-token")
         if claims.get("aud") == JOIN_AUDIENCE:
@@ -226,17 +231,26 @@ class _FileJwks:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._mtime = -1.0
+        self._failed_mtime = -1.0
         self._set: jwt.PyJWKSet | None = None
         self._load()
 
     def _load(self) -> None:
+        mtime = self._mtime
         try:
-            stat = self._path.stat()
-            if stat.st_mtime != self._mtime:
+            mtime = self._path.stat().st_mtime
+            if mtime != self._mtime:
                 self._set = jwt.PyJWKSet.from_dict(json.loads(self._path.read_text()))
-                self._mtime = stat.st_mtime
+                self._mtime = mtime
         except (OSError, ValueError, jwt.PyJWTError) as exc:
-            raise ValueError(f"cannot load JWKS {self._path}: {exc}") from None
+            if self._set is None:  # at start: a configuration error (the CLI exits 1)
+                raise ConfigError(f"cannot load JWKS {self._path}: {exc}") from None
+            # A file caught mid-rewrite (or deleted) during key rotation must not lock every
+            # RS256 caller out: keep the last good key set and say so once per change.
+            if mtime != self._failed_mtime:
+                self._failed_mtime = mtime
+                logger.warning("cannot reload JWKS %s (%s): keeping the previous keys",
+                               self._path, exc)
 
     def get_signing_key_from_jwt(self, token: str) -> jwt.PyJWK:
         self._load()

@@ -149,7 +149,7 @@ class TurnServerSupervisor:
         )
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(
-            self._supervise(binary, first), name="turnserver-supervisor"
+            self._supervise(binary, self._config_path, first), name="turnserver-supervisor"
         )
         try:
             await first
@@ -206,18 +206,17 @@ class TurnServerSupervisor:
             self._config_path = None
         logger.info("turnserver supervisor closed")
 
-    async def _supervise(self, binary: str, first: asyncio.Future[None]) -> None:
+    async def _supervise(self, binary: str, config_path: Path, first: asyncio.Future[None]) -> None:
         loop = asyncio.get_running_loop()
         backoff = self._min_backoff_s
         try:
             while True:
                 started = loop.time()
-                assert self._config_path is not None  # set by start() before this task runs
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         binary,
                         "-c",
-                        str(self._config_path),
+                        str(config_path),
                         stdin=asyncio.subprocess.DEVNULL,
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.STDOUT,

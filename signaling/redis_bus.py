@@ -1,0 +1,131 @@
+"""``RedisBus``: worker-to-worker delivery over Redis pub/sub.
+
+Each worker subscribes to its own channel ``cr:bus:{<worker>}`` (sharded pub/sub on a Cluster,
+so a channel lives on one shard and the bus scales with the cluster). Sending never waits for
+Redis: envelopes go into one bounded FIFO per bus, drained by one writer task that pipelines
+what has accumulated. One FIFO and one connection keep envelopes from one worker to another in
+the order they were sent, which keeps every sender→receiver pair in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .bus import Envelope, Handler, pack, unpack
+from .errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+def channel(worker_id: str) -> str:
+    return f"cr:bus:{{{worker_id}}}"
+
+
+class RedisBus:
+    """Point-to-point envelopes between hub workers through Redis."""
+
+    def __init__(self, client: Any, *, cluster: bool = False, queue_size: int = 10_000,
+                 batch: int = 256) -> None:
+        self.client = client
+        self.cluster = cluster
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_size)
+        self._batch = batch
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pubsub: Any = None
+        self._worker_id = ""
+        self._handler: Handler | None = None
+        self.dropped = 0
+
+    async def start(self, worker_id: str, handler: Handler) -> None:
+        self._worker_id = worker_id
+        self._handler = handler
+        self._tasks = [
+            asyncio.create_task(self._reader(), name=f"bus-reader-{worker_id}"),
+            asyncio.create_task(self._writer(), name=f"bus-writer-{worker_id}"),
+        ]
+
+    async def send(self, worker_id: str, envelope: Envelope) -> None:
+        if worker_id == self._worker_id and self._handler is not None:
+            await self._handler(envelope)  # never happens in the hub; cheap if it does
+            return
+        try:
+            self._queue.put_nowait((channel(worker_id), pack(envelope)))
+        except asyncio.QueueFull:
+            self.dropped += 1
+            raise Unavailable("cross-worker queue full (Redis slow or unreachable)") from None
+
+    async def _writer(self) -> None:
+        publish = "spublish" if self.cluster else "publish"
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self._batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            for attempt in range(3):
+                try:
+                    if len(items) == 1 or self.cluster:
+                        for chan, data in items:
+                            await getattr(self.client, publish)(chan, data)
+                    else:
+                        pipe = self.client.pipeline(transaction=False)
+                        for chan, data in items:
+                            pipe.publish(chan, data)
+                        await pipe.execute()
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    if attempt == 2:
+                        self.dropped += len(items)
+                        logger.warning("bus: dropped %d envelopes, Redis unreachable: %s",
+                                       len(items), exc)
+                    else:
+                        await asyncio.sleep(0.2)
+
+    async def _reader(self) -> None:
+        """Subscribe and dispatch; resubscribe with back-off when Redis goes away."""
+        chan = channel(self._worker_id)
+        backoff = 0.2
+        while True:
+            pubsub = self.client.pubsub()
+            self._pubsub = pubsub
+            try:
+                if self.cluster:
+                    await pubsub.ssubscribe(chan)
+                else:
+                    await pubsub.subscribe(chan)
+                backoff = 0.2
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=1.0)
+                    if message is None or message.get("type") not in ("message", "smessage"):
+                        continue
+                    try:
+                        envelope = unpack(message["data"])
+                    except Exception:  # a foreign publisher; never let it kill the reader
+                        logger.warning("bus: undecodable envelope on %s", chan)
+                        continue
+                    if self._handler is not None:
+                        await self._handler(envelope)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                logger.warning("bus: subscription to %s lost (%s); retrying in %.1f s", chan,
+                               exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []

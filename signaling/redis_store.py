@@ -1,0 +1,384 @@
+"""``RedisStore``: room, meeting and presence state in Redis (single server or Cluster).
+
+Every key of a meeting and its room carries the same hash tag, ``{<hex>}`` from
+``meeting_<hex>`` / ``room_<hex>``, so every multi-key script runs in one slot on a Cluster.
+Operations that must be atomic across workers (admission, resume, state transitions) are Lua
+scripts: Redis runs each one alone, so 200 workers racing for the last seat see one winner.
+
+Keys (``T`` is the meeting's tag; TTLs are refreshed whenever the room changes):
+
+========================  ======  ==========================================================
+``cr:{T}:meeting``        hash    ``data`` (the meeting's fixed fields, JSON) + ``state``,
+                                  ``room_id``, ``updated_at``, ``started_at``
+``cr:{T}:room``           string  the room (JSON)
+``cr:{T}:seats``          hash    peer id -> seat (JSON)
+``cr:{T}:banned``         set     user ids removed by the host
+``cr:{T}:presence``       hash    user id -> ``joined`` / ``left``
+========================  ======  ==========================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull, Unavailable
+from .protocol import MediaState
+from .store import Admission, Meeting, MeetingState, Presence, Room, Seat
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Keys expire this long after the room last changed (a deployment that loses every worker at
+#: once does not leak keys forever).
+DEFAULT_KEY_TTL_S = 48 * 3600
+
+_ADMIT = """
+local room = redis.call('GET', KEYS[1])
+if not room then return {'err', 'not-found'} end
+room = cjson.decode(room)
+if room.state == 'ended' then return {'err', 'room-ended'} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return {'err', 'removed'} end
+local all = redis.call('HGETALL', KEYS[2])
+local replaced, people, taps = {}, 0, 0
+for i = 1, #all, 2 do
+  local s = cjson.decode(all[i + 1])
+  if s.user_id == ARGV[2] and s.connected == false and s.role == ARGV[3] then
+    table.insert(replaced, all[i])
+    table.insert(replaced, all[i + 1])
+  elseif s.role == 'tap' then taps = taps + 1
+  else people = people + 1 end
+end
+if ARGV[3] == 'tap' then
+  if taps > 0 then return {'err', 'tap-present'} end
+elseif people >= room.capacity then
+  return {'err', 'room-full', tostring(room.capacity)}
+end
+for i = 1, #replaced, 2 do redis.call('HDEL', KEYS[2], replaced[i]) end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+local out = {'ok'}
+for i = 2, #replaced, 2 do table.insert(out, replaced[i]) end
+return out
+"""
+
+_REATTACH = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+local s = cjson.decode(raw)
+if s.resume_hash ~= ARGV[2] or s.user_id ~= ARGV[3] then return false end
+s.connected = true
+s.detached_at = nil
+s.worker_id = ARGV[4]
+raw = cjson.encode(s)
+redis.call('HSET', KEYS[1], ARGV[1], raw)
+return raw
+"""
+
+_DETACH = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+local s = cjson.decode(raw)
+if ARGV[3] ~= '' and s.worker_id ~= ARGV[3] then return false end
+s.connected = false
+s.detached_at = tonumber(ARGV[2])
+raw = cjson.encode(s)
+redis.call('HSET', KEYS[1], ARGV[1], raw)
+return raw
+"""
+
+_REMOVE = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+local s = cjson.decode(raw)
+if ARGV[2] ~= '' and (s.connected or s.detached_at ~= tonumber(ARGV[2])) then return false end
+if ARGV[3] ~= '' and s.worker_id ~= ARGV[3] then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return raw
+"""
+
+_MEDIA = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+local s = cjson.decode(raw)
+s.media = cjson.decode(ARGV[2])
+raw = cjson.encode(s)
+redis.call('HSET', KEYS[1], ARGV[1], raw)
+return raw
+"""
+
+_END_ROOM = """
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local room = cjson.decode(raw)
+if room.state == 'ended' then return false end
+room.state = 'ended'
+room.ended_at = tonumber(ARGV[2])
+room.end_reason = ARGV[1]
+raw = cjson.encode(room)
+redis.call('SET', KEYS[1], raw, 'KEEPTTL')
+redis.call('DEL', KEYS[2])
+return raw
+"""
+
+_TRANSITION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'err', 'not-found'} end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == ARGV[1] then return {'ok'} end
+local allowed = false
+for s in string.gmatch(ARGV[2], '[^,]+') do if s == state then allowed = true end end
+if not allowed then return {'err', 'conflict', state} end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[3])
+if ARGV[1] == 'active' and not redis.call('HGET', KEYS[1], 'started_at') then
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[3])
+end
+return {'ok'}
+"""
+
+_ATTACH_ROOM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'err', 'not-found'} end
+local existing = redis.call('HGET', KEYS[1], 'room_id')
+if existing then return {'ok', redis.call('GET', KEYS[2])} end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+redis.call('HSET', KEYS[1], 'room_id', ARGV[2])
+return {'ok', ARGV[1]}
+"""
+
+
+def tag_of(entity_id: str) -> str:
+    """The hash tag shared by a meeting and its room: ``meeting_ab12`` / ``room_ab12`` -> ab12."""
+    return entity_id.split("_", 1)[1] if "_" in entity_id else entity_id
+
+
+def _keys(entity_id: str) -> dict[str, str]:
+    t = tag_of(entity_id)
+    return {name: f"cr:{{{t}}}:{name}" for name in
+            ("meeting", "room", "seats", "banned", "presence")}
+
+
+def unavailable_on_redis_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn a lost Redis into :class:`Unavailable` (HTTP 503 / close 1013), failing fast."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError) as exc:
+            raise Unavailable(f"state store unreachable: {type(exc).__name__}") from None
+
+    return wrapper
+
+
+_meeting_fixed = msgspec.json.Encoder()
+_seat_dec = msgspec.json.Decoder(Seat)
+_room_dec = msgspec.json.Decoder(Room)
+_json = msgspec.json.Encoder()
+
+
+def _decode_seat(raw: bytes | str) -> Seat:
+    return _seat_dec.decode(raw)
+
+
+class RedisStore:
+    """:class:`~signaling.store.Store` on Redis; ``client`` is a ``redis.asyncio`` Redis or
+    RedisCluster (``decode_responses=False``)."""
+
+    def __init__(self, client: Any, *, key_ttl_s: int = DEFAULT_KEY_TTL_S) -> None:
+        self.client = client
+        self.key_ttl_s = key_ttl_s
+        reg = client.register_script
+        self._admit = reg(_ADMIT)
+        self._reattach = reg(_REATTACH)
+        self._detach = reg(_DETACH)
+        self._remove = reg(_REMOVE)
+        self._media = reg(_MEDIA)
+        self._end_room = reg(_END_ROOM)
+        self._transition = reg(_TRANSITION)
+        self._attach_room = reg(_ATTACH_ROOM)
+
+    @unavailable_on_redis_errors
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    # ------------------------------------------------------------------ meetings
+
+    @unavailable_on_redis_errors
+    async def create_meeting(self, meeting: Meeting) -> None:
+        k = _keys(meeting.meeting_id)["meeting"]
+        fixed = msgspec.structs.replace(meeting, state="scheduled", room_id=None, started_at=None)
+        created = await self.client.hsetnx(k, "data", _json.encode(fixed))
+        if not created:
+            raise Conflict(f"meeting {meeting.meeting_id} exists")
+        await self.client.hset(k, mapping={"state": meeting.state,
+                                           "updated_at": meeting.updated_at})
+        await self.client.expire(k, self.key_ttl_s)
+
+    @unavailable_on_redis_errors
+    async def get_meeting(self, meeting_id: str) -> Meeting | None:
+        fields = await self.client.hgetall(_keys(meeting_id)["meeting"])
+        if not fields or b"data" not in fields:
+            return None
+        meeting = msgspec.json.decode(fields[b"data"], type=Meeting)
+        started = fields.get(b"started_at")
+        room_id = fields.get(b"room_id")
+        return msgspec.structs.replace(
+            meeting, state=fields[b"state"].decode(), updated_at=int(fields[b"updated_at"]),
+            started_at=int(started) if started else None,
+            room_id=room_id.decode() if room_id else None,
+        )
+
+    @unavailable_on_redis_errors
+    async def transition_meeting(
+        self, meeting_id: str, state: MeetingState, *, from_states: tuple[MeetingState, ...],
+        now_ms: int,
+    ) -> Meeting:
+        k = _keys(meeting_id)["meeting"]
+        result = await self._transition(keys=[k], args=[state, ",".join(from_states), now_ms])
+        if result[0] == b"err":
+            if result[1] == b"not-found":
+                raise NotFound(f"no meeting {meeting_id}")
+            current = result[2].decode()
+            raise Conflict(f"meeting is {current}, cannot become {state}",
+                           code=f"meeting-{current}")
+        meeting = await self.get_meeting(meeting_id)
+        if meeting is None:  # expired between the two calls
+            raise NotFound(f"no meeting {meeting_id}")
+        return meeting
+
+    @unavailable_on_redis_errors
+    async def attach_room(self, room: Room) -> Room:
+        k = _keys(room.meeting_id)
+        if tag_of(room.room_id) != tag_of(room.meeting_id):
+            raise ValueError("a room's id must carry its meeting's tag (room_<hex>)")
+        result = await self._attach_room(
+            keys=[k["meeting"], k["room"]],
+            args=[_json.encode(room), room.room_id, self.key_ttl_s],
+        )
+        if result[0] == b"err":
+            raise NotFound(f"no meeting {room.meeting_id}")
+        return _room_dec.decode(result[1])
+
+    # ------------------------------------------------------------------ rooms
+
+    @unavailable_on_redis_errors
+    async def get_room(self, room_id: str) -> Room | None:
+        raw = await self.client.get(_keys(room_id)["room"])
+        return None if raw is None else _room_dec.decode(raw)
+
+    @unavailable_on_redis_errors
+    async def end_room(self, room_id: str, reason: str, *, now_ms: int) -> Room | None:
+        k = _keys(room_id)
+        raw = await self._end_room(keys=[k["room"], k["seats"]], args=[reason, now_ms])
+        return None if not raw else _room_dec.decode(raw)
+
+    # ------------------------------------------------------------------ seats
+
+    @unavailable_on_redis_errors
+    async def admit(self, seat: Seat) -> Admission:
+        k = _keys(seat.room_id)
+        result = await self._admit(
+            keys=[k["room"], k["seats"], k["banned"]],
+            args=[seat.peer_id, seat.user_id, seat.role, _json.encode(seat), self.key_ttl_s],
+        )
+        if result[0] == b"err":
+            code = result[1].decode()
+            if code == "not-found":
+                raise NotFound(f"no room {seat.room_id}")
+            if code == "room-ended":
+                raise RoomEnded("the room has ended")
+            if code == "removed":
+                raise Forbidden("you were removed from this room by the host", code="removed")
+            if code == "tap-present":
+                raise RoomFull("the room already has a transcription tap")
+            raise RoomFull(f"the room is full ({result[2].decode()} peers)")
+        return Admission(seat, tuple(_decode_seat(raw) for raw in result[1:]))
+
+    @unavailable_on_redis_errors
+    async def reattach(
+        self, room_id: str, peer_id: str, resume_hash: str, user_id: str, worker_id: str
+    ) -> Seat | None:
+        raw = await self._reattach(keys=[_keys(room_id)["seats"]],
+                                   args=[peer_id, resume_hash, user_id, worker_id])
+        return None if not raw else _decode_seat(raw)
+
+    @unavailable_on_redis_errors
+    async def detach(self, room_id: str, peer_id: str, *, now_ms: int,
+                     worker_id: str = "") -> Seat | None:
+        raw = await self._detach(keys=[_keys(room_id)["seats"]],
+                                 args=[peer_id, now_ms, worker_id])
+        return None if not raw else _decode_seat(raw)
+
+    @unavailable_on_redis_errors
+    async def remove_seat(
+        self, room_id: str, peer_id: str, *, only_if_detached_since: int | None = None,
+        only_if_worker: str | None = None,
+    ) -> Seat | None:
+        since = "" if only_if_detached_since is None else str(only_if_detached_since)
+        raw = await self._remove(keys=[_keys(room_id)["seats"]],
+                                 args=[peer_id, since, only_if_worker or ""])
+        return None if not raw else _decode_seat(raw)
+
+    @unavailable_on_redis_errors
+    async def update_media(self, room_id: str, peer_id: str, media: MediaState) -> Seat | None:
+        raw = await self._media(keys=[_keys(room_id)["seats"]],
+                                args=[peer_id, _json.encode(media)])
+        return None if not raw else _decode_seat(raw)
+
+    @unavailable_on_redis_errors
+    async def seats(self, room_id: str) -> list[Seat]:
+        values = await self.client.hvals(_keys(room_id)["seats"])
+        return sorted((_decode_seat(v) for v in values), key=lambda s: (s.joined_at, s.peer_id))
+
+    @unavailable_on_redis_errors
+    async def ban(self, room_id: str, user_id: str) -> None:
+        k = _keys(room_id)["banned"]
+        await self.client.sadd(k, user_id)
+        await self.client.expire(k, self.key_ttl_s)
+
+    # ------------------------------------------------------------------ presence
+
+    @unavailable_on_redis_errors
+    async def set_presence(self, meeting_id: str, user_id: str, presence: Presence) -> None:
+        k = _keys(meeting_id)["presence"]
+        await self.client.hset(k, user_id, presence)
+        await self.client.expire(k, self.key_ttl_s)
+
+    @unavailable_on_redis_errors
+    async def presence(self, meeting_id: str, user_id: str) -> Presence | None:
+        raw = await self.client.hget(_keys(meeting_id)["presence"], user_id)
+        return None if raw is None else raw.decode()  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        try:
+            await self.client.aclose()
+        except (RedisConnectionError, OSError):  # closing a client whose server is gone
+            pass
+
+
+def connect(url: str, *, cluster: bool = False, timeout_s: float = 2.0) -> Any:
+    """A ``redis.asyncio`` client for ``redis://``, ``rediss://`` or a Cluster (``cluster=True``
+    or a ``redis+cluster://`` / ``rediss+cluster://`` URL). Timeouts are short so a lost Redis
+    fails fast instead of hanging joins."""
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        cluster = True
+        url = url.replace("+cluster", "", 1)
+    options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s,
+                               "health_check_interval": 10}
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, **options)
+    return aioredis.from_url(url, **options)
+
+
+__all__ = ["RedisStore", "connect", "tag_of", "unavailable_on_redis_errors", "ResponseError"]

@@ -1,0 +1,218 @@
+"""``connvo-rtc token`` and ``connvo-rtc serve``, run the way an operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from signaling import protocol as p
+from signaling.cli import main
+from signaling.tokens import TokenService
+from tests.support.wsclient import WsClient
+
+REPO = Path(__file__).parents[2]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+SECRET = "cli-test-secret-" + "c" * 32
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any CONNVO_RTC_* variable of the machine running the tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNVO_RTC_")}
+    env.update(extra)
+    return env
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None,
+                  timeout: float = 20) -> tuple[int, str, str]:
+    """Run ``python -m signaling.cli ARGS``; return (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, "-m", "signaling.cli", *args, cwd=REPO, env=env or clean_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------- token
+
+
+def test_token_prints_a_verifiable_jwt(capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONNVO_RTC_AUTH_SECRET", raising=False)
+    code = main(["token", "--secret", SECRET, "--room", "r", "--user", "u", "--role", "host",
+                 "--ttl", "60"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    token = out.strip()
+    assert token.count(".") == 2 and "\n" not in token
+    claims = TokenService(secrets=(SECRET,)).verify_join(token)
+    assert (claims.room_id, claims.user_id, claims.role) == ("r", "u", "host")
+    assert 55 <= claims.expires_at - time.time() <= 61
+
+
+def test_token_signs_with_the_first_of_several_secrets(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    other = "other-secret-" + "o" * 32
+    monkeypatch.setenv("CONNVO_RTC_AUTH_SECRET", f"{SECRET},{other}")
+    assert main(["token", "--room", "r", "--user", "u", "--name", "Uma"]) == 0
+    token = capsys.readouterr().out.strip()
+    claims = TokenService(secrets=(SECRET,)).verify_join(token)
+    assert claims.role == "participant" and claims.name == "Uma"
+
+
+def test_token_ttl_above_max_is_refused(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: the service was built with ``max_ttl_s=max(--max-ttl, --ttl)``, so
+    ``--max-ttl`` could never refuse anything."""
+    monkeypatch.delenv("CONNVO_RTC_AUTH_SECRET", raising=False)
+    code = main(["token", "--secret", SECRET, "--room", "r", "--user", "u", "--ttl", "7200",
+                 "--max-ttl", "3600"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert "ttl" in err and "3600" in err
+    assert main(["token", "--secret", SECRET, "--room", "r", "--user", "u", "--ttl", "100000"]) == 1
+
+
+async def test_token_subprocess_and_missing_secret() -> None:
+    (ok_code, ok_out, ok_err), (code, out, err) = await asyncio.gather(
+        run_cli("token", "--secret", SECRET, "--room", "r", "--user", "u", "--role", "host",
+                "--ttl", "60"),
+        run_cli("token", "--room", "r", "--user", "u"),
+    )
+    assert ok_code == 0, ok_err
+    claims = TokenService(secrets=(SECRET,)).verify_join(ok_out.strip())
+    assert (claims.room_id, claims.user_id, claims.role) == ("r", "u", "host")
+    assert code == 1 and out == ""
+    assert err.strip() == "connvo-rtc token: give --secret or set CONNVO_RTC_AUTH_SECRET"
+
+
+# ---------------------------------------------------------------------- serve: bad configuration
+
+
+async def test_serve_bad_config_exits_1_with_one_line(tmp_path: Path) -> None:
+    files = {
+        "unknown-key": ("[server]\nportt = 1\n", "unknown key server.portt"),
+        "unknown-section": ("[sever]\nport = 1\n", "unknown section [sever]"),
+        "bad-value": ('[server]\nport = "eighty"\n', "server.port"),
+        "out-of-range": ("[rooms]\ncapacity = 5\n", "rooms.capacity must be 1..4"),
+        "short-secret": ('[auth]\nsecrets = ["short"]\n', "auth secrets must be >= 32"),
+        "invalid-toml": ("[server\n", "invalid TOML"),
+        "jwks-missing": (f'[auth]\njwks = "{tmp_path / "nope.json"}"\n', "cannot load JWKS"),
+    }
+    runs = {}
+    for name, (text, _) in files.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        runs[name] = path
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00\x9c")
+    (tmp_path / "a-directory.toml").mkdir()
+    runs["binary"] = tmp_path / "binary.toml"
+    runs["directory"] = tmp_path / "a-directory.toml"
+    runs["missing"] = tmp_path / "missing.toml"
+    expect = {name: message for name, (_, message) in files.items()}
+    expect.update(binary="not UTF-8", directory="cannot read config file",
+                  missing="cannot read config file")
+
+    port = str(free_port())  # never bound: every run must stop before listening
+    results = await asyncio.gather(*(run_cli("serve", "--port", port, "--config", str(path))
+                                     for path in runs.values()))
+    for name, (code, out, err) in zip(runs, results, strict=True):
+        lines = err.strip().splitlines()
+        assert code == 1, (name, code, err)
+        assert len(lines) == 1, (name, err)
+        assert lines[0].startswith("connvo-rtc: configuration error: "), (name, err)
+        assert expect[name] in lines[0], (name, err)
+        assert "Traceback" not in err and out == ""
+
+
+# ---------------------------------------------------------------------- serve: run and stop
+
+
+@contextlib.asynccontextmanager
+async def serving(port: int, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON, "-m", "signaling.cli", "serve", "--port", str(port), cwd=REPO, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def wait_healthy(session: aiohttp.ClientSession, base: str,
+                       proc: asyncio.subprocess.Process, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.returncode is None, "the server exited while starting"
+        try:
+            async with session.get(base + "/healthz") as resp:
+                if resp.status == 200 and (await resp.json()) == {"status": "ok"}:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("the server did not answer /healthz in time")
+
+
+async def test_serve_answers_and_shuts_down_gracefully() -> None:
+    """SIGTERM: a joined peer is told 1001 (going away), and the process exits 0 quickly."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = clean_env(CONNVO_RTC_AUTH_SECRET=SECRET, CONNVO_RTC_SERVER_SHUTDOWN_TIMEOUT_S="3")
+    tokens = TokenService(secrets=(SECRET,))
+    async with serving(port, env) as proc, aiohttp.ClientSession() as session:
+        await wait_healthy(session, base, proc)
+        headers = {"Authorization": f"Bearer {tokens.mint_user('host', 'host@example.com')}"}
+        api = base + "/api/run/meetings"
+        async with session.post(f"{api}/lifecycle/createMeeting", headers=headers,
+                                json={"args": {"title": "cli"}}) as resp:
+            assert resp.status == 200
+            meeting_id = (await resp.json())["value"]["meetingId"]
+        async with session.post(f"{api}/lifecycle/startMeeting", headers=headers,
+                                json={"args": {"meetingId": meeting_id}}) as resp:
+            assert resp.status == 200
+        async with session.post(f"{api}/webrtc/index/createJoinToken", headers=headers,
+                                json={"args": {"meetingId": meeting_id}}) as resp:
+            assert resp.status == 200
+            join = (await resp.json())["value"]
+        assert join["wsUrl"] == f"ws://127.0.0.1:{port}/ws"
+        client = await WsClient.connect(join["wsUrl"])
+        try:
+            await client.join(join["token"])
+            started = time.monotonic()
+            os.kill(proc.pid, signal.SIGTERM)
+            assert await client.expect_close(timeout=5) == p.CLOSE_GOING_AWAY
+            assert await asyncio.wait_for(proc.wait(), 5) == 0
+            assert time.monotonic() - started < 5
+        finally:
+            await client.aclose()
+        assert proc.stderr is not None
+        log = (await proc.stderr.read()).decode()
+        assert "shutdown" in log and "Traceback" not in log
+        assert SECRET not in log and join["token"] not in log
