@@ -398,13 +398,13 @@ class RemotePeer:
         if track.kind == "audio":
             handler = self._audio_frame
             if not decode and receiver is not None and skip_decoding(
-                receiver, self.stats.audio_frame
+                receiver, self.stats.audio_frame, self._log
             ):
                 self.stats.audio_decoded = False
         else:
             handler = self._video_frame
             if not decode and receiver is not None:
-                skip_decoding(receiver, self._encoded_video_frame)
+                skip_decoding(receiver, self._encoded_video_frame, self._log)
         logger.debug("%s receiving %s", self._log, track.kind)
         self._spawn(consume_track(track, handler), f"consume-{track.kind}")
 

@@ -79,7 +79,7 @@ class HubLink:
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=options.send_queue_size)
         self._closed_by_us = False
         self._overflow: SendQueueFullError | None = None
-        self._close_task: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[bool] | None = None
         #: Seconds from starting to connect to the socket being open.
         self.connect_s = connect_s
         #: Seconds from the socket being open to ``joined``.
@@ -105,6 +105,8 @@ class HubLink:
                     # We answer the hub's close ourselves, echoing its code (RFC 6455 5.5.1):
                     # aiohttp's autoclose would answer 1000, which a hub may read as "left".
                     autoclose=False,
+                    # Bound the wait for the hub's close reply (aiohttp's default is 10 s).
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
                 )
         except TimeoutError:
             raise HubUnreachableError(

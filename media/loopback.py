@@ -105,7 +105,7 @@ def pin_host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
         _PINNED.reset(token)
         dispatcher.users -= 1
         if dispatcher.users == 0 and aioice.ice.get_host_addresses is dispatcher:
-            aioice.ice.get_host_addresses = dispatcher.original
+            aioice.ice.get_host_addresses = dispatcher.original  # type: ignore[assignment]
             logger.debug("host-address pin removed")
 
 

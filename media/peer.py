@@ -149,7 +149,7 @@ class PeerClient:
         self._remotes: dict[str, RemotePeer] = {}
         self._known: dict[str, protocol.PeerInfo] = {}
         self._earlier: set[str] = set()  # joined before us: we offer to them, we are impolite
-        self._failures: list[PeerClientError] = []
+        self._failures: deque[PeerClientError] = deque(maxlen=32)  # for wait_connected
         self._held: deque[protocol._Msg] = deque(maxlen=64)  # frames sent while resuming
         self._subscribers: set[Subscription] = set()
         self._changed = asyncio.Event()

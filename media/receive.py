@@ -52,7 +52,9 @@ class CountingQueue(queue.Queue[Any]):
         self._on_encoded_frame(len(encoded_frame.data))
 
 
-def skip_decoding(receiver: RTCRtpReceiver, on_encoded_frame: Callable[[int], None]) -> bool:
+def skip_decoding(
+    receiver: RTCRtpReceiver, on_encoded_frame: Callable[[int], None], log_prefix: str = ""
+) -> bool:
     """Make ``receiver`` count encoded frames instead of decoding them.
 
     Must be called before the receiver starts (from the peer connection's ``track`` event).
@@ -60,7 +62,8 @@ def skip_decoding(receiver: RTCRtpReceiver, on_encoded_frame: Callable[[int], No
     """
     current = getattr(receiver, _DECODER_QUEUE, None)
     if not isinstance(current, queue.Queue) or getattr(receiver, _STARTED, True):
-        logger.warning("cannot skip decoding on this aiortc receiver; decoding instead")
+        logger.warning("%s cannot skip decoding on this aiortc receiver; decoding instead",
+                       log_prefix)
         return False
     if not current.empty():
         return False

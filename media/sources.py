@@ -35,10 +35,11 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.audio.codeccontext import AudioCodecContext
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class FileTrack(PacedAudioTrack):
     def __init__(self, path: str, *, loop: bool = True, paced: bool = True) -> None:
         super().__init__(paced=paced)
         self._path = path
-        self._loop = loop
+        self._looping = loop
         self._frames: Iterator[av.AudioFrame] | None = None
 
     def _next_data(self) -> bytes | None:
@@ -227,7 +228,7 @@ class FileTrack(PacedAudioTrack):
             if frame is not None:
                 return bytes(frame.planes[0])[: frame.samples * 2]
             self._frames = None
-            if not self._loop:
+            if not self._looping:
                 return None
         return None
 
@@ -267,8 +268,8 @@ class OpusClip:
         return sum(len(p) for p in self.packets)
 
 
-def _opus_encoder(bitrate: int) -> av.CodecContext:
-    encoder = av.CodecContext.create("libopus", "w")
+def _opus_encoder(bitrate: int) -> AudioCodecContext:
+    encoder = cast(AudioCodecContext, av.CodecContext.create("libopus", "w"))
     encoder.bit_rate = bitrate
     encoder.format = "s16"
     encoder.layout = "mono"
@@ -317,7 +318,7 @@ class OpusPacketTrack(PacedAudioTrack):
     def __init__(self, clip: OpusClip, *, loop: bool = True, paced: bool = True) -> None:
         super().__init__(paced=paced)
         self._clip = clip
-        self._loop = loop
+        self._looping = loop
         self._position = 0
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
@@ -326,7 +327,7 @@ class OpusPacketTrack(PacedAudioTrack):
             payload = self._clip.silence
         else:
             if self._position >= len(self._clip.packets):
-                if not self._loop:
+                if not self._looping:
                     self.stop()
                     raise MediaStreamError
                 self._position = 0

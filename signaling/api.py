@@ -194,8 +194,15 @@ class Api:
 
         async def view(request: web.Request) -> web.Response:
             try:
-                caller = await self._caller(request) if auth else None
-                self._rate_limit(caller.user_id if caller else (request.remote or "?"))
+                address = f"ip:{request.remote or '?'}"
+                try:
+                    caller = await self._caller(request) if auth else None
+                except Unauthenticated:
+                    # Callers without a valid token are limited by address, so guessing
+                    # tokens is throttled like everything else.
+                    self._rate_limit(address)
+                    raise
+                self._rate_limit(f"user:{caller.user_id}" if caller else address)
                 body = await self._body(request, decoder)
                 raw = body.get("args", None)
                 if not isinstance(raw, dict):

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -20,10 +21,13 @@ from .memory_store import MemoryStore
 from .metrics import Metrics
 from .openapi import build_spec
 from .protocol import IceServer
+from .redis_bus import RedisBus
+from .redis_store import RedisStore, connect
 from .settings import Settings
 from .store import Store
 from .tokens import TokenService
 from turn.ice import ice_servers_for
+from .workers import PresenceConfig, WorkerRegistry
 from .ws import HUB_KEY, websocket_handler
 
 logger = logging.getLogger(__name__)
@@ -60,14 +64,31 @@ def create_app(
         default_ttl_s=settings.auth.token_ttl_s, jwks=settings.auth.jwks,
         user_audience=settings.auth.user_audience, user_issuer=settings.auth.user_issuer,
     )
+    worker_id = worker_id or f"w_{os.getpid()}_{secrets.token_hex(3)}"
+    redis_client: Any = None
+    if store is None and settings.redis.url:
+        redis_client = connect(settings.redis.url, cluster=settings.redis.cluster,
+                               timeout_s=settings.redis.timeout_s)
+        cluster = settings.redis.cluster or "+cluster://" in settings.redis.url
+        store = RedisStore(redis_client, key_ttl_s=settings.redis.key_ttl_s)
+        bus = RedisBus(redis_client, cluster=cluster)
     store = store if store is not None else MemoryStore()
     bus = bus if bus is not None else MemoryBus()
     metrics = Metrics()
     ice_servers_for = make_ice_servers_for(settings)
     hub = Hub(
         settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
-        metrics=metrics, worker_id=worker_id or f"w_{os.getpid()}_{secrets.token_hex(3)}",
+        metrics=metrics, worker_id=worker_id,
     )
+    if redis_client is not None:
+        hub.registry = WorkerRegistry(
+            redis_client, store, worker_id,
+            PresenceConfig(heartbeat_s=settings.redis.heartbeat_s,
+                           dead_after_s=settings.redis.dead_after_s,
+                           reap_interval_s=settings.redis.reap_interval_s,
+                           resume_grace_s=settings.rooms.resume_grace_s),
+            on_reaped=hub.on_reaped, on_tick=hub.reconcile,
+        )
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
     service = MeetingService(settings=settings, store=store, hub=hub, tokens=tokens,
                              ice_servers_for=ice_servers_for)
@@ -80,8 +101,13 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
-        logger.info("hub worker %s started", hub.worker_id)
+        if hub.registry is not None:
+            await hub.registry.start()
+        logger.info("hub worker %s started (%s state)", hub.worker_id,
+                    "Redis" if redis_client is not None else "in-memory")
         yield
+        if hub.registry is not None:
+            await hub.registry.aclose()
         await bus.aclose()
         await store.aclose()
 

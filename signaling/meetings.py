@@ -16,7 +16,7 @@ from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded
 from .hub import Hub, IceServersFor, now_ms
 from .protocol import Features, IceServer
 from .settings import MESH_LIMIT, Settings
-from .store import Meeting, Room, Store
+from .store import Meeting, MeetingState, Room, Store
 from .tokens import TokenService, UserIdentity
 
 logger = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class MeetingService:
         self._require_role(meeting, caller, "host")
         if meeting.state in ("concluded", "cancelled"):
             return {"success": True, "state": meeting.state}  # ending twice is not an error
-        target = "cancelled" if meeting.state == "scheduled" else "concluded"
+        target: MeetingState = "cancelled" if meeting.state == "scheduled" else "concluded"
         # Move the meeting before ending its room: Hub.end_room concludes the meeting it belongs
         # to, which made cancelling a scheduled meeting with an initialised room a 409.
         meeting = await self.store.transition_meeting(

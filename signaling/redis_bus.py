@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import Envelope, Handler, pack, unpack
@@ -46,6 +46,9 @@ class RedisBus:
     async def start(self, worker_id: str, handler: Handler) -> None:
         self._worker_id = worker_id
         self._handler = handler
+        if self.cluster:
+            # Learn the slot map first: a cluster pubsub made before it cannot route.
+            await self.client.initialize()
         self._tasks = [
             asyncio.create_task(self._reader(), name=f"bus-reader-{worker_id}"),
             asyncio.create_task(self._writer(), name=f"bus-writer-{worker_id}"),
@@ -100,8 +103,12 @@ class RedisBus:
                     await pubsub.subscribe(chan)
                 backoff = 0.2
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=1.0)
+                    if self.cluster:
+                        message = await pubsub.get_sharded_message(
+                            ignore_subscribe_messages=True, timeout=1.0)
+                    else:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                           timeout=1.0)
                     if message is None or message.get("type") not in ("message", "smessage"):
                         continue
                     try:
@@ -113,7 +120,7 @@ class RedisBus:
                         await self._handler(envelope)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 logger.warning("bus: subscription to %s lost (%s); retrying in %.1f s", chan,
                                exc, backoff)
                 await asyncio.sleep(backoff)

@@ -40,6 +40,8 @@ class ServerSettings:
     """Seconds to wait for connections to close on shutdown before cancelling them."""
     demo: bool = True
     """Serve the demo page at ``/`` and the browser client under ``/static/``."""
+    workers: int = 1
+    """Hub worker processes sharing the port (SO_REUSEPORT); more than 1 needs ``redis.url``."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,27 @@ class IceSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""
+    """``redis://host:6379/0``, ``rediss://`` (TLS) or ``redis+cluster://host:port`` for a
+    Cluster. Empty: in-memory state (one worker only)."""
+    cluster: bool = False
+    """Treat ``url`` as a Redis Cluster seed node (same as the ``redis+cluster://`` scheme)."""
+    timeout_s: float = 2.0
+    """Socket timeout for Redis calls: while Redis is unreachable, joins and API calls fail fast
+    with ``unavailable`` (HTTP 503) instead of hanging."""
+    key_ttl_s: int = 172_800
+    """Room, meeting and presence keys expire this long after their last change."""
+    heartbeat_s: float = 2.0
+    """Seconds between worker heartbeats."""
+    dead_after_s: float = 10.0
+    """A worker whose heartbeat is this old is dead: its peers leave their rooms."""
+    reap_interval_s: float = 2.5
+    """Seconds between dead-worker reaper passes; worst case to ``peer-left`` after a worker dies
+    is ``dead_after_s + reap_interval_s`` (12.5 s by default)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the hub reads at start."""
 
@@ -124,6 +147,7 @@ class Settings:
     limits: LimitSettings = LimitSettings()
     rooms: RoomSettings = RoomSettings()
     ice: IceSettings = IceSettings()
+    redis: RedisSettings = RedisSettings()
 
     @property
     def dev_mode(self) -> bool:
@@ -134,6 +158,17 @@ class Settings:
         """Check ranges; return self or raise :class:`ConfigError`."""
         checks: list[tuple[bool, str]] = [
             (0 <= self.server.port <= 65535, "server.port must be 0..65535"),
+            (1 <= self.server.workers <= 64, "server.workers must be 1..64"),
+            (self.server.workers == 1 or bool(self.redis.url),
+             "server.workers > 1 needs redis.url: workers share state through Redis"),
+            (self.redis.timeout_s > 0, "redis.timeout_s must be > 0"),
+            (self.redis.key_ttl_s >= 3600, "redis.key_ttl_s must be >= 3600"),
+            (0 < self.redis.heartbeat_s < self.redis.dead_after_s,
+             "redis.heartbeat_s must be > 0 and < redis.dead_after_s"),
+            (self.redis.reap_interval_s > 0, "redis.reap_interval_s must be > 0"),
+            (not self.redis.url or self.redis.url.startswith(
+                ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")),
+             "redis.url must be redis://, rediss://, redis+cluster:// or unix://"),
             (self.server.shutdown_timeout_s > 0, "server.shutdown_timeout_s must be > 0"),
             (1 <= self.rooms.capacity <= MESH_LIMIT, f"rooms.capacity must be 1..{MESH_LIMIT}"),
             (self.rooms.resume_grace_s >= 0, "rooms.resume_grace_s must be >= 0"),

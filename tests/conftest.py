@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.hub import HubHandle, start_hub
+from tests.support.redis import RedisCluster, RedisServer, flush, redis_cluster, redis_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -30,3 +31,31 @@ async def hub() -> AsyncIterator[HubHandle]:
         yield handle
     finally:
         await handle.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One real redis-server for the whole run (tests flush it with ``redis``)."""
+    require_binary("redis-server")
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster_session() -> Iterator[RedisCluster]:
+    """One real 3-master Redis Cluster for the whole run."""
+    require_binary("redis-server")
+    with redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis(redis_session: RedisServer) -> RedisServer:
+    flush(redis_session)
+    return redis_session
+
+
+@pytest.fixture
+def cluster(cluster_session: RedisCluster) -> RedisCluster:
+    flush(cluster_session)
+    return cluster_session

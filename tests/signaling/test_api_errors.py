@@ -377,6 +377,24 @@ async def test_rate_limit_answers_429_per_caller() -> None:
         await hub.aclose()
 
 
+async def test_bad_tokens_are_rate_limited_by_address() -> None:
+    """Requests that fail authentication have no user to charge: they were never rate limited,
+    so token guessing ran at full speed. They are now limited per client address."""
+    hub = await start_hub(test_settings(limits={"api_requests_per_second": 1}))
+    try:
+        spec = await fetch_spec(hub)
+        guesses = [await post(hub, ENDPOINTS["getIceServers"], json_body={"args": {}},
+                              headers=bearer(f"guess-{i}")) for i in range(6)]
+        assert [status for status, _ in guesses[:4]] == [401] * 4
+        status, body = guesses[-1]
+        assert_failed(spec, status, body, 429, "rate-limited")
+        # a caller with a valid token has its own bucket
+        status, _ = await hub.call(ENDPOINTS["getIceServers"], {}, user="alice")
+        assert status == 200
+    finally:
+        await hub.aclose()
+
+
 # ---------------------------------------------------------------------- fuzz: never a 500
 
 _ARG_NAMES = ["meetingId", "title", "description", "duration", "maxParticipants", "meetingType",

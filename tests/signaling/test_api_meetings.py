@@ -115,7 +115,7 @@ async def test_join_token_joins_the_room(hub: HubHandle) -> None:
 
 
 async def test_roles_may_be_lowered_not_raised(hub: HubHandle) -> None:
-    meeting_id, room = await hub.create_room(invite=("bob",))
+    meeting_id, _ = await hub.create_room(invite=("bob",))
     spec = await fetch_spec(hub)
     observer = await ok(hub, JOIN_TOKEN, {"meetingId": meeting_id, "role": "observer"},
                         user="bob")

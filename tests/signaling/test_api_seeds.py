@@ -131,7 +131,7 @@ def test_seed_examples_validate_against_their_own_schemas(name: str) -> None:
     if example_200 is not None:
         check(doc, response_schema(doc), example_200)
         broken = copy.deepcopy(example_200)
-        broken["value"].pop(sorted(broken["value"])[0])  # drop a key; several are required
+        broken["value"].pop(min(broken["value"]))  # drop a key; several are required
         broken["status"] = "fine"
         assert list(validator(doc, response_schema(doc)).iter_errors(broken))
 

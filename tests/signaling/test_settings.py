@@ -181,15 +181,20 @@ def test_documented_config_covers_every_key() -> None:
     path = REPO / "config" / "connvo-rtc.toml"
     data = tomllib.loads(path.read_text())
     defaults = Settings()
+    problems = []
     for section in dataclasses.fields(Settings):
         documented = data.get(section.name, {})
         current = getattr(defaults, section.name)
         for f in dataclasses.fields(current):
-            assert f.name in documented, f"{section.name}.{f.name} is not documented"
-            value = documented[f.name]
-            expected = getattr(current, f.name)
+            if f.name not in documented:
+                problems.append(f"{section.name}.{f.name} is not documented")
+                continue
+            value, expected = documented[f.name], getattr(current, f.name)
             if isinstance(expected, tuple):
                 value = tuple(value)
-            assert value == expected, f"{section.name}.{f.name}: {value!r} != {expected!r}"
+            if value != expected:
+                problems.append(f"{section.name}.{f.name}: documented {value!r}, "
+                                f"default {expected!r}")
+    assert not problems, problems
     settings = load_settings(path, env={})
     assert settings.dev_mode  # the example ships without secrets

@@ -1,0 +1,209 @@
+"""One contract for every Store and Bus: memory, a real redis-server, a real 3-master Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from signaling.bus import Envelope, MemoryBus
+from signaling.errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull
+from signaling.memory_store import MemoryStore
+from signaling.protocol import Features, MediaState
+from signaling.redis_bus import RedisBus
+from signaling.redis_store import RedisStore, connect
+from signaling.store import Meeting, Room, Seat
+
+BACKENDS = ["memory", "redis", "cluster"]
+
+
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """(store, make_bus, server) for one backend."""
+    kind = request.param
+    if kind == "memory":
+        shared = MemoryBus()
+        yield MemoryStore(), lambda: shared, None
+        return
+    server = request.getfixturevalue("redis" if kind == "redis" else "cluster")
+    cluster = kind == "cluster"
+    clients: list[Any] = []
+
+    def make_client() -> Any:
+        c = connect(server.url)
+        clients.append(c)
+        return c
+
+    store = RedisStore(make_client())
+    yield store, lambda: RedisBus(make_client(), cluster=cluster), server
+    for c in clients:
+        await c.aclose()
+
+
+def meeting(n: int = 1, **kw: Any) -> Meeting:
+    return Meeting(meeting_id=f"meeting_{n:04x}abc", title="t", organizer_id="host",
+                   participant_emails=("a@x.io",), created_at=1, updated_at=1, **kw)
+
+
+def room_for(m: Meeting, capacity: int = 4) -> Room:
+    return Room(room_id="room_" + m.meeting_id.split("_", 1)[1], meeting_id=m.meeting_id,
+                capacity=capacity, features=Features(max_participants=capacity), created_at=2)
+
+
+def seat(room: Room, i: int, role: str = "participant", user: str | None = None,
+         worker: str = "w1") -> Seat:
+    return Seat(peer_id=f"p_{i}", room_id=room.room_id, user_id=user or f"u{i}", role=role,
+                joined_at=1000 + i, worker_id=worker, resume_hash=f"h{i}")
+
+
+async def make_room(store: Any, n: int = 1, capacity: int = 4) -> Room:
+    m = meeting(n)
+    await store.create_meeting(m)
+    return await store.attach_room(room_for(m, capacity))
+
+
+async def test_meeting_lifecycle(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    m = meeting()
+    await store.create_meeting(m)
+    with pytest.raises(Conflict):
+        await store.create_meeting(m)
+    got = await store.get_meeting(m.meeting_id)
+    assert got == m
+    assert await store.get_meeting("meeting_missing") is None
+    active = await store.transition_meeting(m.meeting_id, "active", from_states=("scheduled",),
+                                            now_ms=50)
+    assert active.state == "active" and active.started_at == 50 and active.updated_at == 50
+    with pytest.raises(Conflict) as err:
+        await store.transition_meeting(m.meeting_id, "cancelled", from_states=("scheduled",),
+                                       now_ms=60)
+    assert err.value.code == "meeting-active"
+    with pytest.raises(NotFound):
+        await store.transition_meeting("meeting_nope", "active", from_states=("scheduled",),
+                                       now_ms=1)
+    room = await store.attach_room(room_for(m))
+    again = await store.attach_room(msgspec_replace(room_for(m), created_at=99))
+    assert again == room  # idempotent: the first room wins
+    assert (await store.get_meeting(m.meeting_id)).room_id == room.room_id
+    assert await store.get_room(room.room_id) == room
+
+
+def msgspec_replace(obj: Any, **kw: Any) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(obj, **kw)
+
+
+async def test_admission_capacity_and_roles(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    room = await make_room(store, capacity=2)
+    await store.admit(seat(room, 1))
+    await store.admit(seat(room, 2))
+    with pytest.raises(RoomFull):
+        await store.admit(seat(room, 3))
+    tap = await store.admit(seat(room, 9, role="tap"))
+    assert tap.seat.role == "tap"
+    with pytest.raises(RoomFull):
+        await store.admit(seat(room, 10, role="tap"))
+    assert [s.peer_id for s in await store.seats(room.room_id)] == ["p_1", "p_2", "p_9"]
+    with pytest.raises(NotFound):
+        await store.admit(Seat(peer_id="p_x", room_id="room_missing", user_id="u", role="host"))
+
+
+async def test_concurrent_admission_is_atomic(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    room = await make_room(store)
+    results = await asyncio.gather(*(store.admit(seat(room, i)) for i in range(40)),
+                                   return_exceptions=True)
+    admitted = [r for r in results if not isinstance(r, BaseException)]
+    assert len(admitted) == 4
+    assert all(isinstance(r, RoomFull) for r in results if isinstance(r, BaseException))
+    assert len(await store.seats(room.room_id)) == 4
+
+
+async def test_detach_resume_and_remove(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    room = await make_room(store)
+    await store.admit(seat(room, 1))
+    assert await store.reattach(room.room_id, "p_1", "wrong", "u1", "w2") is None
+    assert await store.reattach(room.room_id, "p_1", "h1", "someone-else", "w2") is None
+    assert await store.detach(room.room_id, "p_1", now_ms=500, worker_id="w-other") is None
+    detached = await store.detach(room.room_id, "p_1", now_ms=500, worker_id="w1")
+    assert detached is not None and not detached.connected and detached.detached_at == 500
+    back = await store.reattach(room.room_id, "p_1", "h1", "u1", "w2")
+    assert back is not None and back.connected and back.worker_id == "w2"
+    assert back.detached_at is None
+    # A stale grace timer (detached at 500) must not remove the resumed seat.
+    assert await store.remove_seat(room.room_id, "p_1", only_if_detached_since=500) is None
+    assert await store.remove_seat(room.room_id, "p_1", only_if_worker="w1") is None
+    media = await store.update_media(room.room_id, "p_1", MediaState(audio=True, video=True))
+    assert media is not None and media.media.video
+    gone = await store.remove_seat(room.room_id, "p_1", only_if_worker="w2")
+    assert gone is not None and gone.peer_id == "p_1"
+    assert await store.seats(room.room_id) == []
+    assert await store.update_media(room.room_id, "p_1", MediaState()) is None
+
+
+async def test_same_user_replaces_own_dropped_seat(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    room = await make_room(store, capacity=1)
+    await store.admit(seat(room, 1, user="bob"))
+    await store.detach(room.room_id, "p_1", now_ms=10)
+    admission = await store.admit(seat(room, 2, user="bob"))
+    assert [s.peer_id for s in admission.replaced] == ["p_1"]
+    assert [s.peer_id for s in await store.seats(room.room_id)] == ["p_2"]
+
+
+async def test_ban_and_end(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    room = await make_room(store)
+    await store.admit(seat(room, 1))
+    await store.ban(room.room_id, "u2")
+    with pytest.raises(Forbidden):
+        await store.admit(seat(room, 2))
+    ended = await store.end_room(room.room_id, "bye", now_ms=77)
+    assert ended is not None and ended.state == "ended" and ended.end_reason == "bye"
+    assert await store.end_room(room.room_id, "again", now_ms=78) is None
+    assert await store.seats(room.room_id) == []
+    with pytest.raises(RoomEnded):
+        await store.admit(seat(room, 3))
+
+
+async def test_presence(backend: tuple[Any, Any, Any]) -> None:
+    store, _, _ = backend
+    m = meeting()
+    await store.create_meeting(m)
+    assert await store.presence(m.meeting_id, "u1") is None
+    await store.set_presence(m.meeting_id, "u1", "joined")
+    await store.set_presence(m.meeting_id, "u1", "left")
+    assert await store.presence(m.meeting_id, "u1") == "left"
+
+
+async def test_bus_delivers_in_order_between_workers(backend: tuple[Any, Any, Any]) -> None:
+    _, make_bus, _ = backend
+    a, b = make_bus(), make_bus()
+    got: list[Envelope] = []
+    done = asyncio.Event()
+
+    async def on_b(env: Envelope) -> None:
+        got.append(env)
+        if len(got) == 200:
+            done.set()
+
+    async def on_a(env: Envelope) -> None:
+        raise AssertionError("nothing is addressed to a")
+
+    await a.start("wA", on_a)
+    await b.start("wB", on_b)
+    await asyncio.sleep(0.3)  # subscriptions are live
+    for i in range(200):
+        await a.send("wB", Envelope("deliver", "room_x", ("p_1",), f"frame-{i}".encode()))
+    await asyncio.wait_for(done.wait(), 10)
+    assert [e.frame for e in got] == [f"frame-{i}".encode() for i in range(200)]
+    assert got[0].room_id == "room_x" and got[0].to == ("p_1",)
+    await a.aclose()
+    await b.aclose()
