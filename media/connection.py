@@ -6,19 +6,17 @@ Negotiation rules (DESIGN "Websocket protocol"):
   A :class:`RemotePeer` created with ``offerer=True`` makes that offer.
 - Perfect negotiation, the peer that joined earlier being polite. aiortc has no
   ``setLocalDescription({type: 'rollback'})``, so this client never *starts* a renegotiation:
-  it negotiates every media line it may ever use up front (video ``sendrecv`` with no track
-  until :meth:`LocalMedia.set_enabled` turns video on, which then only swaps the sender's
-  track) and only answers later offers (a browser adding a screen share). The only possible
-  collision is therefore a remote offer racing our initial offer: the impolite side (the newcomer,
-  which is the offerer here) ignores the remote offer and the candidates that follow it; if a
-  polite instance ever collides (a hub bug), it emulates the rollback by replacing its
-  still-unconnected peer connection and answering.
+  it negotiates every media line it may ever use up front (muting is ``track.enabled``-style,
+  see :class:`~media.local.LocalMedia`) and only answers later offers (a browser adding a
+  screen share). The only possible collision is therefore a remote offer racing our initial
+  offer: the impolite side (the newcomer, which is the offerer here) ignores the remote offer
+  and the candidates that follow it; if a polite instance ever collides (a hub bug), it
+  emulates the rollback by replacing its still-unconnected peer connection and answering.
 - Browser candidates arrive trickled (``candidate`` frames, ``null`` = end); they are parsed with
   aiortc's ``candidate_from_sdp`` after stripping ``candidate:``, and held back until the remote
   description is set. aiortc puts all its own candidates into its SDP, so none are sent.
 
-Who sends what (:func:`plan_media`): hosts and participants send audio to everyone and video to
-everyone but taps; observers and taps send nothing; a tap receives audio only.
+Who sends what by role is :func:`media.plan.plan_media`.
 
 Failure: the connection going to ``failed``, or not reaching ``connected`` within
 ``ice_timeout_s`` of the offer, is ``ice-failed``; with ``ice_transport_policy='relay'`` a local
@@ -30,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -44,6 +41,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
@@ -57,110 +55,15 @@ from .errors import (
     SendQueueFullError,
     TurnAuthError,
 )
+from .local import LocalMedia
 from .loopback import pin_host_addresses
+from .plan import direction, plan_media, receives, sends
 from .receive import consume_track, skip_decoding
-from .sources import AudioSource, PatternVideoTrack
 from .stats import RemotePeerStats
 
 logger = logging.getLogger(__name__)
 
-SENDING_ROLES = frozenset({"host", "participant"})
-"""Roles that send media; observers and taps only receive."""
-
 SignalMessage = protocol.OfferFrom | protocol.AnswerFrom | protocol.CandidateFrom
-
-
-# --------------------------------------------------------------------------- media plan
-
-
-def _direction(send: bool, recv: bool) -> str:
-    return {(True, True): "sendrecv", (True, False): "sendonly",
-            (False, True): "recvonly", (False, False): "inactive"}[(send, recv)]
-
-
-@dataclass(frozen=True)
-class MediaPlan:
-    """Transceiver directions towards one remote peer (from this client's point of view)."""
-
-    audio: str
-    """Always negotiated; ``inactive`` when neither side sends audio."""
-    video: str | None
-    """``None``: no video line (a tap on either side, or nobody sends video)."""
-
-
-def plan_media(
-    local_role: str, remote_role: str, *, send_audio: bool = True, send_video: bool = True
-) -> MediaPlan:
-    """Who sends what between two roles (see module docstring). ``send_audio``/``send_video``
-    say whether this client has that kind of media at all: a line it can never send on is
-    negotiated receive-only, because an aiortc sender without a track still polls every 20 ms
-    (measured: about a quarter of a cheap bot's CPU for an idle video line)."""
-    local_sends = local_role in SENDING_ROLES
-    remote_sends = remote_role in SENDING_ROLES
-    video_send = local_sends and send_video and remote_role != "tap"
-    video_recv = remote_sends and local_role != "tap"
-    return MediaPlan(
-        audio=_direction(local_sends and send_audio, remote_sends),
-        video=_direction(video_send, video_recv) if video_send or video_recv else None,
-    )
-
-
-def _sends(direction: str | None) -> bool:
-    return direction in ("sendrecv", "sendonly")
-
-
-def _receives(direction: str | None) -> bool:
-    return direction in ("sendrecv", "recvonly")
-
-
-# --------------------------------------------------------------------------- local media
-
-
-class LocalMedia:
-    """What this client sends: tracks made per connection from one source, plus on/off flags.
-
-    Flags follow the browser's ``track.enabled``: off sends silence or black frames, keeping
-    RTP timestamps continuous and needing no renegotiation. Video can only be toggled when the
-    client was configured to send it (``video_capable``): that is what puts a sending video line
-    into the SDP.
-    """
-
-    def __init__(self, audio_source: AudioSource | None, *, video: bool) -> None:
-        self.audio_source = audio_source
-        self.audio_enabled = audio_source is not None
-        #: Whether video lines are negotiated for sending at all.
-        self.video_capable = video
-        self.video_enabled = video
-        self._audio_tracks: weakref.WeakSet[MediaStreamTrack] = weakref.WeakSet()
-        self._video_tracks: weakref.WeakSet[PatternVideoTrack] = weakref.WeakSet()
-
-    def audio_track(self) -> MediaStreamTrack | None:
-        """A new audio track for one connection, or ``None`` without an audio source."""
-        if self.audio_source is None:
-            return None
-        track = self.audio_source.create_track()
-        track.enabled = self.audio_enabled
-        self._audio_tracks.add(track)
-        return track
-
-    def video_track(self) -> PatternVideoTrack | None:
-        """A new video track for one connection, or ``None`` while video is off."""
-        if not self.video_enabled:
-            return None
-        track = PatternVideoTrack()
-        self._video_tracks.add(track)
-        return track
-
-    def set_enabled(self, *, audio: bool | None = None, video: bool | None = None) -> None:
-        """Turn sending on or off on every live track; ``None`` leaves a kind unchanged."""
-        if audio is not None:
-            self.audio_enabled = audio and self.audio_source is not None
-            for track in self._audio_tracks:
-                track.enabled = self.audio_enabled  # type: ignore[attr-defined]
-        if video is not None:
-            self.video_enabled = video and self.video_capable
-            for vtrack in self._video_tracks:
-                vtrack.enabled = self.video_enabled
 
 
 # --------------------------------------------------------------------------- options
@@ -212,7 +115,10 @@ def parse_candidate(candidate: protocol.IceCandidate) -> RTCIceCandidate | None:
     # aiortc asserts on short input; check first (never assert on what a peer sends).
     if len(bits) < 8 or not bits[1].isdigit() or not bits[3].isdigit() or not bits[5].isdigit():
         raise NegotiationError(f"malformed candidate {candidate.candidate[:120]!r}")
-    parsed = candidate_from_sdp(text)
+    try:
+        parsed = candidate_from_sdp(text)
+    except (ValueError, IndexError):  # e.g. "rport x"
+        raise NegotiationError(f"malformed candidate {candidate.candidate[:120]!r}") from None
     parsed.sdpMid = candidate.sdp_mid
     parsed.sdpMLineIndex = candidate.sdp_m_line_index
     if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
@@ -305,7 +211,7 @@ class RemotePeer:
         if self.state in ("failed", "closed") or not self._local.video_enabled:
             return
         for transceiver in self._pc.getTransceivers():
-            if (transceiver.kind == "video" and _sends(transceiver.direction)
+            if (transceiver.kind == "video" and sends(transceiver.direction)
                     and transceiver.sender.track is None):
                 track = self._local.video_track()
                 if track is not None:
@@ -466,20 +372,20 @@ class RemotePeer:
     async def _make_offer(self) -> None:
         self.stats.negotiation_started()
         pc = self._pc
-        audio = self._local.audio_track() if _sends(self.plan.audio) else None
+        audio = self._local.audio_track() if sends(self.plan.audio) else None
         transceiver = pc.addTransceiver(audio or "audio", direction=self.plan.audio)
         self._configured.add(id(transceiver))
         if audio is not None:
             self._tracks.append(audio)
-        if _sends(self.plan.audio):
+        if sends(self.plan.audio):
             self._send_kinds.add("audio")
         if self.plan.video is not None:
-            video = self._local.video_track() if _sends(self.plan.video) else None
+            video = self._local.video_track() if sends(self.plan.video) else None
             transceiver = pc.addTransceiver(video or "video", direction=self.plan.video)
             self._configured.add(id(transceiver))
             if video is not None:
                 self._tracks.append(video)
-            if _sends(self.plan.video):
+            if sends(self.plan.video):
                 self._send_kinds.add("video")
         sdp = await self._set_local(await pc.createOffer())
         self._deliver(protocol.Offer(to=self.peer_id, sdp=sdp))
@@ -512,8 +418,8 @@ class RemotePeer:
             self._configured.add(id(transceiver))
             kind = transceiver.kind
             wanted = self.plan.audio if kind == "audio" else self.plan.video
-            send = _sends(wanted) and kind not in self._send_kinds
-            transceiver.direction = _direction(send, _receives(wanted))
+            send = sends(wanted) and kind not in self._send_kinds
+            transceiver.direction = direction(send, receives(wanted))
             if not send:
                 continue
             self._send_kinds.add(kind)
@@ -545,11 +451,20 @@ class RemotePeer:
                 logger.warning("%s too many early candidates; dropping the oldest", self._log)
             self._pending.append(candidate)
             return
-        await self._pc.addIceCandidate(candidate)
+        await self._add_candidate(candidate)
+
+    async def _add_candidate(self, candidate: RTCIceCandidate | None) -> None:
+        # One unusable candidate (an unresolvable mDNS name, a family we cannot bind) must not
+        # end the connection: the others may well work, and the ICE watchdog still applies.
+        try:
+            await self._pc.addIceCandidate(candidate)
+        except (OSError, ValueError, InvalidStateError) as exc:
+            logger.warning("%s could not add candidate %s: %r", self._log,
+                           candidate.ip if candidate else "end", exc)
 
     async def _flush_candidates(self) -> None:
         while self._pending:
-            await self._pc.addIceCandidate(self._pending.popleft())
+            await self._add_candidate(self._pending.popleft())
 
     async def _replace_pc(self) -> None:
         old, self._pc = self._pc, self._new_pc()

@@ -24,20 +24,19 @@ Negotiation details live in :mod:`media.connection`, the socket in :mod:`media.h
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 import types
 from collections import deque
 from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 import aiohttp
 
 from signaling import protocol
 
-from .connection import SENDING_ROLES, AudioFrameCallback, ConnectionOptions, LocalMedia, RemotePeer
+from .config import PeerClientConfig
+from .connection import AudioFrameCallback, ConnectionOptions, RemotePeer
 from .errors import (
     RESUMABLE_CLOSE_CODES,
     ClientClosedError,
@@ -51,68 +50,12 @@ from .errors import (
 )
 from .events import Subscription
 from .hublink import HubLink, LinkEnd, LinkOptions
-from .sources import AudioSpec, ToneSpec, open_audio_source
+from .local import LocalMedia
+from .plan import SENDING_ROLES
+from .sources import open_audio_source
 from .stats import ClientSnapshot, ClientStats
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PeerClientConfig:
-    """Everything a :class:`PeerClient` needs; plain values only."""
-
-    ws_url: str
-    """Hub websocket URL, e.g. ``ws://127.0.0.1:8080/ws``."""
-    token: str = field(repr=False)
-    """Join token for one room (a secret: kept out of ``repr``)."""
-    ice_servers: tuple[protocol.IceServer, ...] | None = None
-    """STUN/TURN servers overriding ``joined.iceServers``; ``None`` uses the hub's list. An
-    empty tuple means host candidates only."""
-    ice_transport_policy: str = "all"
-    """``all``, or ``relay`` to use TURN-relayed candidates only."""
-    audio: AudioSpec | None = field(default_factory=ToneSpec)
-    """What to send as audio (:mod:`media.sources`); ``None`` sends none."""
-    send_video: bool = False
-    """Send a synthetic video track (VP8-encoded per connection: costly). Only a client that
-    starts with video can toggle it later with :meth:`PeerClient.set_media`."""
-    decode_audio: bool = True
-    """Decode received audio; False counts encoded frames and bytes without decoding (cheap
-    bots; ``on_audio_frame`` then never fires)."""
-    decode_video: bool = True
-    """Decode received video; False counts encoded frames only."""
-    connect_timeout_s: float = 5.0
-    """Websocket connect deadline, seconds (connection refused fails at once)."""
-    join_timeout_s: float = 5.0
-    """From the socket being open to ``joined``, seconds."""
-    ice_timeout_s: float = 15.0
-    """Offer -> ``connected`` deadline per remote peer, seconds; then ``ice-failed``."""
-    pin_host_addresses: tuple[str, ...] | None = None
-    """Gather ICE host candidates only on these addresses (tests: ``("127.0.0.1",)``); see
-    :mod:`media.loopback`. ``None`` uses aioice's discovery (no loopback)."""
-    resume_attempts: int = 5
-    """Reconnects tried after the socket drops unexpectedly; 0 disables resuming."""
-    resume_backoff_s: float = 0.25
-    """Delay before the second reconnect; doubles per attempt up to 5 s."""
-    heartbeat_s: float | None = 15.0
-    """Websocket ping interval, seconds; a silent hub is detected within about this long."""
-    send_queue_size: int = 256
-    """Frames queued for the hub before the socket is considered stuck and dropped."""
-    name: str = ""
-    """Label in log lines (e.g. the bot number)."""
-
-    def __post_init__(self) -> None:
-        if not self.ws_url.startswith(("ws://", "wss://")):
-            raise ValueError(f"ws_url must be ws:// or wss://, got {self.ws_url!r}")
-        if self.ice_transport_policy not in ("all", "relay"):
-            raise ValueError("ice_transport_policy must be 'all' or 'relay'")
-        for name in ("connect_timeout_s", "join_timeout_s", "ice_timeout_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.resume_attempts < 0 or self.resume_backoff_s < 0 or self.send_queue_size < 1:
-            raise ValueError("resume_attempts, resume_backoff_s and send_queue_size out of range")
-        for address in self.pin_host_addresses or ():
-            ipaddress.ip_address(address)  # raises ValueError on garbage
-
 
 _LIVE_STATES = ("joined", "resuming")
 
@@ -367,7 +310,8 @@ class PeerClient:
                     await self._wait_change(None)
         except TimeoutError:
             raise MediaTimeoutError(
-                f"{self._log}: {self._describe_remotes()} after {timeout} s "
+                f"{self._log}: remote peers {({p: r.state for p, r in self._remotes.items()})} "
+                f"after {timeout} s "
                 f"(wanted {peer_count if peer_count is not None else 'all'} connected)"
             ) from None
 
@@ -641,11 +585,6 @@ class PeerClient:
             raise ClientClosedError(f"client is {self._state}")
         if self._state == "new":
             raise ClientClosedError("connect() first")
-
-    def _describe_remotes(self) -> str:
-        if not self._remotes:
-            return "no remote peers"
-        return ", ".join(f"{pid}={r.state}" for pid, r in sorted(self._remotes.items()))
 
     def _end_subscriptions(self) -> None:
         for subscription in list(self._subscribers):

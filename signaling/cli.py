@@ -27,6 +27,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         server["port"] = args.port
     if args.public_url is not None:
         server["public_url"] = args.public_url
+    if args.workers is not None:
+        server["workers"] = args.workers
     if server:
         overrides["server"] = server
     auth: dict[str, Any] = {}
@@ -36,6 +38,13 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         auth["jwks"] = args.jwks
     if auth:
         overrides["auth"] = auth
+    redis: dict[str, Any] = {}
+    if args.redis is not None:
+        redis["url"] = args.redis
+    if args.redis_cluster:
+        redis["cluster"] = True
+    if redis:
+        overrides["redis"] = redis
     return overrides
 
 
@@ -51,6 +60,19 @@ def _dev_banner(settings: Settings) -> None:
 def serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
+    except ConfigError as exc:
+        print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
+        return 1
+    if settings.server.workers > 1 and args.worker_index is None:
+        from .multiworker import run_workers
+
+        if settings.dev_mode:
+            print("connvo-rtc: configuration error: --workers > 1 needs an auth secret shared "
+                  "by the workers (--auth-secret or CONNVO_RTC_AUTH_SECRET)", file=sys.stderr)
+            return 1
+        return run_workers(sys.argv[1:], settings.server.workers,
+                           stop_timeout_s=settings.server.shutdown_timeout_s + 10)
+    try:
         # Imported only once the settings are good: a bad config fails fast.
         from aiohttp import web
 
@@ -67,7 +89,7 @@ def serve(args: argparse.Namespace) -> int:
                 host, port)
     web.run_app(app, host=host, port=port, print=None,
                 shutdown_timeout=settings.server.shutdown_timeout_s, access_log=None,
-                handle_signals=True)
+                handle_signals=True, reuse_port=True if settings.server.workers > 1 else None)
     return 0
 
 
@@ -108,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(env CONNVO_RTC_AUTH_SECRET)")
     p.add_argument("--jwks", help="JWKS file or URL for RS256 user tokens")
     p.add_argument("--public-url", help="base URL clients reach this hub at (for wsUrl)")
+    p.add_argument("--redis", help="shared state: redis://, rediss:// or redis+cluster:// URL")
+    p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a Cluster")
+    p.add_argument("--workers", type=int, help="worker processes on the port (needs --redis)")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=serve)
 
     t = sub.add_parser("token", help="mint a join token for a room")

@@ -284,11 +284,15 @@ class Hub:
     async def leave(self, conn: Connection, reason: str) -> None:
         """The peer leaves for good: seat freed, others told, socket closed normally."""
         conn.finished = True
-        seat = await self.store.remove_seat(conn.room_id, conn.peer_id)
         self._drop_local(conn)
-        if seat is not None:
-            await self._after_removal(seat, reason)
         conn.close_soon(1000, reason)
+        try:
+            seat = await self.store.remove_seat(conn.room_id, conn.peer_id)
+            if seat is not None:
+                await self._after_removal(seat, reason)
+        except Unavailable:
+            # reconcile() removes the seat (and tells the room) once the store is back.
+            logger.warning("%s left while the store is unreachable", conn.label)
 
     async def disconnected(self, conn: Connection) -> None:
         """The socket closed. A joined peer that did not leave keeps its seat for the grace
@@ -321,11 +325,17 @@ class Hub:
 
     async def _grace_expiry(self, seat: Seat, grace: float) -> None:
         await asyncio.sleep(grace)
-        removed = await self.store.remove_seat(seat.room_id, seat.peer_id,
-                                               only_if_detached_since=seat.detached_at)
-        if removed is not None:
-            logger.info("room=%s peer=%s resume grace over: removed", seat.room_id, seat.peer_id)
-            await self._after_removal(removed, "disconnected")
+        try:
+            removed = await self.store.remove_seat(seat.room_id, seat.peer_id,
+                                                   only_if_detached_since=seat.detached_at)
+            if removed is not None:
+                logger.info("room=%s peer=%s resume grace over: removed", seat.room_id,
+                            seat.peer_id)
+                await self._after_removal(removed, "disconnected")
+        except Unavailable:
+            # The seat stays detached with no timer; reconcile() re-arms it when the store is back.
+            logger.warning("room=%s peer=%s grace expiry deferred: store unreachable",
+                           seat.room_id, seat.peer_id)
 
     def _drop_local(self, conn: Connection) -> None:
         if conn.peer_id and self._conns.get(conn.peer_id) is conn:
@@ -346,7 +356,12 @@ class Hub:
 
     async def _empty_expiry(self, room_id: str) -> None:
         await asyncio.sleep(self.settings.rooms.empty_timeout_s)
-        if not any(s.role != "tap" for s in await self.store.seats(room_id)):
+        try:
+            seats = await self.store.seats(room_id)
+        except Unavailable:
+            logger.warning("room=%s empty-room check skipped: store unreachable", room_id)
+            return
+        if not any(s.role != "tap" for s in seats):
             logger.info("room=%s empty for %.0f s: ending", room_id,
                         self.settings.rooms.empty_timeout_s)
             await self.end_room(room_id, "empty")

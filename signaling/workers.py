@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .errors import HubError
+from .errors import HubError, Unavailable
 from .store import Seat
 
 logger = logging.getLogger(__name__)
@@ -73,8 +73,11 @@ class WorkerRegistry:
         if room_id in self._noted:
             return
         key = _rooms_key(self.worker_id)
-        await self.client.sadd(key, room_id)
-        await self.client.expire(key, int(self.config.dead_after_s * 10 + 3600))
+        try:
+            await self.client.sadd(key, room_id)
+            await self.client.expire(key, int(self.config.dead_after_s * 10 + 3600))
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"state store unreachable: {type(exc).__name__}") from None
         self._noted.add(room_id)
 
     def forget_room(self, room_id: str) -> None:

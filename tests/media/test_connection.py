@@ -6,14 +6,10 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from media.connection import (
-    ConnectionOptions,
-    LocalMedia,
-    parse_candidate,
-    plan_media,
-    rtc_configuration,
-)
+from media.connection import ConnectionOptions, parse_candidate, rtc_configuration
 from media.errors import NegotiationError
+from media.local import LocalMedia
+from media.plan import plan_media
 from media.receive import CountingQueue, skip_decoding
 from media.sources import ToneSource, ToneSpec
 from signaling import protocol
@@ -65,7 +61,8 @@ def test_empty_candidate_is_the_end_marker() -> None:
 
 
 @pytest.mark.parametrize("text", ["candidate:garbage", "candidate:1 1 udp x 1.2.3.4 5 typ host",
-                                  "candidate:1 1 udp 1 1.2.3.4 port typ host"])
+                                  "candidate:1 1 udp 1 1.2.3.4 port typ host",
+                                  "candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 0.0.0.0 rport x"])
 def test_garbage_candidate_is_a_negotiation_error(text: str) -> None:
     with pytest.raises(NegotiationError):
         parse_candidate(protocol.IceCandidate(candidate=text))

@@ -77,8 +77,8 @@ async def test_served_document_is_the_built_spec(hub: HubHandle) -> None:
 
 
 def test_spec_validates_as_openapi_30() -> None:
-    spec_validator_mod = pytest.importorskip(
-        "openapi_spec_validator", reason="openapi-spec-validator is not installed")
+    import openapi_spec_validator as spec_validator_mod
+
     spec_validator_mod.validate(build_spec(), cls=spec_validator_mod.OpenAPIV30SpecValidator)
 
 

@@ -1,0 +1,56 @@
+"""Who sends what to whom, by role (DESIGN "Websocket protocol", "Tap").
+
+Hosts and participants send audio to everyone and video to everyone but taps; observers and
+taps send nothing (the hub refuses their SDP if it would send); a tap receives audio only.
+Directions are from this client's point of view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SENDING_ROLES = frozenset({"host", "participant"})
+"""Roles that send media; observers and taps only receive."""
+
+
+def direction(send: bool, recv: bool) -> str:
+    """The SDP direction for sending and/or receiving."""
+    return {(True, True): "sendrecv", (True, False): "sendonly",
+            (False, True): "recvonly", (False, False): "inactive"}[(send, recv)]
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """Transceiver directions towards one remote peer (from this client's point of view)."""
+
+    audio: str
+    """Always negotiated; ``inactive`` when neither side sends audio."""
+    video: str | None
+    """``None``: no video line (a tap on either side, or nobody sends video)."""
+
+
+def plan_media(
+    local_role: str, remote_role: str, *, send_audio: bool = True, send_video: bool = True
+) -> MediaPlan:
+    """Who sends what between two roles (see module docstring). ``send_audio``/``send_video``
+    say whether this client has that kind of media at all: a line it can never send on is
+    negotiated receive-only, because an aiortc sender without a track still polls every 20 ms
+    (measured: about a quarter of a cheap bot's CPU for an idle video line)."""
+    local_sends = local_role in SENDING_ROLES
+    remote_sends = remote_role in SENDING_ROLES
+    video_send = local_sends and send_video and remote_role != "tap"
+    video_recv = remote_sends and local_role != "tap"
+    return MediaPlan(
+        audio=direction(local_sends and send_audio, remote_sends),
+        video=direction(video_send, video_recv) if video_send or video_recv else None,
+    )
+
+
+def sends(line: str | None) -> bool:
+    """Whether a direction sends."""
+    return line in ("sendrecv", "sendonly")
+
+
+def receives(line: str | None) -> bool:
+    """Whether a direction receives."""
+    return line in ("sendrecv", "recvonly")
