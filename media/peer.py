@@ -321,6 +321,7 @@ class PeerClient:
         """Wait until at least one audio frame arrived from each of ``peer_ids`` (default:
         every connected-or-connecting peer that sends us audio)."""
         wanted = None if peer_ids is None else set(peer_ids)
+        missing: set[str] = set()
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -432,7 +433,7 @@ class PeerClient:
             if attempt > 1:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            join = protocol.Join(token=self.config.token, resume=self._joined.resume_token)
+            join = protocol.Join(token=self.config.token, resume=self._joined.resume_token or None)
             try:
                 link, joined = await HubLink.open(self._http, self._link_options(), join,
                                                   log_prefix=self._log)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -67,6 +68,7 @@ class Connection:
         self._aborter: asyncio.Task[None] | None = None
         self._closing = False
         self._close_reason = ""
+        self._held: list[bytes] | None = None
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.remote}")
@@ -76,9 +78,27 @@ class Connection:
         """For log lines: room and peer."""
         return f"room={self.room_id or '-'} peer={self.peer_id or '-'}"
 
+    def hold(self) -> None:
+        """Keep frames back until :meth:`release`: a joining peer must see ``joined`` first,
+        while other peers may already address it."""
+        self._held = []
+
+    def release(self, first: bytes, keep: Callable[[bytes], bool]) -> None:
+        """Send ``first`` (the ``joined`` frame), then the held frames that ``keep`` accepts."""
+        held, self._held = self._held or [], None
+        if first:
+            self.send(first)
+        for frame in held:
+            if keep(frame):
+                self.send(frame)
+
     def send(self, frame: bytes) -> None:
         """Queue one encoded frame; disconnect the client if its queue is full."""
         if self._closing:
+            return
+        if self._held is not None:
+            if len(self._held) < self._queue.maxsize:
+                self._held.append(frame)
             return
         try:
             self._queue.put_nowait(frame)

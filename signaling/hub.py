@@ -40,6 +40,14 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _announces(frame: bytes, known: set[str]) -> bool:
+    """Whether ``frame`` is a ``peer-joined`` for a peer already listed in ``joined.peers``."""
+    if b'"peer-joined"' not in frame:
+        return False
+    message = p.decode_server(frame)
+    return isinstance(message, p.PeerJoined) and message.peer.peer_id in known
+
+
 def _error(exc: HubError) -> bytes:
     return p.encode(p.Error(code=exc.code, message=exc.message, retryable=exc.retryable))
 
@@ -79,6 +87,11 @@ class Hub:
 
     async def start(self) -> None:
         await self.bus.start(self.worker_id, self._on_envelope)
+
+    @property
+    def closing(self) -> bool:
+        """True once shutdown started."""
+        return self._closed
 
     @property
     def socket_count(self) -> int:
@@ -187,18 +200,31 @@ class Hub:
         conn.peer_id, conn.room_id = seat.peer_id, room.room_id
         conn.user_id, conn.role, conn.name = seat.user_id, seat.role, seat.name
         conn.features = room.features
+        conn.hold()  # others may address us before our joined frame is out
         self._conns[seat.peer_id] = conn
         self._rooms[room.room_id] = room
         self._cancel_timer(f"empty:{room.room_id}")
-        seats = await self._refresh_roster(room.room_id)
-        conn.send(p.encode(p.Joined(
+        try:
+            # Every store write happens before `joined`: a client that sees `joined` is in.
+            seats = await self._refresh_roster(room.room_id)
+            if self.registry is not None:
+                await self.registry.note_room(room.room_id)
+            if seat.role != "tap":
+                await self.store.set_presence(room.meeting_id, seat.user_id, "joined")
+        except HubError:
+            self._drop_local(conn)
+            conn.release(b"", keep=lambda frame: False)
+            with contextlib.suppress(HubError):  # else reconcile() removes the seat later
+                await self.store.remove_seat(room.room_id, seat.peer_id,
+                                             only_if_worker=self.worker_id)
+            raise
+        peers = [s.info() for s in seats if s.peer_id != seat.peer_id]
+        known = {peer.peer_id for peer in peers}
+        conn.release(p.encode(p.Joined(
             peer_id=seat.peer_id, room_id=room.room_id, role=seat.role,  # type: ignore[arg-type]
-            peers=[s.info() for s in seats if s.peer_id != seat.peer_id],
-            ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
+            peers=peers, ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
             resume_token=resume_token, resumed=resumed,
-        )))
-        if self.registry is not None:
-            await self.registry.note_room(room.room_id)
+        )), keep=lambda frame: not _announces(frame, known))
         if resumed:
             await self._notify_roster(room.room_id)
         else:
@@ -208,8 +234,6 @@ class Hub:
             await self._broadcast(room.room_id, p.PeerJoined(peer=seat.info()),
                                   exclude=seat.peer_id)
             await self._notify_roster(room.room_id)
-        if seat.role != "tap":
-            await self.store.set_presence(room.meeting_id, seat.user_id, "joined")
         self.metrics.join_latency.observe(time.perf_counter() - started)
         logger.info("room=%s peer=%s user=%s role=%s %s", room.room_id, seat.peer_id,
                     seat.user_id, seat.role, "resumed" if resumed else "joined")

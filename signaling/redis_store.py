@@ -377,8 +377,12 @@ def connect(url: str, *, cluster: bool = False, timeout_s: float = 2.0) -> Any:
     if cluster:
         from redis.asyncio.cluster import RedisCluster
 
-        return RedisCluster.from_url(url, **options)
-    return aioredis.from_url(url, **options)
+        return RedisCluster.from_url(url, max_connections=512, **options)
+    # A blocking pool: a join storm waits (bounded by the timeout) for a free connection
+    # instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=128, timeout=timeout_s,
+                                                   **options)
+    return aioredis.Redis.from_pool(pool)
 
 
 __all__ = ["RedisStore", "connect", "tag_of", "unavailable_on_redis_errors", "ResponseError"]

@@ -135,7 +135,8 @@ async def _message_loop(hub: Hub, conn: Connection) -> None:
                 conn.close_code = p.CLOSE_FRAME_TOO_LARGE
             return
         else:  # CLOSE / CLOSING / CLOSED
-            if ws.close_code == 1000:
-                # A client that closes normally has left; one that drops may resume.
+            # Only the client's own close frame with 1000 means "I left"; a close we started
+            # (shutdown 1001, kick) or a dropped connection keeps the seat for resume.
+            if msg.type == WSMsgType.CLOSE and msg.data == 1000 and not hub.closing:
                 await hub.leave(conn, "left")
             return

@@ -25,6 +25,7 @@ from media import (
     OpusSpec,
     PeerClient,
     PeerClientConfig,
+    PeerClientError,
     RoomEndedError,
     RoomFullError,
     TokenError,
@@ -145,6 +146,22 @@ async def test_tap_receives_audio_only_and_sends_nothing(hub: HubHandle) -> None
     assert from_tap.audio_frames == 0
     assert not [s for s in from_tap.rtp if s.direction == "inbound"]
     assert all(r.audio_frames > 0 for r in tap_snap.remote_peers)
+
+
+async def test_observer_receives_and_sends_nothing(hub: HubHandle) -> None:
+    _, room_id, alice_token, _ = await two_in_a_room(hub)
+    observer_token = hub.mint_token(room_id, "watcher", "observer")
+    # An observer's client may still be configured with audio: it must not offer to send it.
+    async with clients(config(hub, alice_token),
+                       config(hub, observer_token)) as (alice, observer):
+        await observer.wait_audio_from([alice.peer_id], timeout=10)  # type: ignore[list-item]
+        to_alice = observer.remote_peers[alice.peer_id]  # type: ignore[index]
+        assert (to_alice.plan.audio, to_alice.plan.video) == ("recvonly", "recvonly")
+        with pytest.raises(PeerClientError):
+            observer.set_media(audio=True)
+        snap = await alice.snapshot()
+    (from_observer,) = snap.remote_peers
+    assert from_observer.audio_frames == 0 and snap.errors == {}
 
 
 async def test_peer_left_closes_the_connection(hub: HubHandle) -> None:
@@ -347,10 +364,6 @@ async def test_network_drop_resumes_and_keeps_media_flowing(hub: HubHandle) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "hub bug: a server-initiated close (1001 on shutdown) reaches signaling/ws.py "
-    "_message_loop as CLOSING with ws.close_code 1000 (aiohttp sets it), so the hub treats "
-    "it as a normal leave and frees the seat; the resume then joins afresh"))
 async def test_hub_restart_resumes_and_keeps_media_flowing() -> None:
     port, store = free_tcp_port(), MemoryStore()
     hub = await start_hub_on(port, store=store)

@@ -54,6 +54,7 @@ class RedisServer:
     port: int
     workdir: str
     cluster: bool = False
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -67,6 +68,7 @@ class RedisServer:
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      f"nodes-{self.port}.conf", "--cluster-node-timeout", "2000"]
+        args += self.extra_args
         args += ["--logfile", os.path.join(self.workdir, f"redis-{self.port}.log")]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port)
