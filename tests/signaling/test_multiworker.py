@@ -203,3 +203,24 @@ async def test_redis_outage_under_live_rooms() -> None:
             assert (await host.expect(p.PeerJoined)).peer.user_id == "carol"
             await carol.aclose()
             await host.aclose()
+
+
+async def test_aiortc_peers_on_two_workers_hear_each_other(redis: RedisServer) -> None:
+    from media import OpusSpec, PeerClient, PeerClientConfig
+
+    async with run_workers(redis.url, 2) as (w1, w2):
+        _, room_id = await start_meeting(w1.base_url, invite=("bob",))
+
+        def cfg(worker: HubProcess, token: str) -> PeerClientConfig:
+            return PeerClientConfig(ws_url=worker.ws_url, token=token,
+                                    audio=OpusSpec(tone_duration_s=1.0),
+                                    pin_host_addresses=("127.0.0.1",), ice_timeout_s=10.0)
+
+        async with PeerClient(cfg(w1, join_token(room_id, "host", "host"))) as alice, \
+                PeerClient(cfg(w2, join_token(room_id, "bob"))) as bob:
+            await asyncio.gather(alice.wait_connected(1, timeout=15),
+                                 bob.wait_connected(1, timeout=15))
+            await asyncio.gather(alice.wait_audio_from([bob.peer_id], timeout=15),
+                                 bob.wait_audio_from([alice.peer_id], timeout=15))
+            (remote,) = (await alice.snapshot()).remote_peers
+            assert remote.peer_id == bob.peer_id and remote.audio_frames > 0
