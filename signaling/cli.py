@@ -147,12 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-v", "--verbose", action="store_true")
     t.set_defaults(func=token)
 
-    try:
-        from turn import cli as turn_cli
-    except ImportError:  # pragma: no cover - turn/ ships with the package
-        pass
-    else:
-        turn_cli.add_parser(sub)
+    # Subcommands owned by the other packages register themselves.
+    import importlib
+
+    for module in ("turn.cli", "media.loadtest.cli", "media.tap.cli"):
+        try:
+            importlib.import_module(module).add_parser(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
     return parser
 
 

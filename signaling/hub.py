@@ -182,6 +182,7 @@ class Hub:
                             room.room_id, claims.user_id)
         resumed = seat is not None
         replaced: tuple[Seat, ...] = ()
+        admitted: tuple[Seat, ...] = ()
         if seat is None:
             secret = secrets.token_urlsafe(18)
             peer_id = "p_" + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
@@ -192,7 +193,7 @@ class Hub:
             )
             admission = await self.store.admit(seat)
             resume_token = f"{peer_id}.{secret}"
-            replaced = admission.replaced
+            replaced, admitted = admission.replaced, admission.seats
             for old in replaced:
                 self._cancel_timer(f"grace:{old.peer_id}")
                 logger.info("room=%s peer=%s replaced by peer=%s (same user rejoined)",
@@ -206,11 +207,15 @@ class Hub:
         self._cancel_timer(f"empty:{room.room_id}")
         try:
             # Every store write happens before `joined`: a client that sees `joined` is in.
-            seats = await self._refresh_roster(room.room_id)
+            if admitted:  # a fresh admission returned the room's seats and set presence
+                seats = list(admitted)
+                self._rosters[room.room_id] = {s.peer_id: s for s in seats}
+            else:
+                seats = await self._refresh_roster(room.room_id)
+                if seat.role != "tap":
+                    await self.store.set_presence(room.meeting_id, seat.user_id, "joined")
             if self.registry is not None:
                 await self.registry.note_room(room.room_id)
-            if seat.role != "tap":
-                await self.store.set_presence(room.meeting_id, seat.user_id, "joined")
         except HubError:
             self._drop_local(conn)
             conn.release(b"", keep=lambda frame: False)

@@ -104,7 +104,9 @@ class MemoryStore:
         for old in replaced:
             del state.seats[old.peer_id]
         state.seats[seat.peer_id] = seat
-        return Admission(seat, replaced)
+        if seat.role != "tap":
+            self._presence[(state.room.meeting_id, seat.user_id)] = "joined"
+        return Admission(seat, replaced, tuple(state.seats.values()))
 
     async def reattach(
         self, room_id: str, peer_id: str, resume_hash: str, user_id: str, worker_id: str

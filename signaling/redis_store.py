@@ -66,9 +66,12 @@ elseif people >= room.capacity then
 end
 for i = 1, #replaced, 2 do redis.call('HDEL', KEYS[2], replaced[i]) end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-local out = {'ok'}
+if ARGV[3] ~= 'tap' then redis.call('HSET', KEYS[4], ARGV[2], 'joined') end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+local out = {'ok', #replaced / 2}
 for i = 2, #replaced, 2 do table.insert(out, replaced[i]) end
+local seats = redis.call('HVALS', KEYS[2])
+for i = 1, #seats do table.insert(out, seats[i]) end
 return out
 """
 
@@ -287,7 +290,7 @@ class RedisStore:
     async def admit(self, seat: Seat) -> Admission:
         k = _keys(seat.room_id)
         result = await self._admit(
-            keys=[k["room"], k["seats"], k["banned"]],
+            keys=[k["room"], k["seats"], k["banned"], k["presence"]],
             args=[seat.peer_id, seat.user_id, seat.role, _json.encode(seat), self.key_ttl_s],
         )
         if result[0] == b"err":
@@ -301,7 +304,11 @@ class RedisStore:
             if code == "tap-present":
                 raise RoomFull("the room already has a transcription tap")
             raise RoomFull(f"the room is full ({result[2].decode()} peers)")
-        return Admission(seat, tuple(_decode_seat(raw) for raw in result[1:]))
+        n_replaced = int(result[1])
+        replaced = tuple(_decode_seat(raw) for raw in result[2:2 + n_replaced])
+        seats = sorted((_decode_seat(raw) for raw in result[2 + n_replaced:]),
+                       key=lambda s: (s.joined_at, s.peer_id))
+        return Admission(seat, replaced, tuple(seats))
 
     @unavailable_on_redis_errors
     async def reattach(

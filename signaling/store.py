@@ -87,11 +87,13 @@ class Seat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Admission(msgspec.Struct, frozen=True):
-    """Result of :meth:`Store.admit`: the new seat and any detached seats of the same user it
-    replaced (their owners must be told ``peer-left``)."""
+    """Result of :meth:`Store.admit`: the new seat, any detached seats of the same user it
+    replaced (their owners must be told ``peer-left``), and every seat of the room afterwards
+    in join order."""
 
     seat: Seat
     replaced: tuple[Seat, ...] = ()
+    seats: tuple[Seat, ...] = ()
 
 
 class Store(Protocol):
@@ -130,7 +132,7 @@ class Store(Protocol):
         """Atomically give ``seat`` a place in its room: :class:`NotFound` (no room),
         :class:`RoomEnded`, :class:`Forbidden` (user removed by the host) or :class:`RoomFull`
         (capacity non-tap seats, or a second tap). A detached seat of the same user is replaced.
-        """
+        A person's presence in the meeting becomes ``joined`` in the same step."""
 
     async def reattach(
         self, room_id: str, peer_id: str, resume_hash: str, user_id: str, worker_id: str

@@ -107,6 +107,9 @@ async def test_admission_capacity_and_roles(backend: tuple[Any, Any, Any]) -> No
         await store.admit(seat(room, 3))
     tap = await store.admit(seat(room, 9, role="tap"))
     assert tap.seat.role == "tap"
+    assert [s.peer_id for s in tap.seats] == ["p_1", "p_2", "p_9"]  # the room after admission
+    assert await store.presence(room.meeting_id, "u1") == "joined"  # set by admission
+    assert await store.presence(room.meeting_id, "u9") is None  # the tap is nobody's presence
     with pytest.raises(RoomFull):
         await store.admit(seat(room, 10, role="tap"))
     assert [s.peer_id for s in await store.seats(room.room_id)] == ["p_1", "p_2", "p_9"]
