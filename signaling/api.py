@@ -86,6 +86,15 @@ class DevLoginArgs(_Args):
     name: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
+class DevInviteArgs(_Args):
+    meeting_id: Id
+    ttl_seconds: Seconds | None = None
+
+
+class DevJoinArgs(_Args):
+    invite: Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
+
+
 class MethodNotAllowed(HubError):
     """A known endpoint called with another method than POST (HTTP 405)."""
 
@@ -146,7 +155,14 @@ class Api:
             (f"{run}/webrtc/index/getIceServers", NoArgs, self._ice, True),
         ]
         if self.settings.auth.dev_login:
-            endpoints.append(("/api/dev/login", DevLoginArgs, self._dev_login, False))
+            # Dev mode only: the demo page's invite links (see MeetingService.create_invite).
+            endpoints += [
+                ("/api/dev/login", DevLoginArgs, self._dev_login, False),
+                ("/api/dev/createInvite", DevInviteArgs,
+                 lambda c, a, r: s.create_invite(c, a.meeting_id, _int(a.ttl_seconds)), True),
+                ("/api/dev/joinByInvite", DevJoinArgs,
+                 lambda c, a, r: s.join_by_invite(c, a.invite, self.ws_url(r)), True),
+            ]
         known = {path for path, *_ in endpoints}
 
         async def no_endpoint(request: web.Request) -> web.Response:

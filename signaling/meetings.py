@@ -2,6 +2,9 @@
 
 Roles come from the meeting: its organizer is the host, its invited emails are participants,
 everyone else is refused. Values returned here are the seed documents' ``value`` objects.
+
+Dev mode only (``auth.dev_login``): the host may mint an expiring *invite link* secret, and anyone
+logged in who holds it gets a participant join token (the demo page's "send the link" flow).
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded
+import jwt
+
+from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, Unauthenticated
 from .hub import Hub, IceServersFor, now_ms
 from .protocol import Features, IceServer
 from .settings import MESH_LIMIT, Settings
@@ -35,6 +41,48 @@ def room_id_for(meeting_id: str) -> str:
 def user_id_for_email(email: str) -> str:
     """A stable user id for dev logins (real deployments take ``sub`` from their IdP)."""
     return "user_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+#: Audience of dev-mode invite links (never accepted as a join or user token).
+INVITE_AUDIENCE = "connvo-rtc:invite"
+#: Default lifetime of a dev-mode invite link, seconds.
+INVITE_TTL_S = 86_400
+#: Longest lifetime a dev-mode invite link may have, seconds.
+INVITE_MAX_TTL_S = 7 * 86_400
+
+
+def mint_invite(secret: str, meeting_id: str, ttl_s: int = INVITE_TTL_S,
+                now: float | None = None) -> tuple[str, int]:
+    """A dev-mode invite link secret for one meeting: ``(token, expires_at_unix)``.
+
+    Whoever holds it (and is logged in) may join the meeting as a participant until it
+    expires; see :meth:`MeetingService.join_by_invite`. Only served when ``auth.dev_login`` is on.
+    """
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": "connvo-rtc", "aud": INVITE_AUDIENCE, "mid": meeting_id, "iat": issued,
+              "exp": issued + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256"), issued + ttl_s
+
+
+def verify_invite(secrets_: Sequence[str], token: str) -> str:
+    """The meeting id an invite is for; :class:`Unauthenticated` with ``invite-expired`` or
+    ``bad-invite`` otherwise."""
+    for secret in secrets_:
+        try:
+            claims = jwt.decode(token, secret, algorithms=["HS256"], audience=INVITE_AUDIENCE,
+                                issuer="connvo-rtc", leeway=10,
+                                options={"require": ["exp", "iat", "mid"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("this invite link has expired", code="invite-expired") from None
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError:
+            break
+        meeting_id = claims.get("mid")
+        if isinstance(meeting_id, str) and meeting_id:
+            return meeting_id
+        break
+    raise Unauthenticated("this invite link is not valid", code="bad-invite")
 
 
 def ice_dicts(servers: list[IceServer]) -> list[dict[str, Any]]:
@@ -184,6 +232,10 @@ class MeetingService:
             if order.index(role) > order.index(granted):
                 raise Forbidden(f"you may join as {granted}, not {role}", code="role-not-allowed")
             granted = role
+        return await self._join_token_for(meeting, caller, granted, ws_url, ttl_s)
+
+    async def _join_token_for(self, meeting: Meeting, caller: UserIdentity, granted: str,
+                              ws_url: str, ttl_s: int | None) -> dict[str, Any]:
         if meeting.state in ("concluded", "cancelled"):
             raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
         if meeting.video_provider != "webrtc":
@@ -234,6 +286,30 @@ class MeetingService:
         await self.store.ban(meeting.room_id, banned)
         await self.hub.remove_user_seats(meeting.room_id, targets, "removed")
         return {"success": True, "removedPeers": [s.peer_id for s in targets]}
+
+    # ------------------------------------------------------------------ dev mode: invite links
+
+    async def create_invite(self, caller: UserIdentity, meeting_id: str,
+                            ttl_s: int | None) -> dict[str, Any]:
+        """Dev mode only: the host gets a link secret anyone logged in may join with."""
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller, "host")
+        if meeting.state in ("concluded", "cancelled"):
+            raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
+        ttl = INVITE_TTL_S if ttl_s is None else ttl_s
+        if not 60 <= ttl <= INVITE_MAX_TTL_S:
+            raise BadRequest(f"invite ttl must be 60..{INVITE_MAX_TTL_S} s, got {ttl}")
+        invite, expires = mint_invite(self.tokens.secrets[0], meeting_id, ttl)
+        return {"invite": invite, "meetingId": meeting_id, "expiresAt": expires * 1000}
+
+    async def join_by_invite(self, caller: UserIdentity, invite: str,
+                             ws_url: str) -> dict[str, Any]:
+        """Dev mode only: a join token for the invite's meeting, as ``participant`` (or
+        ``host`` for its organizer), without being on ``participantEmails``."""
+        meeting = await self._meeting(verify_invite(self.tokens.secrets, invite))
+        granted = self.role_of(meeting, caller) or "participant"
+        value = await self._join_token_for(meeting, caller, granted, ws_url, None)
+        return value | {"meetingId": meeting.meeting_id, "title": meeting.title}
 
     def ice_servers(self, caller: UserIdentity) -> dict[str, Any]:
         return {"iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),
