@@ -35,7 +35,8 @@ from tests.support.workers import HubProcess, join_token, start_meeting  # noqa:
 
 ENV = {"CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "100000",
        "CONNVO_RTC_LIMITS_MESSAGES_PER_SECOND": "100000",
-       "CONNVO_RTC_LIMITS_MESSAGE_BURST": "100000", "CONNVO_RTC_LOG_LEVEL": "WARNING"}
+       "CONNVO_RTC_LIMITS_MESSAGE_BURST": "100000", "CONNVO_RTC_LOG_LEVEL": "WARNING",
+       "CONNVO_RTC_TAP_ENABLED": "false"}
 
 
 def pct(values: list[float], q: float) -> float:

@@ -77,6 +77,12 @@ class RemoveParticipantArgs(_Args):
     peer_id: Id | None = None
 
 
+class TranscriptArgs(_Args):
+    meeting_id: Id
+    cursor: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+
+
 class NoArgs(_Args):
     pass
 
@@ -153,6 +159,8 @@ class Api:
                                                  _int(a.ttl_seconds)), True),
             (f"{run}/webrtc/index/removeParticipant", RemoveParticipantArgs, self._remove, True),
             (f"{run}/webrtc/index/getIceServers", NoArgs, self._ice, True),
+            (f"{run}/transcripts/getTranscript", TranscriptArgs,
+             lambda c, a, r: s.get_transcript(c, a.meeting_id, a.cursor, a.limit), True),
         ]
         if self.settings.auth.dev_login:
             # Dev mode only: the demo page's invite links (see MeetingService.create_invite).

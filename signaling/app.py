@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .redis_bus import RedisBus
 from .redis_store import RedisStore, connect
 from .settings import Settings
 from .store import Store
+from .tapjobs import MemoryTapJobs, RedisTapJobs
 from .tokens import TokenService
 from turn.ice import ice_servers_for
 from .workers import PresenceConfig, WorkerRegistry
@@ -48,6 +50,25 @@ def make_ice_servers_for(settings: Settings) -> IceServersFor:
         return [IceServer(**entry) for entry in ice_servers_for(user_id, config)]
 
     return for_user
+
+
+@dataclass
+class LocalUrl:
+    """The websocket URL this process's own tap worker dials (set once the port is bound)."""
+
+    url: str
+
+
+LOCAL_URL_KEY = web.AppKey("local_url", LocalUrl)
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _pin_for(host: str) -> tuple[str, ...] | None:
+    """An in-process tap on a loopback-only hub keeps its media on loopback too."""
+    return ("127.0.0.1",) if _connect_host(host).startswith("127.") else None
 
 
 def create_app(
@@ -80,6 +101,23 @@ def create_app(
         settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
         metrics=metrics, worker_id=worker_id,
     )
+    hub.tap_jobs = (RedisTapJobs(redis_client, reclaim_after_s=settings.tap.reclaim_after_s,
+                                 key_ttl_s=settings.redis.key_ttl_s)
+                    if redis_client is not None
+                    else MemoryTapJobs(reclaim_after_s=settings.tap.reclaim_after_s))
+    local_url = LocalUrl(f"ws://{_connect_host(settings.server.host)}:{settings.server.port}/ws")
+    tap_worker: Any = None
+    if settings.tap.enabled:
+        from media.tap.config import TapConfig
+        from media.tap.worker import TapWorker
+
+        tap_worker = TapWorker(
+            hub.tap_jobs, hub_url=lambda: local_url.url, worker_id=f"tap-{worker_id}",
+            config=TapConfig(recognizer=settings.tap.recognizer,
+                             processes=settings.tap.processes,
+                             reclaim_after_s=settings.tap.reclaim_after_s,
+                             pin_host_addresses=_pin_for(settings.server.host)),
+        )
     if redis_client is not None:
         hub.registry = WorkerRegistry(
             redis_client, store, worker_id,
@@ -90,22 +128,31 @@ def create_app(
             on_reaped=hub.on_reaped, on_tick=hub.reconcile,
         )
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
+    async def on_room_active(meeting: Any, room: Any) -> None:
+        await hub.ensure_tap(room)
+
     service = MeetingService(settings=settings, store=store, hub=hub, tokens=tokens,
-                             ice_servers_for=ice_servers_for)
+                             ice_servers_for=ice_servers_for, on_room_active=on_room_active)
     api = Api(settings, tokens, service, metrics)
     app[SETTINGS_KEY] = settings
     app[TOKENS_KEY] = tokens
     app[METRICS_KEY] = metrics
     app[STORE_KEY] = store
     app[HUB_KEY] = hub
+    app[LOCAL_URL_KEY] = local_url
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
         if hub.registry is not None:
             await hub.registry.start()
-        logger.info("hub worker %s started (%s state)", hub.worker_id,
-                    "Redis" if redis_client is not None else "in-memory")
+        if tap_worker is not None:
+            await tap_worker.start()
+        logger.info("hub worker %s started (%s state%s)", hub.worker_id,
+                    "Redis" if redis_client is not None else "in-memory",
+                    ", in-process tap" if tap_worker is not None else "")
         yield
+        if tap_worker is not None:
+            await tap_worker.aclose()
         if hub.registry is not None:
             await hub.registry.aclose()
         await bus.aclose()

@@ -45,6 +45,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         redis["cluster"] = True
     if redis:
         overrides["redis"] = redis
+    if args.no_tap:
+        overrides["tap"] = {"enabled": False}
     return overrides
 
 
@@ -134,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a Cluster")
     p.add_argument("--workers", type=int, help="worker processes on the port (needs --redis)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--no-tap", action="store_true",
+                   help="no in-process transcription tap (run `connvo-rtc tap` workers instead)")
     p.set_defaults(func=serve)
 
     t = sub.add_parser("token", help="mint a join token for a room")

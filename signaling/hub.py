@@ -22,7 +22,8 @@ from .connection import Connection
 from .errors import BadRequest, Forbidden, HubError, NotFound, RoomEnded, Unavailable
 from .metrics import Metrics
 from .settings import Settings
-from .store import Room, Seat, Store
+from .store import Room, Seat, Segment, Store
+from .tapjobs import TapJob, TapJobs
 from .tokens import TokenService
 from .workers import WorkerRegistry
 
@@ -82,6 +83,8 @@ class Hub:
         self._closed = False
         #: Set by the app when state is shared (Redis): heartbeats and the dead-worker reaper.
         self.registry: WorkerRegistry | None = None
+        #: Where transcription rooms get their tap (None: transcription off in this deployment).
+        self.tap_jobs: TapJobs | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -230,6 +233,9 @@ class Hub:
             peers=peers, ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
             resume_token=resume_token, resumed=resumed,
         )), keep=lambda frame: not _announces(frame, known))
+        if seat.role != "tap" and room.features.transcription \
+                and not any(s.role == "tap" for s in seats):
+            await self.ensure_tap(room)
         if resumed:
             await self._notify_roster(room.room_id)
         else:
@@ -263,6 +269,8 @@ class Hub:
             await self.end_room(conn.room_id, "ended by host")
         elif isinstance(msg, p.Leave):
             await self.leave(conn, "left")
+        elif isinstance(msg, p.TranscriptIn):
+            await self._transcript(conn, msg)
         elif isinstance(msg, p.Join):
             raise BadRequest("already joined", code="already-joined")
 
@@ -307,6 +315,39 @@ class Hub:
             raise Forbidden("the tap does not chat")
         await self._broadcast(conn.room_id, p.ChatFrom(from_=conn.peer_id, text=msg.text,
                                                        ts=now_ms(), name=conn.name))
+
+    async def _transcript(self, conn: Connection, msg: p.TranscriptIn) -> None:
+        """The tap reports text: finals are stored first (nothing emitted is lost if the tap
+        dies), then every person in the room gets it."""
+        if conn.role != "tap":
+            raise Forbidden("only the transcription tap sends transcripts")
+        speaker = self._rosters.get(conn.room_id, {}).get(msg.peer_id)
+        if speaker is None:
+            raise NotFound(f"no peer {msg.peer_id} in this room", code="unknown-peer")
+        room = self._rooms.get(conn.room_id)
+        if msg.final and room is not None:
+            await self.store.append_segment(room.meeting_id, Segment(
+                segment_id=msg.segment_id, peer_id=msg.peer_id, user_id=speaker.user_id,
+                text=msg.text, start_ms=msg.start_ms, end_ms=msg.end_ms))
+        await self._broadcast(conn.room_id, p.Transcript(
+            peer_id=msg.peer_id, segment_id=msg.segment_id, text=msg.text, final=msg.final,
+            start_ms=msg.start_ms, end_ms=msg.end_ms, user_id=speaker.user_id),
+            exclude=conn.peer_id)
+
+    async def ensure_tap(self, room: Room) -> None:
+        """Queue a tap job for a transcription room that has no tap (idempotent per room)."""
+        if self.tap_jobs is None or not room.features.transcription or room.state != "open":
+            return
+        meeting = await self.store.get_meeting(room.meeting_id)
+        if meeting is None:
+            return
+        token, _ = self.tokens.mint_join(room.room_id, "tap", "tap", name="Transcription",
+                                         ttl_s=self.settings.auth.max_token_ttl_s)
+        job = TapJob(job_id="tap_" + secrets.token_hex(6), room_id=room.room_id,
+                     meeting_id=room.meeting_id, token=token,
+                     started_at_ms=meeting.started_at or now_ms())
+        if await self.tap_jobs.enqueue(job):
+            logger.info("room=%s tap job %s queued", room.room_id, job.job_id)
 
     # ------------------------------------------------------------------ leaving
 

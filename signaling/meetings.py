@@ -311,6 +311,18 @@ class MeetingService:
         value = await self._join_token_for(meeting, caller, granted, ws_url, None)
         return value | {"meetingId": meeting.meeting_id, "title": meeting.title}
 
+    async def get_transcript(self, caller: UserIdentity, meeting_id: str, cursor: str,
+                             limit: int) -> dict[str, Any]:
+        """Final transcript segments of a meeting (host and participants), in the order they
+        were finalised, ``limit`` at a time; pass ``nextCursor`` back for the next page."""
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller)
+        segments, next_cursor = await self.store.segments(meeting_id, after=cursor, limit=limit)
+        return {"meetingId": meeting_id, "nextCursor": next_cursor, "segments": [
+            {"segmentId": seg.segment_id, "peerId": seg.peer_id, "userId": seg.user_id,
+             "text": seg.text, "startMs": seg.start_ms, "endMs": seg.end_ms}
+            for seg in segments]}
+
     def ice_servers(self, caller: UserIdentity) -> dict[str, Any]:
         return {"iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),
                 "ttl": self.settings.ice.turn_ttl_s}

@@ -11,7 +11,7 @@ import msgspec
 
 from .errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull
 from .protocol import MediaState
-from .store import Admission, Meeting, MeetingState, Presence, Room, Seat
+from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
 
 
 @dataclass
@@ -28,6 +28,7 @@ class MemoryStore:
         self._meetings: dict[str, Meeting] = {}
         self._rooms: dict[str, _RoomState] = {}
         self._presence: dict[tuple[str, str], Presence] = {}
+        self._segments: dict[str, list[Segment]] = {}
 
     async def ping(self) -> None:
         return None
@@ -171,6 +172,17 @@ class MemoryStore:
 
     async def presence(self, meeting_id: str, user_id: str) -> Presence | None:
         return self._presence.get((meeting_id, user_id))
+
+    async def append_segment(self, meeting_id: str, segment: Segment) -> None:
+        self._segments.setdefault(meeting_id, []).append(segment)
+
+    async def segments(self, meeting_id: str, *, after: str = "", limit: int = 100
+                       ) -> tuple[list[Segment], str]:
+        stored = self._segments.get(meeting_id, [])
+        start = int(after) if after.isdigit() else 0
+        page = stored[start:start + limit]
+        end = start + len(page)
+        return page, str(end) if end < len(stored) else ""
 
     async def aclose(self) -> None:
         return None

@@ -79,6 +79,15 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = {
              removedPeers={"type": "array", "items": _S}),
         {"meetingId": "meeting_123example", "userId": "user_456example"},
     ),
+    "/api/run/meetings/transcripts/getTranscript": (
+        "A meeting's final transcript segments, paginated (host and participants)",
+        _obj(["meetingId"], meetingId=_S, cursor=_S, limit=_N),
+        _obj(["meetingId", "segments", "nextCursor"], meetingId=_S, nextCursor=_S,
+             segments={"type": "array", "items": _obj(
+                 ["segmentId", "peerId", "userId", "text", "startMs", "endMs"], segmentId=_S,
+                 peerId=_S, userId=_S, text=_S, startMs=_N, endMs=_N)}),
+        {"meetingId": "meeting_123example"},
+    ),
     "/api/run/meetings/webrtc/index/getIceServers": (
         "A fresh ICE server list (with TURN credentials) for the caller",
         _obj([]),

@@ -148,7 +148,21 @@ class Leave(_Msg, tag="leave"):
     pass
 
 
-ClientMessage = Union[Join, Offer, Answer, Candidate, Media, Chat, Kick, End, Ping, Leave]
+class TranscriptIn(_Msg, tag="transcript"):
+    """From the tap only: text recognised in ``peer_id``'s audio. ``final`` segments replace
+    the partials of the same ``segment_id``; times are ms since the meeting started."""
+
+    peer_id: PeerId
+    segment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    text: Annotated[str, msgspec.Meta(max_length=4_000)]
+    final: bool
+    start_ms: Annotated[int, msgspec.Meta(ge=0)]
+    end_ms: Annotated[int, msgspec.Meta(ge=0)]
+
+
+ClientMessage = Union[
+    Join, Offer, Answer, Candidate, Media, Chat, Kick, End, Ping, Leave, TranscriptIn
+]
 #: Client messages the hub relays to one other peer of the room.
 RELAYED = (Offer, Answer, Candidate)
 

@@ -14,6 +14,7 @@ Keys (``T`` is the meeting's tag; TTLs are refreshed whenever the room changes):
 ``cr:{T}:seats``          hash    peer id -> seat (JSON)
 ``cr:{T}:banned``         set     user ids removed by the host
 ``cr:{T}:presence``       hash    user id -> ``joined`` / ``left``
+``cr:{T}:transcript``     stream  final transcript segments in the order they were stored
 ========================  ======  ==========================================================
 """
 
@@ -30,9 +31,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull, Unavailable
+from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull, Unavailable
 from .protocol import MediaState
-from .store import Admission, Meeting, MeetingState, Presence, Room, Seat
+from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def tag_of(entity_id: str) -> str:
 def _keys(entity_id: str) -> dict[str, str]:
     t = tag_of(entity_id)
     return {name: f"cr:{{{t}}}:{name}" for name in
-            ("meeting", "room", "seats", "banned", "presence")}
+            ("meeting", "room", "seats", "banned", "presence", "transcript")}
 
 
 def unavailable_on_redis_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -185,6 +186,7 @@ def unavailable_on_redis_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Aw
 _meeting_fixed = msgspec.json.Encoder()
 _seat_dec = msgspec.json.Decoder(Seat)
 _room_dec = msgspec.json.Decoder(Room)
+_segment_dec = msgspec.json.Decoder(Segment)
 _json = msgspec.json.Encoder()
 
 
@@ -364,6 +366,28 @@ class RedisStore:
     async def presence(self, meeting_id: str, user_id: str) -> Presence | None:
         raw = await self.client.hget(_keys(meeting_id)["presence"], user_id)
         return None if raw is None else raw.decode()  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ transcripts
+
+    @unavailable_on_redis_errors
+    async def append_segment(self, meeting_id: str, segment: Segment) -> None:
+        key = _keys(meeting_id)["transcript"]
+        await self.client.xadd(key, {"s": _json.encode(segment)})
+        await self.client.expire(key, self.key_ttl_s)
+
+    @unavailable_on_redis_errors
+    async def segments(self, meeting_id: str, *, after: str = "", limit: int = 100
+                       ) -> tuple[list[Segment], str]:
+        key = _keys(meeting_id)["transcript"]
+        start = f"({after}" if after else "-"
+        try:
+            entries = await self.client.xrange(key, min=start, max="+", count=limit + 1)
+        except ResponseError:
+            raise BadRequest("invalid cursor", code="invalid-cursor") from None
+        page = entries[:limit]
+        segments = [_segment_dec.decode(fields[b"s"]) for _, fields in page]
+        more = len(entries) > limit
+        return segments, (page[-1][0].decode() if more and page else "")
 
     async def aclose(self) -> None:
         try:

@@ -139,6 +139,19 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class TapSettings:
+    enabled: bool = True
+    """Run a transcription tap worker inside this hub process (``serve --no-tap`` turns it off;
+    standalone workers: ``connvo-rtc tap``). Jobs are queued either way."""
+    recognizer: str = "pocketsphinx"
+    """Speech recogniser back-end by name (see docs/transcription.md)."""
+    processes: int = 1
+    """Recogniser processes (each decodes on its own core, off the event loop)."""
+    reclaim_after_s: float = 10.0
+    """A tap job whose worker stopped renewing it this long is given to another worker."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the hub reads at start."""
 
@@ -148,6 +161,7 @@ class Settings:
     rooms: RoomSettings = RoomSettings()
     ice: IceSettings = IceSettings()
     redis: RedisSettings = RedisSettings()
+    tap: TapSettings = TapSettings()
 
     @property
     def dev_mode(self) -> bool:
@@ -166,6 +180,8 @@ class Settings:
             (0 < self.redis.heartbeat_s < self.redis.dead_after_s,
              "redis.heartbeat_s must be > 0 and < redis.dead_after_s"),
             (self.redis.reap_interval_s > 0, "redis.reap_interval_s must be > 0"),
+            (1 <= self.tap.processes <= 64, "tap.processes must be 1..64"),
+            (2 <= self.tap.reclaim_after_s <= 15, "tap.reclaim_after_s must be 2..15"),
             (not self.redis.url or self.redis.url.startswith(
                 ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")),
              "redis.url must be redis://, rediss://, redis+cluster:// or unix://"),
@@ -218,7 +234,7 @@ class Settings:
 
 
 _SECTIONS = {f.name: f.type for f in fields(Settings)}
-_FOREIGN_SECTIONS = {"turn", "tap", "loadtest"}
+_FOREIGN_SECTIONS = {"turn", "loadtest"}
 _ENV_ALIASES = {"CONNVO_RTC_AUTH_SECRET": ("auth", "secrets")}
 
 

@@ -96,6 +96,17 @@ class Admission(msgspec.Struct, frozen=True):
     seats: tuple[Seat, ...] = ()
 
 
+class Segment(msgspec.Struct, frozen=True, kw_only=True):
+    """One final transcript segment, as stored and as returned by the API."""
+
+    segment_id: str
+    peer_id: str
+    user_id: str
+    text: str
+    start_ms: int
+    end_ms: int
+
+
 class Store(Protocol):
     """Room, meeting and presence state shared by every hub worker of a deployment."""
 
@@ -165,5 +176,14 @@ class Store(Protocol):
     async def set_presence(self, meeting_id: str, user_id: str, presence: Presence) -> None: ...
 
     async def presence(self, meeting_id: str, user_id: str) -> Presence | None: ...
+
+    # transcripts
+    async def append_segment(self, meeting_id: str, segment: Segment) -> None:
+        """Store a final segment durably, after those stored before it."""
+
+    async def segments(self, meeting_id: str, *, after: str = "", limit: int = 100
+                       ) -> tuple[list[Segment], str]:
+        """Up to ``limit`` segments stored after cursor ``after`` (``""``: from the start) and
+        the cursor to continue from (``""`` when there are no more)."""
 
     async def aclose(self) -> None: ...

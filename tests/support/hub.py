@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from signaling.app import create_app
+from signaling.app import LOCAL_URL_KEY, create_app
 from signaling.settings import Settings, load_settings
 from signaling.tokens import TokenService
 
@@ -21,6 +21,8 @@ def test_settings(**sections: dict[str, Any]) -> Settings:
     overrides: dict[str, dict[str, Any]] = {
         "server": {"host": "127.0.0.1", "port": 0, "shutdown_timeout_s": 2.0},
         "auth": {"secrets": SECRET},
+        # Tests that transcribe turn the in-process tap on; the rest need no recogniser.
+        "tap": {"enabled": False},
     }
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
@@ -99,6 +101,7 @@ async def start_hub(settings: Settings | None = None, **kwargs: Any) -> HubHandl
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
+    app[LOCAL_URL_KEY].url = f"ws://127.0.0.1:{port}/ws"
     tokens = TokenService(secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s)
     return HubHandle(runner, app, dataclasses.replace(settings), f"http://127.0.0.1:{port}",
                      tokens)

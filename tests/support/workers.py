@@ -45,7 +45,8 @@ class HubProcess:
         fd, self.log_path = tempfile.mkstemp(prefix=f"hub-{self.port}-", suffix=".log")
         args = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(self.port),
                 "--redis", self.redis_url, *self.extra]
-        env = {**os.environ, "CONNVO_RTC_AUTH_SECRET": SECRET, **self.env}
+        env = {**os.environ, "CONNVO_RTC_AUTH_SECRET": SECRET, "CONNVO_RTC_TAP_ENABLED": "false",
+               **self.env}
         self.proc = subprocess.Popen(args, stdout=fd, stderr=fd, env=env)
         os.close(fd)
 

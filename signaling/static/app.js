@@ -1,0 +1,681 @@
+// The demo meeting page: lobby (name, camera preview) -> room (tiles, controls, chat,
+// transcript) -> notices (room full, link expired, left, ...). Built on connvo.js.
+//
+// Dev mode only: people sign in with a name (POST /api/dev/login). The person who starts a
+// meeting is its host and gets an invite link (`/?invite=...`); whoever opens it joins.
+//
+// `window.connvoConfig` (set before this script runs) overrides: `video` (getUserMedia video
+// constraints), `iceServers`, `iceTransportPolicy` ('all' | 'relay'), `iceCandidateFilter`.
+
+import { Api, ConnvoError, Room, captureLocalMedia } from './connvo.js';
+
+const config = window.connvoConfig ?? {};
+const $ = (id) => document.getElementById(id);
+
+const ICONS = {
+  mic: '<svg class="icon" viewBox="0 0 24 24"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 1 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1A7 7 0 0 0 19 11h-2z"/></svg>',
+  micOff: '<svg class="icon" viewBox="0 0 24 24"><path d="M19 11a7 7 0 0 1-1.2 3.9l-1.5-1.5c.4-.7.6-1.5.7-2.4H19zM15 11.2 9 5.2V5a3 3 0 1 1 6 0v6.2zM4.3 3 3 4.3l6 6V11a3 3 0 0 0 4.5 2.6l1.6 1.6A5 5 0 0 1 7 11H5a7 7 0 0 0 6 6.9V21h2v-3.1c1-.1 1.9-.5 2.7-1l4 4 1.3-1.3L4.3 3z"/></svg>',
+  cam: '<svg class="icon" viewBox="0 0 24 24"><path d="M17 10.5V7a1 1 0 0 0-1-1H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1v-3.5l4 4v-11l-4 4z"/></svg>',
+  camOff: '<svg class="icon" viewBox="0 0 24 24"><path d="m21 6.5-4 4V7a1 1 0 0 0-1-1H9.8L21 17.2V6.5zM3.3 2 2 3.3 4.7 6H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12c.2 0 .4-.1.5-.2l3.2 3.2 1.3-1.3L3.3 2z"/></svg>',
+  screen: '<svg class="icon" viewBox="0 0 24 24"><path d="M20 18a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2H4a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2H0v2h24v-2h-4zM4 6h16v10H4V6zm8 1-4 4h3v4h2v-4h3l-4-4z"/></svg>',
+  chat: '<svg class="icon" viewBox="0 0 24 24"><path d="M20 2H4a2 2 0 0 0-2 2v18l4-4h14a2 2 0 0 0 2-2V4a2 2 0 0 0-2-2zM6 9h12v2H6V9zm8 5H6v-2h8v2zm4-6H6V6h12v2z"/></svg>',
+  captions: '<svg class="icon" viewBox="0 0 24 24"><path d="M19 4H5a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2zM11 11H9.5v-.5h-2v3h2V13H11v1a1 1 0 0 1-1 1H7a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1h3a1 1 0 0 1 1 1v1zm7 0h-1.5v-.5h-2v3h2V13H18v1a1 1 0 0 1-1 1h-3a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1h3a1 1 0 0 1 1 1v1z"/></svg>',
+  leave: '<svg class="icon" viewBox="0 0 24 24"><path d="M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-1 .5-1.9 1.1-2.7 1.8a1 1 0 0 1-1.4 0L.3 13.1a1 1 0 0 1 0-1.4C3.3 8.9 7.5 7 12 7s8.7 1.9 11.7 4.7a1 1 0 0 1 0 1.4l-2.4 2.4a1 1 0 0 1-1.4 0c-.8-.7-1.7-1.3-2.7-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z"/></svg>',
+  full: '<svg viewBox="0 0 24 24"><path d="M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0h-1c1.2.8 2 2 2 3.5V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z"/></svg>',
+  clock: '<svg viewBox="0 0 24 24"><path d="M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16zm.5-13H11v6l5.2 3.2.8-1.3-4.5-2.7V7z"/></svg>',
+  ended: '<svg viewBox="0 0 24 24"><path d="M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm5 11H7v-2h10v2z"/></svg>',
+  wave: '<svg viewBox="0 0 24 24"><path d="M7 12.5V5a1.5 1.5 0 0 1 3 0v5h1V3.5a1.5 1.5 0 0 1 3 0V10h1V5a1.5 1.5 0 0 1 3 0v9.5c0 4.1-2.9 7.5-7 7.5-2.5 0-4.2-1.2-5.6-3.3L2.6 13a1.5 1.5 0 0 1 2.5-1.6L7 14v-1.5z"/></svg>',
+  offline: '<svg viewBox="0 0 24 24"><path d="M12 4C7.3 4 3.1 5.9 0 9l12 12 12-12c-3.1-3.1-7.3-5-12-5zm1 13h-2v-2h2v2zm0-4h-2V8h2v5z"/></svg>',
+  lock: '<svg viewBox="0 0 24 24"><path d="M18 8h-1V6A5 5 0 0 0 7 6v2H6a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V10a2 2 0 0 0-2-2zm-6 9a2 2 0 1 1 0-4 2 2 0 0 1 0 4zm3.1-9H8.9V6a3.1 3.1 0 0 1 6.2 0v2z"/></svg>',
+};
+
+/** Human-readable messages for error codes from the hub and connvo.js. */
+const NOTICES = {
+  'room-full': { icon: 'full', title: 'This meeting is full',
+    text: 'It already has four people in it, the most a call here can hold. Try again when someone leaves.', retry: 'Try again' },
+  'invite-expired': { icon: 'clock', title: 'This invite link has expired',
+    text: 'Invite links work for a limited time. Ask the host to send you a new one.' },
+  'token-expired': { icon: 'clock', title: 'This link has expired',
+    text: 'Your access to this meeting timed out. Open the invite link again or ask the host for a new one.' },
+  'bad-invite': { icon: 'lock', title: "This link doesn't work",
+    text: 'It may have been cut off when it was copied. Ask the host to send it again.' },
+  'bad-token': { icon: 'lock', title: "This link doesn't work",
+    text: 'It may have been cut off when it was copied. Ask the host to send it again.' },
+  'room-ended': { icon: 'ended', title: 'This meeting has ended', text: 'The host ended the meeting for everyone.' },
+  'meeting-concluded': { icon: 'ended', title: 'This meeting has ended', text: 'Ask the host to start a new one.' },
+  'meeting-cancelled': { icon: 'ended', title: 'This meeting was cancelled', text: 'Ask the host to start a new one.' },
+  'meeting-not-started': { icon: 'clock', title: "The meeting hasn't started yet",
+    text: 'The host needs to start it first. Try again in a moment.', retry: 'Try again' },
+  'meeting-not-found': { icon: 'lock', title: "This meeting doesn't exist", text: 'Check the link, or start a new meeting.' },
+  kicked: { icon: 'lock', title: 'You were removed from the meeting', text: 'The host removed you from this call.' },
+  forbidden: { icon: 'lock', title: "You can't join this meeting", text: 'You are not allowed in this room.' },
+  'not-invited': { icon: 'lock', title: "You're not invited to this meeting", text: 'Ask the host for an invite link.' },
+  'no-dev-login': { icon: 'lock', title: 'Sign-in is not available here',
+    text: 'This server uses an identity provider, so the demo page cannot sign you in. Join through your meeting app instead.' },
+  disconnected: { icon: 'offline', title: 'Lost connection to the meeting',
+    text: 'Check your internet connection, then rejoin.', retry: 'Rejoin' },
+  network: { icon: 'offline', title: "Can't reach the meeting server",
+    text: 'Check your internet connection and try again.', retry: 'Try again' },
+  left: { icon: 'wave', title: 'You left the meeting', text: 'See you next time.', retry: 'Rejoin' },
+};
+
+const state = {
+  api: new Api(),
+  room: null,
+  preview: null, // MediaStream from the lobby, handed to the room
+  micOn: true,
+  camOn: true,
+  invite: new URLSearchParams(location.search).get('invite'),
+  inviteLink: '',
+  title: '',
+  name: '',
+  joinedAt: 0,
+  clock: null,
+  panel: null, // 'chat' | 'transcript' | null
+  unread: 0,
+  reconnectToast: null,
+  rejoin: null, // () => Promise<void> for "Rejoin" / "Try again"
+};
+window.demo = state; // for tests and the curious: window.demo.room is the connvo Room
+
+// ------------------------------------------------------------------------------ small helpers
+
+function show(screen) {
+  for (const id of ['lobby', 'room', 'notice']) $(id).hidden = id !== screen;
+  $('app').dataset.screen = screen;
+}
+
+function initials(name) {
+  const parts = String(name || '?').trim().split(/\s+/).filter(Boolean);
+  const letters = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] ?? '?').slice(0, 2);
+  return letters.toUpperCase();
+}
+
+function hue(text) {
+  let h = 0;
+  for (const ch of String(text)) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
+}
+
+function paintAvatar(el, name) {
+  const span = el.querySelector('span');
+  span.textContent = initials(name);
+  span.style.background = `linear-gradient(135deg, hsl(${hue(name)} 70% 58%), hsl(${(hue(name) + 40) % 360} 70% 46%))`;
+}
+
+function toast(text, { kind = 'info', ms = 4000, sticky = false } = {}) {
+  const el = document.createElement('div');
+  el.className = `toast ${kind}`;
+  el.textContent = text;
+  $('toasts').append(el);
+  const remove = () => { el.classList.add('leaving'); setTimeout(() => el.remove(), 250); };
+  if (!sticky) setTimeout(remove, ms);
+  return remove;
+}
+
+function setControl(button, on, { icon, iconOff, label, labelOff, title, titleOff }) {
+  button.dataset.on = String(on);
+  button.setAttribute('aria-pressed', String(!on));
+  const badge = button.querySelector('.badge');
+  button.innerHTML = `${on ? icon : iconOff}<span class="label">${on ? label : labelOff}</span>`;
+  if (badge) button.prepend(badge);
+  button.title = on ? title : titleOff;
+}
+
+function formatTime(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+function notice(code, { message } = {}) {
+  const entry = NOTICES[code] ?? { icon: 'offline', title: 'Something went wrong', text: message || code };
+  $('notice-card').dataset.code = code;
+  $('notice-icon').innerHTML = ICONS[entry.icon] ?? '';
+  $('notice-title').textContent = entry.title;
+  $('notice-text').textContent = entry.text;
+  const primary = $('notice-primary');
+  const secondary = $('notice-secondary');
+  if (entry.retry && state.rejoin) {
+    primary.textContent = entry.retry;
+    primary.onclick = () => state.rejoin();
+    secondary.hidden = false;
+    secondary.textContent = 'Start a new meeting';
+    secondary.onclick = () => { location.href = '/'; };
+  } else {
+    primary.textContent = 'Start a new meeting';
+    primary.onclick = () => { location.href = '/'; };
+    secondary.hidden = true;
+  }
+  stopPreview();
+  show('notice');
+}
+
+// ------------------------------------------------------------------------------ lobby
+
+function renderPreviewControls() {
+  setControl($('preview-mic'), state.micOn, { icon: ICONS.mic, iconOff: ICONS.micOff, label: '',
+    labelOff: '', title: 'Turn off microphone', titleOff: 'Turn on microphone' });
+  setControl($('preview-cam'), state.camOn, { icon: ICONS.cam, iconOff: ICONS.camOff, label: '',
+    labelOff: '', title: 'Turn off camera', titleOff: 'Turn on camera' });
+  const hasVideo = Boolean(state.preview?.getVideoTracks().length) && state.camOn;
+  $('preview').dataset.video = hasVideo ? 'on' : 'off';
+  $('preview-hint').textContent = hasVideo ? 'Camera preview' : 'Camera is off';
+  paintAvatar($('preview-avatar'), $('name').value || '?');
+}
+
+function mediaBanner(errors) {
+  const blocked = errors.find((e) => e.code.endsWith('-blocked'));
+  const first = blocked ?? errors[0];
+  if (!first) {
+    $('media-banner').hidden = true;
+    return;
+  }
+  const both = errors.length > 1;
+  $('media-banner').dataset.code = first.code;
+  $('media-banner-title').textContent = blocked
+    ? (both ? 'Camera and microphone are blocked' : `Your ${first.code.startsWith('camera') ? 'camera' : 'microphone'} is blocked`)
+    : first.message;
+  $('media-banner-text').textContent = blocked
+    ? 'Allow access from the icon in the address bar, then reload. You can still join to listen and chat.'
+    : 'You can still join the meeting.';
+  $('media-banner').hidden = false;
+}
+
+async function startPreview() {
+  const { stream, errors } = await captureLocalMedia({ videoConstraints: config.video });
+  state.preview = stream;
+  if (!stream.getAudioTracks().length) state.micOn = false;
+  if (!stream.getVideoTracks().length) state.camOn = false;
+  $('preview-video').srcObject = stream;
+  mediaBanner(errors);
+  renderPreviewControls();
+}
+
+function stopPreview() {
+  for (const track of state.preview?.getTracks() ?? []) track.stop();
+}
+
+async function togglePreviewCam() {
+  if (state.camOn) {
+    state.camOn = false;
+    for (const track of state.preview.getVideoTracks()) {
+      track.stop();
+      state.preview.removeTrack(track);
+    }
+  } else {
+    const { stream, errors } = await captureLocalMedia({ audio: false, videoConstraints: config.video });
+    for (const track of stream.getVideoTracks()) state.preview.addTrack(track);
+    state.camOn = stream.getVideoTracks().length > 0;
+    mediaBanner(errors);
+    $('preview-video').srcObject = state.preview;
+  }
+  renderPreviewControls();
+}
+
+function togglePreviewMic() {
+  const track = state.preview?.getAudioTracks()[0];
+  if (!track) return;
+  state.micOn = !state.micOn;
+  track.enabled = state.micOn;
+  renderPreviewControls();
+}
+
+function setupLobby() {
+  const saved = localStorage.getItem('connvo.name') ?? '';
+  $('name').value = saved;
+  $('email').value = localStorage.getItem('connvo.email') ?? '';
+  if (state.invite) {
+    $('join-eyebrow').textContent = "You're invited";
+    $('join-heading').textContent = 'Join the meeting';
+    $('join-lede').textContent = 'Check your camera and microphone, tell the others your name, and join.';
+    $('title-field').hidden = true;
+    $('join-button').textContent = 'Join meeting';
+  }
+  $('name').addEventListener('input', renderPreviewControls);
+  $('preview-mic').addEventListener('click', togglePreviewMic);
+  $('preview-cam').addEventListener('click', togglePreviewCam);
+  $('join-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    submitLobby();
+  });
+  renderPreviewControls();
+  startPreview();
+}
+
+function lobbyError(text) {
+  $('join-error').textContent = text;
+  $('join-error').hidden = !text;
+}
+
+async function submitLobby() {
+  const name = $('name').value.trim();
+  if (!name) {
+    lobbyError('Please enter your name so the others know who you are.');
+    $('name').focus();
+    return;
+  }
+  lobbyError('');
+  state.name = name;
+  localStorage.setItem('connvo.name', name);
+  const typed = $('email').value.trim().toLowerCase();
+  if (typed) localStorage.setItem('connvo.email', typed);
+  // Without an email, a per-tab guest identity: two tabs are two people.
+  let email = typed || sessionStorage.getItem('connvo.guest');
+  if (!email) {
+    email = `guest-${crypto.randomUUID().slice(0, 8)}@guest.connvo.dev`;
+    sessionStorage.setItem('connvo.guest', email);
+  }
+  const button = $('join-button');
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = state.invite ? 'Joining…' : 'Starting…';
+  try {
+    try {
+      await state.api.devLogin({ email, name });
+    } catch (err) {
+      if (err.status === 404 || err.code === 'not-found') throw new ConnvoError('no-dev-login', err.message);
+      throw err;
+    }
+    const getJoin = state.invite ? () => state.api.joinByInvite(state.invite) : null;
+    let join;
+    if (getJoin) {
+      join = await getJoin();
+      state.title = join.title;
+      state.inviteLink = location.href;
+    } else {
+      const title = $('title').value.trim() || `${name.split(/\s+/)[0]}'s meeting`;
+      const meeting = await state.api.createMeeting({ title });
+      await state.api.startMeeting(meeting.meetingId);
+      join = await state.api.createJoinToken(meeting.meetingId);
+      const { invite } = await state.api.createInvite(meeting.meetingId);
+      state.invite = invite;
+      state.title = title;
+      state.inviteLink = `${location.origin}/?invite=${encodeURIComponent(invite)}`;
+      history.replaceState(null, '', `/?invite=${encodeURIComponent(invite)}`);
+    }
+    state.rejoin = async () => {
+      show('lobby');
+      $('join-button').disabled = true;
+      try {
+        await startPreview();
+        await enterRoom(await state.api.joinByInvite(state.invite));
+      } catch (err) {
+        fail(err);
+      } finally {
+        $('join-button').disabled = false;
+      }
+    };
+    await enterRoom(join);
+  } catch (err) {
+    fail(err);
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
+}
+
+/** A failure before or while joining: a notice for what we can name, else a lobby message. */
+function fail(err) {
+  const code = err?.code ?? 'error';
+  if (NOTICES[code] && code !== 'left') {
+    notice(code, { message: err.message });
+  } else {
+    show('lobby');
+    lobbyError(err?.message ? `Couldn't join: ${err.message}` : "Couldn't join the meeting.");
+  }
+}
+
+// ------------------------------------------------------------------------------ room
+
+async function enterRoom(join) {
+  const room = new Room({
+    wsUrl: join.wsUrl,
+    token: join.token,
+    iceServers: config.iceServers,
+    iceTransportPolicy: config.iceTransportPolicy ?? 'all',
+    iceCandidateFilter: config.iceCandidateFilter ?? null,
+    localStream: state.preview,
+    audio: state.micOn,
+    video: state.camOn,
+    videoConstraints: config.video,
+    name: state.name,
+  });
+  state.room = room;
+  bindRoom(room);
+  $('tiles').replaceChildren();
+  $('chat-log').replaceChildren();
+  $('transcript-log').replaceChildren();
+  $('chat-empty').hidden = false;
+  $('transcript-empty').hidden = false;
+  await room.join();
+  state.joinedAt = Date.now();
+  $('room-title').textContent = state.title || 'Meeting';
+  document.title = `${state.title || 'Meeting'} · connvo`;
+  $('self-label').textContent = state.name;
+  $('screen-button').hidden = room.features.screenSharing === false || !navigator.mediaDevices?.getDisplayMedia;
+  $('chat-button').hidden = room.features.chat === false;
+  renderSelfTile();
+  renderControls();
+  renderCount();
+  show('room');
+  clearInterval(state.clock);
+  state.clock = setInterval(renderClock, 1000);
+  renderClock();
+}
+
+function bindRoom(room) {
+  room.on('peer-joined', ({ peer }) => {
+    upsertTile(peer);
+    renderCount();
+  });
+  room.on('peer-updated', ({ peer }) => {
+    upsertTile(peer);
+    renderScreens();
+  });
+  room.on('peer-left', ({ peer, reason }) => {
+    removeTile(peer.peerId);
+    renderCount();
+    if (reason !== 'reconnected' && room.state === 'joined') toast(`${peer.name || 'Someone'} left`);
+  });
+  room.on('track', ({ peer }) => {
+    upsertTile(peer);
+    renderScreens();
+  });
+  room.on('connection-state', ({ peer }) => upsertTile(peer));
+  room.on('local-media', () => {
+    renderSelfTile();
+    renderControls();
+    renderScreens();
+  });
+  room.on('chat', addChat);
+  room.on('transcript', addTranscript);
+  room.on('transcription', ({ active }) => {
+    $('transcribing').hidden = !active;
+    document.querySelector('.transcribing-sep').hidden = !active;
+  });
+  room.on('state', ({ state: now }) => {
+    $('conn-status').dataset.state = now;
+    $('conn-status').textContent = now === 'reconnecting' ? 'Reconnecting…' : '';
+  });
+  room.on('reconnecting', ({ attempt }) => {
+    if (attempt === 2) state.reconnectToast = toast('Reconnecting to the meeting…', { kind: 'warn', sticky: true });
+  });
+  room.on('reconnected', ({ resumed }) => {
+    state.reconnectToast?.();
+    state.reconnectToast = null;
+    if (!resumed) toast('Reconnected');
+  });
+  room.on('ended', () => {
+    clearInterval(state.clock);
+    notice('room-ended');
+  });
+  room.on('error', (err) => {
+    if (room !== state.room) return;
+    if (err.fatal && room.state === 'failed' && state.joinedAt) {
+      clearInterval(state.clock);
+      notice(NOTICES[err.code] ? err.code : 'disconnected', { message: err.message });
+    } else if (!err.fatal) {
+      const quiet = ['negotiation-failed'];
+      if (!quiet.includes(err.code)) toast(err.message, { kind: 'warn' });
+      else console.warn('connvo:', err);
+    }
+  });
+}
+
+function renderClock() {
+  const s = Math.floor((Date.now() - state.joinedAt) / 1000);
+  const hh = Math.floor(s / 3600);
+  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, '0');
+  const ss = String(s % 60).padStart(2, '0');
+  $('room-clock').textContent = hh ? `${hh}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+function renderCount() {
+  const n = (state.room?.peers.size ?? 0) + 1;
+  $('room-count').textContent = `${n} ${n === 1 ? 'person' : 'people'}`;
+  const tiles = $('tiles');
+  tiles.dataset.count = String(tiles.querySelectorAll('.tile:not(.screen-tile)').length);
+  renderInviteCard();
+}
+
+function renderInviteCard() {
+  let card = document.querySelector('.invite-card');
+  const alone = (state.room?.peers.size ?? 0) === 0;
+  if (!alone) {
+    card?.remove();
+    $('tiles').classList.remove('alone');
+    return;
+  }
+  $('tiles').classList.add('alone');
+  if (card) return;
+  card = document.createElement('div');
+  card.className = 'invite-card';
+  card.innerHTML = `<h3>You're the only one here</h3>
+    <p>Send this link to the people you want to meet (up to three more).</p>
+    <div class="invite-row"><input readonly aria-label="Invite link"><button type="button" class="button primary">Copy link</button></div>`;
+  card.querySelector('input').value = state.inviteLink;
+  card.querySelector('button').addEventListener('click', copyLink);
+  $('tiles').append(card);
+}
+
+function tileFor(id, { self = false, screen = false } = {}) {
+  const key = screen ? `${id}:screen` : id;
+  let tile = document.querySelector(`.tile[data-key="${CSS.escape(key)}"]`);
+  if (tile) return tile;
+  tile = document.createElement('div');
+  tile.className = `tile${self ? ' self' : ''}${screen ? ' screen-tile' : ''}`;
+  tile.dataset.key = key;
+  tile.dataset.peerId = id;
+  tile.innerHTML = `
+    <video autoplay playsinline ${self ? 'muted' : ''}></video>
+    <div class="avatar" aria-hidden="true"><span></span></div>
+    <div class="tile-status" aria-live="polite"></div>
+    <div class="nametag">
+      <span class="mic-off" title="Muted">${ICONS.micOff}</span>
+      <span class="conn-dot" title=""></span>
+      <span class="name"></span>
+    </div>`;
+  const tiles = $('tiles');
+  const invite = tiles.querySelector('.invite-card');
+  if (screen) tiles.prepend(tile);
+  else tiles.insertBefore(tile, invite);
+  return tile;
+}
+
+function attach(video, stream) {
+  if (video.srcObject !== stream) {
+    video.srcObject = stream;
+    video.play().catch(() => {});
+  }
+}
+
+const STATUS_TEXT = { new: 'Connecting…', connecting: 'Connecting…', disconnected: 'Reconnecting…',
+  failed: 'Connection lost', closed: 'Disconnected' };
+
+function upsertTile(peer) {
+  const tile = tileFor(peer.peerId);
+  const hasVideo = peer.media.video && peer.stream.getVideoTracks().length > 0;
+  tile.dataset.state = peer.state;
+  tile.dataset.audio = peer.media.audio ? 'on' : 'off';
+  tile.dataset.video = hasVideo ? 'on' : 'off';
+  tile.querySelector('.name').textContent = peer.name || 'Guest';
+  tile.querySelector('.conn-dot').title = `Connection: ${peer.state}`;
+  tile.querySelector('.tile-status').textContent = STATUS_TEXT[peer.state] ?? '';
+  paintAvatar(tile.querySelector('.avatar'), peer.name || 'Guest');
+  attach(tile.querySelector('video'), peer.stream);
+}
+
+function removeTile(peerId) {
+  for (const tile of document.querySelectorAll(`.tile[data-peer-id="${CSS.escape(peerId)}"]`)) tile.remove();
+}
+
+function renderSelfTile() {
+  const room = state.room;
+  if (!room?.peerId) return;
+  const tile = tileFor(room.peerId, { self: true });
+  const media = room.media;
+  tile.dataset.state = 'connected';
+  tile.dataset.audio = media.audio ? 'on' : 'off';
+  tile.dataset.video = media.video ? 'on' : 'off';
+  tile.querySelector('.name').textContent = `${state.name} (you)`;
+  paintAvatar(tile.querySelector('.avatar'), state.name);
+  attach(tile.querySelector('video'), room.localStream);
+}
+
+/** One big tile per screen being shared (ours included). */
+function renderScreens() {
+  const room = state.room;
+  if (!room) return;
+  const sharing = new Map();
+  for (const peer of room.peers.values()) {
+    if (peer.media.screen && peer.screenStream.getVideoTracks().length) sharing.set(peer.peerId, [peer.name, peer.screenStream]);
+  }
+  if (room.screenStream) sharing.set(room.peerId, ['You', room.screenStream]);
+  for (const tile of document.querySelectorAll('.screen-tile')) {
+    if (!sharing.has(tile.dataset.peerId)) tile.remove();
+  }
+  for (const [peerId, [name, stream]] of sharing) {
+    const tile = tileFor(peerId, { screen: true, self: peerId === room.peerId });
+    tile.dataset.video = 'on';
+    tile.dataset.audio = 'on';
+    tile.querySelector('.name').textContent = peerId === room.peerId ? 'You are presenting' : `${name}'s screen`;
+    attach(tile.querySelector('video'), stream);
+  }
+  $('tiles').classList.toggle('presenting', sharing.size > 0);
+}
+
+function renderControls() {
+  const room = state.room;
+  const media = room?.media ?? { audio: state.micOn, video: state.camOn, screen: false };
+  setControl($('mic-button'), media.audio, { icon: ICONS.mic, iconOff: ICONS.micOff, label: 'Mute',
+    labelOff: 'Unmute', title: 'Mute microphone (Ctrl+D)', titleOff: 'Unmute microphone (Ctrl+D)' });
+  setControl($('cam-button'), media.video, { icon: ICONS.cam, iconOff: ICONS.camOff, label: 'Stop video',
+    labelOff: 'Start video', title: 'Turn off camera (Ctrl+E)', titleOff: 'Turn on camera (Ctrl+E)' });
+  setControl($('screen-button'), media.screen, { icon: ICONS.screen, iconOff: ICONS.screen,
+    label: 'Stop sharing', labelOff: 'Share screen', title: 'Stop sharing your screen', titleOff: 'Share your screen' });
+  setControl($('chat-button'), state.panel === 'chat', { icon: ICONS.chat, iconOff: ICONS.chat,
+    label: 'Chat', labelOff: 'Chat', title: 'Hide chat', titleOff: 'Show chat' });
+  setControl($('transcript-button'), state.panel === 'transcript', { icon: ICONS.captions,
+    iconOff: ICONS.captions, label: 'Transcript', labelOff: 'Transcript', title: 'Hide transcript',
+    titleOff: 'Show live transcript' });
+  setControl($('leave-button'), true, { icon: ICONS.leave, label: 'Leave', title: 'Leave the meeting' });
+  $('chat-badge').hidden = state.unread === 0 || state.panel === 'chat';
+  $('chat-badge').textContent = String(state.unread);
+}
+
+async function guarded(work) {
+  try {
+    await work();
+  } catch (err) {
+    toast(err?.message ?? String(err), { kind: 'warn' });
+  }
+  renderControls();
+}
+
+function openPanel(which) {
+  state.panel = state.panel === which ? null : which;
+  $('panel').hidden = !state.panel;
+  $('chat-pane').hidden = state.panel !== 'chat';
+  $('transcript-pane').hidden = state.panel !== 'transcript';
+  $('tab-chat').setAttribute('aria-selected', String(state.panel === 'chat'));
+  $('tab-transcript').setAttribute('aria-selected', String(state.panel === 'transcript'));
+  if (state.panel === 'chat') {
+    state.unread = 0;
+    $('chat-input').focus();
+  }
+  renderControls();
+}
+
+function addChat({ from, name, text, ts, self }) {
+  const item = document.createElement('li');
+  item.className = `chat-message${self ? ' mine' : ''}`;
+  item.dataset.from = from;
+  item.innerHTML = '<div class="meta"><b></b><time></time></div><p></p>';
+  item.querySelector('b').textContent = self ? 'You' : name || 'Guest';
+  item.querySelector('time').textContent = formatTime(ts || Date.now());
+  item.querySelector('p').textContent = text;
+  $('chat-log').append(item);
+  $('chat-empty').hidden = true;
+  item.scrollIntoView({ block: 'end' });
+  if (state.panel !== 'chat' && !self) {
+    state.unread += 1;
+    toast(`${name || 'Guest'}: ${text}`, { kind: 'chat' });
+  }
+  renderControls();
+}
+
+function addTranscript({ peerId, name, segmentId, text, final }) {
+  const id = `${peerId}:${segmentId}`;
+  let item = document.querySelector(`.transcript-line[data-segment="${CSS.escape(id)}"]`);
+  if (!item) {
+    item = document.createElement('li');
+    item.className = 'transcript-line';
+    item.dataset.segment = id;
+    item.innerHTML = '<b></b><span></span>';
+    $('transcript-log').append(item);
+  }
+  item.classList.toggle('interim', !final);
+  item.querySelector('b').textContent = peerId === state.room?.peerId ? 'You' : name || 'Guest';
+  item.querySelector('span').textContent = text;
+  $('transcript-empty').hidden = true;
+  item.scrollIntoView({ block: 'end' });
+}
+
+async function copyLink() {
+  try {
+    await navigator.clipboard.writeText(state.inviteLink);
+    toast('Invite link copied. Send it to up to three people.', { kind: 'ok' });
+  } catch {
+    window.prompt('Copy this invite link:', state.inviteLink);
+  }
+}
+
+function leave() {
+  const room = state.room;
+  if (!room) return;
+  room.leave();
+  clearInterval(state.clock);
+  stopPreview();
+  state.preview = null;
+  notice('left');
+}
+
+function setupRoomControls() {
+  $('mic-button').addEventListener('click', () => guarded(async () => {
+    await state.room.setMicEnabled(!state.room.media.audio);
+    state.micOn = state.room.micEnabled;
+  }));
+  $('cam-button').addEventListener('click', () => guarded(async () => {
+    await state.room.setCameraEnabled(!state.room.media.video);
+    state.camOn = state.room.cameraEnabled;
+  }));
+  $('screen-button').addEventListener('click', () => guarded(async () => {
+    if (state.room.screenStream) await state.room.stopScreenShare();
+    else await state.room.startScreenShare();
+  }));
+  $('chat-button').addEventListener('click', () => openPanel('chat'));
+  $('transcript-button').addEventListener('click', () => openPanel('transcript'));
+  $('tab-chat').addEventListener('click', () => state.panel !== 'chat' && openPanel('chat'));
+  $('tab-transcript').addEventListener('click', () => state.panel !== 'transcript' && openPanel('transcript'));
+  $('panel-close').addEventListener('click', () => openPanel(state.panel));
+  $('leave-button').addEventListener('click', leave);
+  $('copy-link').addEventListener('click', copyLink);
+  $('chat-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const input = $('chat-input');
+    guarded(async () => {
+      if (state.room.sendChat(input.value)) input.value = '';
+    });
+  });
+  document.addEventListener('keydown', (event) => {
+    if (!state.room || state.room.state !== 'joined' || !(event.ctrlKey || event.metaKey)) return;
+    const key = event.key.toLowerCase();
+    if (key === 'd') $('mic-button').click();
+    else if (key === 'e') $('cam-button').click();
+    else return;
+    event.preventDefault();
+  });
+  window.addEventListener('beforeunload', () => state.room?.leave());
+}
+
+setupLobby();
+setupRoomControls();
