@@ -290,7 +290,14 @@ class Hub:
             out = cls(from_=conn.peer_id, sdp=msg.sdp)
         if not target.connected:
             raise HubError(f"peer {msg.to} is reconnecting", code="peer-unavailable")
-        await self._deliver(conn.room_id, (target,), p.encode(out))
+        frame = p.encode(out)
+        if target.worker_id == self.worker_id:  # the common case: no Redis, no envelope
+            local = self._conns.get(msg.to)
+            if local is not None:
+                local.send(frame)
+        else:
+            await self.bus.send(target.worker_id,
+                                Envelope("deliver", conn.room_id, (msg.to,), frame))
         self.metrics.relayed.inc()
 
     async def _media(self, conn: Connection, msg: p.Media) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .protocol import ClientMessage
+
 
 class Metrics:
     """The hub's metrics. ``peers``/``rooms`` read live counts when scraped."""
@@ -29,6 +31,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        #: The ``messages`` child of every client message type, so the hot path does not
+        #: resolve labels per frame.
+        self.message_counters = {
+            cls: self.messages.labels(type=cls.__struct_config__.tag)
+            for cls in ClientMessage.__args__  # type: ignore[attr-defined]
+        }
         self.api_requests = Counter("connvo_api_requests", "HTTP API requests by endpoint and status",
                                     ["endpoint", "status"], registry=r)
 

@@ -94,7 +94,7 @@ async def _message_loop(hub: Hub, conn: Connection) -> None:
     limits = hub.settings.limits
     bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
     strikes = 0
-    messages = hub.metrics.messages
+    counters = hub.metrics.message_counters  # per-type children, looked up once
     while True:
         msg = await ws.receive()
         if msg.type == WSMsgType.TEXT:
@@ -116,7 +116,7 @@ async def _message_loop(hub: Hub, conn: Connection) -> None:
                     return
                 hub.send_error(conn, exc)
                 continue
-            messages.labels(type=p.message_type(message)).inc()
+            counters[type(message)].inc()
             try:
                 await hub.dispatch(conn, message)
             except HubError as exc:

@@ -63,6 +63,7 @@ const state = {
   api: new Api(),
   room: null,
   preview: null, // MediaStream from the lobby, handed to the room
+  previewReady: Promise.resolve(),
   micOn: true,
   camOn: true,
   invite: new URLSearchParams(location.search).get('invite'),
@@ -238,7 +239,21 @@ function setupLobby() {
     submitLobby();
   });
   renderPreviewControls();
-  startPreview();
+  if (state.invite && inviteExpired(state.invite)) {
+    notice('invite-expired');
+    return;
+  }
+  state.previewReady = startPreview();
+}
+
+/** Whether an invite link's token says it expired (checked again by the hub on join). */
+function inviteExpired(invite) {
+  try {
+    const payload = JSON.parse(atob(invite.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    return typeof payload.exp === 'number' && payload.exp * 1000 < Date.now();
+  } catch {
+    return false; // not ours to judge: the hub says what is wrong with it
+  }
 }
 
 function lobbyError(text) {
@@ -254,6 +269,7 @@ async function submitLobby() {
     return;
   }
   lobbyError('');
+  await state.previewReady;
   state.name = name;
   localStorage.setItem('connvo.name', name);
   const typed = $('email').value.trim().toLowerCase();
@@ -477,6 +493,7 @@ function tileFor(id, { self = false, screen = false } = {}) {
   const tiles = $('tiles');
   const invite = tiles.querySelector('.invite-card');
   if (screen) tiles.prepend(tile);
+  else if (self) tiles.insertBefore(tile, tiles.querySelector('.tile:not(.screen-tile)') ?? invite);
   else tiles.insertBefore(tile, invite);
   return tile;
 }
