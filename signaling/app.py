@@ -6,12 +6,14 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from turn.ice import ice_servers_for
 
 from .api import Api
 from .bus import Bus, MemoryBus
@@ -28,7 +30,6 @@ from .settings import Settings
 from .store import Store
 from .tapjobs import MemoryTapJobs, RedisTapJobs
 from .tokens import TokenService
-from turn.ice import ice_servers_for
 from .workers import PresenceConfig, WorkerRegistry
 from .ws import HUB_KEY, websocket_handler
 

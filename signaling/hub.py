@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .settings import Settings
 from .store import Room, Seat, Segment, Store
 from .tapjobs import TapJob, TapJobs
+from .tasks import cancel_all
 from .tokens import TokenService
 from .workers import WorkerRegistry
 
@@ -126,11 +127,7 @@ class Hub:
         for conn in sockets:
             conn.close_soon(p.CLOSE_GOING_AWAY, "server shutting down")
         await asyncio.gather(*(c.drain(timeout) for c in sockets), return_exceptions=True)
-        for task in [*self._timers.values(), *self._tasks]:
-            task.cancel()
-        for task in [*self._timers.values(), *self._tasks]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all([*self._timers.values(), *self._tasks])
         self._timers.clear()
         logger.info("shutdown: hub closed")
 

@@ -14,12 +14,14 @@ import contextlib
 import logging
 from typing import Any
 
+import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import Envelope, Handler, pack, unpack
 from .errors import Unavailable
+from .tasks import cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class RedisBus:
                         continue
                     try:
                         envelope = unpack(message["data"])
-                    except Exception:  # a foreign publisher; never let it kill the reader
+                    except (msgspec.DecodeError, TypeError):  # a foreign publisher
                         logger.warning("bus: undecodable envelope on %s", chan)
                         continue
                     if self._handler is not None:
@@ -130,9 +132,5 @@ class RedisBus:
                     await pubsub.aclose()
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []

@@ -416,4 +416,4 @@ def connect(url: str, *, cluster: bool = False, timeout_s: float = 2.0) -> Any:
     return aioredis.Redis.from_pool(pool)
 
 
-__all__ = ["RedisStore", "connect", "tag_of", "unavailable_on_redis_errors", "ResponseError"]
+__all__ = ["RedisStore", "ResponseError", "connect", "tag_of", "unavailable_on_redis_errors"]

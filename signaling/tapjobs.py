@@ -91,7 +91,7 @@ class MemoryTapJobs:
                     return job
                 try:
                     await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def renew(self, worker_id: str, job: TapJob) -> bool:

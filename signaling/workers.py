@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from .errors import HubError, Unavailable
 from .store import Seat
+from .tasks import cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -152,11 +153,7 @@ class WorkerRegistry:
 
     async def aclose(self) -> None:
         """Stop beating and mark this worker dead so its seats are reaped after their grace."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         with contextlib.suppress(RedisError, OSError):
             await self.client.zadd(WORKERS_KEY, {self.worker_id: 0})

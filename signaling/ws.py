@@ -63,7 +63,7 @@ async def _join_phase(hub: Hub, conn: Connection) -> bool:
     ws = conn.ws
     try:
         msg = await asyncio.wait_for(ws.receive(), hub.settings.limits.join_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await _close_with(conn, hub, JoinTimeout("no join within the join timeout"))
         return False
     if msg.type != WSMsgType.TEXT:
