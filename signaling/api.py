@@ -166,10 +166,8 @@ class Api:
             # Dev mode only: the demo page's invite links (see MeetingService.create_invite).
             endpoints += [
                 ("/api/dev/login", DevLoginArgs, self._dev_login, False),
-                ("/api/dev/createInvite", DevInviteArgs,
-                 lambda c, a, r: s.create_invite(c, a.meeting_id, _int(a.ttl_seconds)), True),
-                ("/api/dev/joinByInvite", DevJoinArgs,
-                 lambda c, a, r: s.join_by_invite(c, a.invite, self.ws_url(r)), True),
+                ("/api/dev/createInvite", DevInviteArgs, self._create_invite, True),
+                ("/api/dev/joinByInvite", DevJoinArgs, self._join_by_invite, True),
             ]
         known = {path for path, *_ in endpoints}
 
@@ -203,6 +201,15 @@ class Api:
     async def _ice(self, caller: UserIdentity | None, _: Any, __: web.Request) -> Any:
         assert caller is not None
         return self.service.ice_servers(caller)
+
+    async def _create_invite(self, caller: UserIdentity | None, args: Any, _: web.Request) -> Any:
+        assert caller is not None  # auth=True endpoints always have a caller
+        return await self.service.create_invite(caller, args.meeting_id, _int(args.ttl_seconds))
+
+    async def _join_by_invite(self, caller: UserIdentity | None, args: Any,
+                              request: web.Request) -> Any:
+        assert caller is not None
+        return await self.service.join_by_invite(caller, args.invite, self.ws_url(request))
 
     async def _dev_login(self, _: UserIdentity | None, args: Any, __: web.Request) -> Any:
         email = args.email.strip().lower()

@@ -64,6 +64,7 @@ const state = {
   room: null,
   preview: null, // MediaStream from the lobby, handed to the room
   previewReady: Promise.resolve(),
+  mediaErrors: new Map(), // 'camera' | 'microphone' -> ConnvoError, for the lobby banner
   micOn: true,
   camOn: true,
   invite: new URLSearchParams(location.search).get('invite'),
@@ -163,19 +164,23 @@ function renderPreviewControls() {
   paintAvatar($('preview-avatar'), $('name').value || '?');
 }
 
-function mediaBanner(errors) {
-  const blocked = errors.find((e) => e.code.endsWith('-blocked'));
-  const first = blocked ?? errors[0];
+/** The lobby's device warning, from the latest attempt per device (a retry that worked
+ * clears that device's entry). `errors` are ConnvoErrors from captureLocalMedia. */
+function mediaBanner(errors, tried = ['microphone', 'camera']) {
+  for (const device of tried) state.mediaErrors.delete(device);
+  for (const err of errors) state.mediaErrors.set(err.code.startsWith('camera') ? 'camera' : 'microphone', err);
+  const all = [...state.mediaErrors.values()];
+  const blocked = all.filter((e) => e.code.endsWith('-blocked'));
+  const first = blocked[0] ?? all[0];
   if (!first) {
     $('media-banner').hidden = true;
     return;
   }
-  const both = errors.length > 1;
   $('media-banner').dataset.code = first.code;
-  $('media-banner-title').textContent = blocked
-    ? (both ? 'Camera and microphone are blocked' : `Your ${first.code.startsWith('camera') ? 'camera' : 'microphone'} is blocked`)
-    : first.message;
-  $('media-banner-text').textContent = blocked
+  $('media-banner-title').textContent = blocked.length > 1 ? 'Camera and microphone are blocked'
+    : blocked.length ? `Your ${first.code.startsWith('camera') ? 'camera' : 'microphone'} is blocked`
+      : first.message;
+  $('media-banner-text').textContent = blocked.length
     ? 'Allow access from the icon in the address bar, then reload. You can still join to listen and chat.'
     : 'You can still join the meeting.';
   $('media-banner').hidden = false;
@@ -186,9 +191,16 @@ async function startPreview() {
   state.preview = stream;
   if (!stream.getAudioTracks().length) state.micOn = false;
   if (!stream.getVideoTracks().length) state.camOn = false;
-  $('preview-video').srcObject = stream;
+  showPreview();
   mediaBanner(errors);
   renderPreviewControls();
+}
+
+function showPreview() {
+  // A media element given a stream without video never loads, and holds the page's load
+  // event (the tab would spin forever): attach only a stream that has video.
+  const stream = state.preview;
+  $('preview-video').srcObject = stream?.getVideoTracks().length ? stream : null;
 }
 
 function stopPreview() {
@@ -206,16 +218,25 @@ async function togglePreviewCam() {
     const { stream, errors } = await captureLocalMedia({ audio: false, videoConstraints: config.video });
     for (const track of stream.getVideoTracks()) state.preview.addTrack(track);
     state.camOn = stream.getVideoTracks().length > 0;
-    mediaBanner(errors);
-    $('preview-video').srcObject = state.preview;
+    mediaBanner(errors, ['camera']);
+    showPreview();
   }
   renderPreviewControls();
 }
 
-function togglePreviewMic() {
-  const track = state.preview?.getAudioTracks()[0];
-  if (!track) return;
-  state.micOn = !state.micOn;
+async function togglePreviewMic() {
+  let track = state.preview?.getAudioTracks()[0];
+  if (!track) {
+    // Blocked or missing before: ask again (the browser may have been told to allow it).
+    const { stream, errors } = await captureLocalMedia({ video: false });
+    track = stream.getAudioTracks()[0];
+    mediaBanner(errors, ['microphone']);
+    if (!track) return;
+    state.preview.addTrack(track);
+    state.micOn = true;
+  } else {
+    state.micOn = !state.micOn;
+  }
   track.enabled = state.micOn;
   renderPreviewControls();
 }

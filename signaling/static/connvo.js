@@ -12,7 +12,11 @@
 // (camera), and a second video line (screen) added when somebody first shares. A `tap` peer gets
 // one send-only audio line and is never reported as a participant.
 
-const SENDING_ROLES = new Set(['host', 'participant']);
+import { ConnvoError, DEFAULT_VIDEO, Emitter, mediaError, parseCandidate } from './connvo-base.js';
+import { PeerLink, RemotePeer, SENDING_ROLES } from './connvo-peer.js';
+
+export { Api, ConnvoError, Emitter, captureLocalMedia, mediaError, parseCandidate } from './connvo-base.js';
+export { RemotePeer } from './connvo-peer.js';
 
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE = {
@@ -20,151 +24,6 @@ const FATAL_CLOSE = {
   4408: 'join-timeout', 4409: 'room-full', 4410: 'room-ended', 4429: 'rate-limited',
   1009: 'frame-too-large',
 };
-
-const DEFAULT_VIDEO = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } };
-
-/** An error with a stable machine `code` (the hub's codes, plus the client's own). */
-export class ConnvoError extends Error {
-  constructor(code, message, { fatal = false, retryable = false, status = 0, closeCode = 0,
-    cause = undefined } = {}) {
-    super(message || code);
-    this.name = 'ConnvoError';
-    this.code = code;
-    this.fatal = fatal;
-    this.retryable = retryable;
-    this.status = status;
-    this.closeCode = closeCode;
-    if (cause !== undefined) this.cause = cause;
-  }
-}
-
-/** A tiny event emitter: `on(type, fn)` returns a function that unsubscribes. */
-export class Emitter {
-  #handlers = new Map();
-
-  on(type, fn) {
-    if (!this.#handlers.has(type)) this.#handlers.set(type, new Set());
-    this.#handlers.get(type).add(fn);
-    return () => this.off(type, fn);
-  }
-
-  once(type, fn) {
-    const off = this.on(type, (event) => { off(); fn(event); });
-    return off;
-  }
-
-  off(type, fn) {
-    this.#handlers.get(type)?.delete(fn);
-  }
-
-  emit(type, event = {}) {
-    for (const fn of [...(this.#handlers.get(type) ?? []), ...(this.#handlers.get('*') ?? [])]) {
-      try {
-        fn(event, type);
-      } catch (err) {
-        // A broken listener must not break the client.
-        console.error(`connvo: '${type}' listener failed`, err);
-      }
-    }
-  }
-}
-
-// --------------------------------------------------------------------------------- HTTP API
-
-/** The hub's HTTP API (`POST {"args": {...}}`, Bearer user token). Methods return `value`. */
-export class Api {
-  constructor({ baseUrl = '', token = null } = {}) {
-    this.baseUrl = baseUrl.replace(/\/$/, '');
-    this.token = token;
-  }
-
-  async call(path, args = {}) {
-    const headers = { 'Content-Type': 'application/json' };
-    if (this.token) headers.Authorization = `Bearer ${this.token}`;
-    let response;
-    try {
-      response = await fetch(`${this.baseUrl}${path}`, {
-        method: 'POST', headers, body: JSON.stringify({ args }),
-      });
-    } catch (err) {
-      throw new ConnvoError('network', 'The server cannot be reached.', { retryable: true, cause: err });
-    }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch {
-      // a proxy's HTML error page, or an endpoint that does not exist
-    }
-    if (!response.ok || body?.status !== 'success') {
-      const code = body?.errorData?.code || (response.status === 404 ? 'not-found' : 'http-error');
-      throw new ConnvoError(code, body?.errorMessage || `HTTP ${response.status}`, {
-        status: response.status, retryable: Boolean(body?.errorData?.retryable),
-      });
-    }
-    return body.value;
-  }
-
-  /** Dev mode only: a user token for anyone who asks; remembered for later calls. */
-  async devLogin({ email, name = '' }) {
-    const value = await this.call('/api/dev/login', { email, name });
-    this.token = value.token;
-    return value;
-  }
-
-  createMeeting(args) { return this.call('/api/run/meetings/lifecycle/createMeeting', args); }
-  startMeeting(meetingId) { return this.call('/api/run/meetings/lifecycle/startMeeting', { meetingId }); }
-  endMeeting(meetingId) { return this.call('/api/run/meetings/lifecycle/endMeeting', { meetingId }); }
-  getMeeting(meetingId) { return this.call('/api/run/meetings/queries/getMeeting', { meetingId }); }
-  getIceServers() { return this.call('/api/run/meetings/webrtc/index/getIceServers', {}); }
-
-  /** `{token, roomId, wsUrl, role, expiresAt, iceServers}` for joining the meeting's room. */
-  createJoinToken(meetingId, { role, ttlSeconds } = {}) {
-    const args = { meetingId };
-    if (role) args.role = role;
-    if (ttlSeconds) args.ttlSeconds = ttlSeconds;
-    return this.call('/api/run/meetings/webrtc/index/createJoinToken', args);
-  }
-
-  /** Dev mode only: an invite link secret for a meeting (host). */
-  createInvite(meetingId, { ttlSeconds } = {}) {
-    const args = { meetingId };
-    if (ttlSeconds) args.ttlSeconds = ttlSeconds;
-    return this.call('/api/dev/createInvite', args);
-  }
-
-  /** Dev mode only: a join token (plus `meetingId`, `title`) for an invite link's meeting. */
-  joinByInvite(invite) { return this.call('/api/dev/joinByInvite', { invite }); }
-}
-
-// --------------------------------------------------------------------------------- helpers
-
-function direction(send, recv) {
-  if (send && recv) return 'sendrecv';
-  if (send) return 'sendonly';
-  if (recv) return 'recvonly';
-  return 'inactive';
-}
-
-const sends = (dir) => dir === 'sendrecv' || dir === 'sendonly';
-
-/** Who sends what between two roles (the same rules as media/plan.py). */
-function planMedia(localRole, remoteRole) {
-  const localSends = SENDING_ROLES.has(localRole);
-  const remoteSends = SENDING_ROLES.has(remoteRole);
-  const videoSend = localSends && remoteRole !== 'tap';
-  const videoRecv = remoteSends && localRole !== 'tap';
-  return {
-    audio: direction(localSends, remoteSends),
-    video: videoSend || videoRecv ? direction(videoSend, videoRecv) : null,
-  };
-}
-
-/** `{address, port, protocol, type}` of an ICE candidate string, or null. */
-export function parseCandidate(text) {
-  const bits = String(text || '').replace(/^a=/, '').replace(/^candidate:/, '').trim().split(/\s+/);
-  if (bits.length < 8) return null;
-  return { protocol: bits[2].toLowerCase(), address: bits[4], port: Number(bits[5]), type: bits[7] };
-}
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -180,310 +39,6 @@ const errorFromClose = (code, reason, lastError) => {
   return new ConnvoError(lastError?.code || known, lastError?.message || reason || known,
     { fatal: true, closeCode: code });
 };
-
-// --------------------------------------------------------------------------------- one peer
-
-/** One remote peer as the app sees it. `stream` carries its microphone and camera,
- * `screenStream` its screen share; `state` is the RTCPeerConnection's `connectionState`. */
-export class RemotePeer {
-  constructor(info) {
-    this.peerId = info.peerId;
-    this.update(info);
-    this.state = 'new';
-    this.stream = new MediaStream();
-    this.screenStream = new MediaStream();
-  }
-
-  update(info) {
-    this.userId = info.userId ?? this.userId ?? '';
-    this.name = info.name ?? this.name ?? '';
-    this.role = info.role ?? this.role ?? 'participant';
-    this.media = { audio: false, video: false, screen: false, ...(info.media ?? this.media ?? {}) };
-    this.joinedAt = info.joinedAt ?? this.joinedAt ?? 0;
-  }
-
-  get isTap() { return this.role === 'tap'; }
-}
-
-/** The RTCPeerConnection to one remote peer, with perfect negotiation. Internal. */
-class PeerLink {
-  constructor(room, peer, { polite }) {
-    this.room = room;
-    this.peer = peer;
-    this.polite = polite;
-    this.plan = planMedia(room.role, peer.role);
-    this.makingOffer = false;
-    this.ignoreOffer = false;
-    this.settingRemoteAnswer = false;
-    this.audioTx = null;
-    this.cameraTx = null;
-    this.screenTx = null;
-    this.offerRetries = 0;
-    this.offerTimer = null;
-    this.restartTimer = null;
-    this.queue = Promise.resolve();
-    this.closed = false;
-    const config = { iceServers: room.iceServers, iceTransportPolicy: room.options.iceTransportPolicy };
-    this.pc = new RTCPeerConnection(config);
-    this.pc.onnegotiationneeded = () => this.negotiate();
-    this.pc.onicecandidate = ({ candidate }) => this.onLocalCandidate(candidate);
-    this.pc.ontrack = (event) => this.onTrack(event);
-    this.pc.onconnectionstatechange = () => this.onConnectionState();
-    this.pc.oniceconnectionstatechange = () => this.onIceState();
-  }
-
-  get peerId() { return this.peer.peerId; }
-
-  /** The newcomer's side: add our lines; `negotiationneeded` then makes the offer. */
-  start() {
-    const { room, plan } = this;
-    const mic = room.micTrack;
-    const camera = room.cameraTrack;
-    this.audioTx = this.pc.addTransceiver(mic ?? 'audio',
-      { direction: plan.audio, streams: [room.localStream] });
-    if (plan.video) {
-      this.cameraTx = this.pc.addTransceiver(camera ?? 'video',
-        { direction: plan.video, streams: [room.localStream] });
-      if (room.screenTrack && sends(plan.video)) this.setScreenTrack(room.screenTrack);
-    }
-  }
-
-  /** Serialise signalling work for this peer (candidates must follow their description). */
-  post(work) {
-    this.queue = this.queue.then(work).catch((err) => {
-      if (!this.closed) this.room.reportError('negotiation-failed', err, this.peer);
-    });
-    return this.queue;
-  }
-
-  async negotiate() {
-    if (this.closed) return;
-    try {
-      this.makingOffer = true;
-      await this.pc.setLocalDescription();
-      this.sendOffer();
-    } catch (err) {
-      if (!this.closed) this.room.reportError('negotiation-failed', err, this.peer);
-    } finally {
-      this.makingOffer = false;
-    }
-  }
-
-  sendOffer() {
-    const description = this.pc.localDescription;
-    if (!description || description.type !== 'offer') return;
-    this.room.sendSignal({ type: 'offer', to: this.peerId, sdp: this.room.filterSdp(description.sdp) });
-    this.armOfferRetry();
-  }
-
-  /** Offers can be lost while the other side's socket is down (the hub answers us with
-   * `peer-unavailable`): re-send ours until it is answered. */
-  armOfferRetry() {
-    clearTimeout(this.offerTimer);
-    this.offerTimer = setTimeout(() => {
-      if (this.closed || this.pc.signalingState !== 'have-local-offer') return;
-      if (this.offerRetries++ >= 10) return;
-      if (this.room.socketOpen) this.sendOffer();
-      else this.armOfferRetry();
-    }, 3000);
-  }
-
-  onDescription(type, sdp) {
-    return this.post(async () => {
-      const pc = this.pc;
-      if (type === 'answer' && pc.signalingState !== 'have-local-offer') return; // stale or repeated
-      const readyForOffer = !this.makingOffer
-        && (pc.signalingState === 'stable' || this.settingRemoteAnswer);
-      const collision = type === 'offer' && !readyForOffer;
-      this.ignoreOffer = !this.polite && collision;
-      if (this.ignoreOffer) return;
-      this.settingRemoteAnswer = type === 'answer';
-      try {
-        await pc.setRemoteDescription({ type, sdp }); // a polite peer rolls back implicitly
-      } finally {
-        this.settingRemoteAnswer = false;
-      }
-      if (type === 'offer') {
-        await this.adoptTransceivers();
-        await pc.setLocalDescription();
-        this.room.sendSignal({ type: 'answer', to: this.peerId,
-          sdp: this.room.filterSdp(pc.localDescription.sdp) });
-      } else {
-        clearTimeout(this.offerTimer);
-        this.offerRetries = 0;
-      }
-    });
-  }
-
-  onRemoteCandidate(candidate) {
-    return this.post(async () => {
-      if (!candidate || !candidate.candidate) return; // end-of-candidates: nothing to do
-      try {
-        await this.pc.addIceCandidate(candidate);
-      } catch (err) {
-        if (!this.ignoreOffer) console.warn('connvo: candidate refused', err);
-      }
-    });
-  }
-
-  /** After a remote offer: find our audio / camera / screen lines among the transceivers it
-   * created and put our tracks on them. Lines are identified by their order, by kind. */
-  async adoptTransceivers() {
-    const { room, plan } = this;
-    let audio = null;
-    const videos = [];
-    for (const tx of this.pc.getTransceivers()) {
-      if (tx.stopped || tx.currentDirection === 'stopped') continue;
-      const kind = tx.receiver.track.kind;
-      if (kind === 'audio' && !audio) audio = tx;
-      else if (kind === 'video') videos.push(tx);
-    }
-    if (audio && audio !== this.audioTx) {
-      this.audioTx = audio;
-      audio.direction = plan.audio;
-      if (sends(plan.audio)) await audio.sender.replaceTrack(room.micTrack ?? null);
-    }
-    if (videos[0] && videos[0] !== this.cameraTx && plan.video) {
-      this.cameraTx = videos[0];
-      this.cameraTx.direction = plan.video;
-      if (sends(plan.video)) await this.cameraTx.sender.replaceTrack(room.cameraTrack ?? null);
-    }
-    if (videos[1] && videos[1] !== this.screenTx && plan.video) {
-      this.screenTx = videos[1];
-      const sharing = Boolean(room.screenTrack) && sends(plan.video);
-      this.screenTx.direction = direction(sharing, SENDING_ROLES.has(this.peer.role));
-      if (sharing) await this.screenTx.sender.replaceTrack(room.screenTrack);
-    }
-  }
-
-  async setMicTrack(track) {
-    if (this.audioTx && sends(this.plan.audio)) await this.audioTx.sender.replaceTrack(track);
-  }
-
-  async setCameraTrack(track) {
-    if (this.cameraTx && sends(this.plan.video)) await this.cameraTx.sender.replaceTrack(track);
-  }
-
-  /** Start (track) or stop (null) sending our screen. The first share adds a line, which
-   * renegotiates; later shares reuse it. */
-  async setScreenTrack(track) {
-    if (!this.plan.video || !sends(this.plan.video)) return;
-    const recv = SENDING_ROLES.has(this.peer.role);
-    if (!this.screenTx) {
-      if (!track) return;
-      this.screenTx = this.pc.addTransceiver(track,
-        { direction: direction(true, recv), streams: [this.room.screenStream] });
-      return;
-    }
-    await this.screenTx.sender.replaceTrack(track);
-    if (track && !sends(this.screenTx.direction)) this.screenTx.direction = direction(true, recv);
-  }
-
-  onLocalCandidate(candidate) {
-    if (candidate && candidate.candidate && !this.room.acceptCandidate(candidate.candidate)) return;
-    this.room.sendSignal({ type: 'candidate', to: this.peerId,
-      candidate: candidate && candidate.candidate ? candidate.toJSON() : null });
-  }
-
-  onTrack({ track, transceiver }) {
-    const videos = this.pc.getTransceivers().filter((tx) => tx.receiver.track.kind === 'video');
-    const source = track.kind === 'audio' ? 'microphone'
-      : videos.indexOf(transceiver) > 0 ? 'screen' : 'camera';
-    const stream = source === 'screen' ? this.peer.screenStream : this.peer.stream;
-    for (const old of stream.getTracks()) {
-      if (old.kind === track.kind && old !== track) stream.removeTrack(old);
-    }
-    if (!stream.getTracks().includes(track)) stream.addTrack(track);
-    if (!this.peer.isTap) this.room.emit('track', { peer: this.peer, track, source, stream });
-  }
-
-  onConnectionState() {
-    const state = this.pc.connectionState;
-    if (state === this.peer.state) return;
-    this.peer.state = state;
-    if (!this.peer.isTap) this.room.emit('connection-state', { peer: this.peer, state });
-    if (state === 'failed') this.restartIce();
-  }
-
-  onIceState() {
-    const state = this.pc.iceConnectionState;
-    clearTimeout(this.restartTimer);
-    if (state === 'disconnected') {
-      // The path may have changed (new network): give ICE a moment, then restart it.
-      this.restartTimer = setTimeout(() => {
-        if (this.pc.iceConnectionState === 'disconnected') this.restartIce();
-      }, 2500);
-    } else if (state === 'failed') {
-      this.restartIce();
-    }
-  }
-
-  /** ICE restart; the offer goes out once the socket is up (see Room.#resumed). */
-  restartIce() {
-    if (this.closed) return;
-    if (!this.room.socketOpen) {
-      this.needsRestart = true;
-      return;
-    }
-    this.needsRestart = false;
-    this.pc.restartIce();
-  }
-
-  async stats() {
-    const out = {
-      peerId: this.peerId, name: this.peer.name, role: this.peer.role,
-      connectionState: this.pc.connectionState, iceConnectionState: this.pc.iceConnectionState,
-      signalingState: this.pc.signalingState,
-      inbound: { audio: { packets: 0, bytes: 0 }, video: { packets: 0, bytes: 0, frames: 0 } },
-      outbound: { audio: { packets: 0, bytes: 0 }, video: { packets: 0, bytes: 0 } },
-      candidatePair: null,
-    };
-    let report;
-    try {
-      report = await this.pc.getStats();
-    } catch {
-      return out;
-    }
-    let pairId = null;
-    for (const s of report.values()) {
-      if (s.type === 'inbound-rtp' && out.inbound[s.kind]) {
-        out.inbound[s.kind].packets += s.packetsReceived ?? 0;
-        out.inbound[s.kind].bytes += s.bytesReceived ?? 0;
-        if (s.kind === 'video') out.inbound.video.frames += s.framesDecoded ?? 0;
-      } else if (s.type === 'outbound-rtp' && out.outbound[s.kind]) {
-        out.outbound[s.kind].packets += s.packetsSent ?? 0;
-        out.outbound[s.kind].bytes += s.bytesSent ?? 0;
-      } else if (s.type === 'transport' && s.selectedCandidatePairId) {
-        pairId = s.selectedCandidatePairId;
-      }
-    }
-    const pair = pairId && report.get(pairId);
-    if (pair) {
-      const local = report.get(pair.localCandidateId) ?? {};
-      const remote = report.get(pair.remoteCandidateId) ?? {};
-      out.candidatePair = {
-        localType: local.candidateType, localAddress: local.address ?? local.ip,
-        localProtocol: local.protocol, relayProtocol: local.relayProtocol,
-        remoteType: remote.candidateType, remoteAddress: remote.address ?? remote.ip,
-      };
-    }
-    return out;
-  }
-
-  close() {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.offerTimer);
-    clearTimeout(this.restartTimer);
-    this.pc.onnegotiationneeded = this.pc.onicecandidate = this.pc.ontrack = null;
-    this.pc.onconnectionstatechange = this.pc.oniceconnectionstatechange = null;
-    this.pc.close();
-    this.peer.state = 'closed';
-    for (const track of [...this.peer.stream.getTracks(), ...this.peer.screenStream.getTracks()]) {
-      track.stop();
-    }
-  }
-}
 
 // --------------------------------------------------------------------------------- the room
 
@@ -509,6 +64,8 @@ export class Room extends Emitter {
   #reconnecting = false;
   #ownsLocalStream = false;
   #lastError = null;
+  #networkChanged = false;
+  #onNetworkChange = () => this.restartIce();
 
   constructor(options) {
     super();
@@ -565,6 +122,9 @@ export class Room extends Emitter {
       await this.#prepareMedia();
       const joined = await this.#connect(null);
       this.#startPing();
+      // A new network (wifi to cellular, VPN up): the old ICE path is likely dead.
+      window.addEventListener('online', this.#onNetworkChange);
+      navigator.connection?.addEventListener?.('change', this.#onNetworkChange);
       return joined;
     } catch (err) {
       this.#setState('failed');
@@ -601,11 +161,11 @@ export class Room extends Emitter {
 
   /** Mute (false) or unmute (true) the microphone; the others see it in `peer.media.audio`. */
   async setMicEnabled(enabled) {
-    this.micEnabled = Boolean(enabled);
-    if (this.micEnabled && !this.micTrack) {
-      const track = await this.#capture('audio');
+    if (enabled && !this.micTrack) {
+      const track = await this.#capture('audio'); // throws `microphone-blocked` and the like
       for (const link of this.#links.values()) await link.setMicTrack(track);
     }
+    this.micEnabled = Boolean(enabled);
     if (this.micTrack) this.micTrack.enabled = this.micEnabled;
     this.#mediaChanged();
   }
@@ -657,6 +217,17 @@ export class Room extends Emitter {
     for (const track of stream.getTracks()) track.stop();
     for (const link of this.#links.values()) await link.setScreenTrack(null);
     this.#mediaChanged();
+  }
+
+  /** Restart ICE towards every peer (a new network path). Called by the client itself when the
+   * browser reports a network change; apps may call it too. */
+  restartIce() {
+    if (!this.socketOpen) {
+      this.#networkChanged = true; // done once the socket is back (see #reconcile)
+      return;
+    }
+    this.#networkChanged = false;
+    for (const link of this.#links.values()) link.restartIce();
   }
 
   /** Per remote peer: connection state, inbound/outbound RTP counts by kind, selected pair. */
@@ -832,6 +403,8 @@ export class Room extends Emitter {
 
   #teardown() {
     clearInterval(this.#pingTimer);
+    window.removeEventListener('online', this.#onNetworkChange);
+    navigator.connection?.removeEventListener?.('change', this.#onNetworkChange);
     for (const link of this.#links.values()) link.close();
     this.#links.clear();
     this.#peers.clear();
@@ -908,6 +481,7 @@ export class Room extends Emitter {
     this.role = msg.role;
     this.features = msg.features ?? {};
     this.resumeToken = msg.resumeToken;
+    this.#pongDeadline = null;
     if (!this.options.iceServers) this.iceServers = msg.iceServers ?? [];
     this.#setState('joined');
     const resumed = resuming && msg.resumed && previousPeerId === msg.peerId;
@@ -949,10 +523,15 @@ export class Room extends Emitter {
       }
     }
     this.#mediaChanged();
+    const networkChanged = this.#networkChanged;
+    this.#networkChanged = false;
     for (const link of this.#links.values()) {
       const ice = link.pc.iceConnectionState;
-      if (link.needsRestart || ice === 'failed' || ice === 'disconnected') link.restartIce();
-      else if (link.pc.signalingState === 'have-local-offer') link.sendOffer();
+      if (networkChanged || link.needsRestart || ice === 'failed' || ice === 'disconnected') {
+        link.restartIce();
+      }
+      // An offer of ours may have been lost with the socket: send it again.
+      if (link.pc.signalingState === 'have-local-offer') link.sendOffer();
     }
   }
 
@@ -1048,54 +627,4 @@ export class Room extends Emitter {
         break; // newer hubs may add messages
     }
   }
-}
-
-/** A getUserMedia / getDisplayMedia failure as a ConnvoError with a readable message. */
-export function mediaError(err, what) {
-  const name = err?.name ?? '';
-  if (name === 'NotAllowedError' || name === 'SecurityError') {
-    return new ConnvoError(`${what}-blocked`,
-      what === 'screen' ? 'Screen sharing was cancelled or blocked.'
-        : `Your ${what} is blocked. Allow it in the browser's site settings, then try again.`,
-      { cause: err });
-  }
-  if (name === 'NotFoundError' || name === 'OverconstrainedError') {
-    return new ConnvoError(`${what}-not-found`, `No ${what} was found.`, { cause: err });
-  }
-  if (name === 'NotReadableError' || name === 'AbortError') {
-    return new ConnvoError(`${what}-busy`, `Your ${what} is in use by another application.`, { cause: err });
-  }
-  return new ConnvoError(`${what}-failed`, `Could not start your ${what}: ${err?.message ?? err}`, { cause: err });
-}
-
-/** Capture a camera + microphone stream for a preview (and to hand to `new Room`). Returns
- * `{stream, errors}`; a blocked device is an entry in `errors`, not a rejection. */
-export async function captureLocalMedia({ audio = true, video = true,
-  videoConstraints = DEFAULT_VIDEO } = {}) {
-  const stream = new MediaStream();
-  const errors = [];
-  if (!navigator.mediaDevices?.getUserMedia) {
-    errors.push(new ConnvoError('media-unavailable',
-      'This browser cannot use a camera or microphone here (the page must be served over https).'));
-    return { stream, errors };
-  }
-  const want = { audio: Boolean(audio), video: video ? videoConstraints : false };
-  if (!want.audio && !want.video) return { stream, errors };
-  try {
-    const got = await navigator.mediaDevices.getUserMedia(want);
-    for (const track of got.getTracks()) stream.addTrack(track);
-  } catch (err) {
-    // Try each device on its own: one blocked or missing device must not cost the other.
-    for (const kind of ['audio', 'video']) {
-      if (!want[kind]) continue;
-      try {
-        const got = await navigator.mediaDevices.getUserMedia({ [kind]: want[kind] });
-        for (const track of got.getTracks()) stream.addTrack(track);
-      } catch (inner) {
-        errors.push(mediaError(inner, kind === 'audio' ? 'microphone' : 'camera'));
-      }
-    }
-    if (!errors.length) errors.push(mediaError(err, 'camera'));
-  }
-  return { stream, errors };
 }
