@@ -26,7 +26,6 @@ from .tokens import TokenService, UserIdentity
 logger = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("meetings", MeetingService)
-API_KEY = web.AppKey("api", "Api")
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
@@ -41,7 +40,7 @@ class _Args(msgspec.Struct, rename="camel", frozen=True):
     pass
 
 
-class CreateMeetingArgs(_Args):
+class CreateMeetingArgs(_Args, frozen=True):
     title: Title
     description: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
     duration: Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)] | None = None
@@ -56,48 +55,48 @@ class CreateMeetingArgs(_Args):
     screen_sharing_enabled: bool = True
 
 
-class MeetingArgs(_Args):
+class MeetingArgs(_Args, frozen=True):
     meeting_id: Id
 
 
-class InitializeRoomArgs(_Args):
+class InitializeRoomArgs(_Args, frozen=True):
     meeting_id: Id
     max_participants: Count | None = None
 
 
-class JoinTokenArgs(_Args):
+class JoinTokenArgs(_Args, frozen=True):
     meeting_id: Id
     role: Literal["host", "participant", "observer"] | None = None
     ttl_seconds: Seconds | None = None
 
 
-class RemoveParticipantArgs(_Args):
+class RemoveParticipantArgs(_Args, frozen=True):
     meeting_id: Id
     user_id: Id | None = None
     peer_id: Id | None = None
 
 
-class TranscriptArgs(_Args):
+class TranscriptArgs(_Args, frozen=True):
     meeting_id: Id
     cursor: Annotated[str, msgspec.Meta(max_length=64)] = ""
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
 
 
-class NoArgs(_Args):
+class NoArgs(_Args, frozen=True):
     pass
 
 
-class DevLoginArgs(_Args):
+class DevLoginArgs(_Args, frozen=True):
     email: Email
     name: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 
-class DevInviteArgs(_Args):
+class DevInviteArgs(_Args, frozen=True):
     meeting_id: Id
     ttl_seconds: Seconds | None = None
 
 
-class DevJoinArgs(_Args):
+class DevJoinArgs(_Args, frozen=True):
     invite: Annotated[str, msgspec.Meta(min_length=1, max_length=2_048)]
 
 
@@ -112,7 +111,8 @@ def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-Handler = Callable[[UserIdentity | None, Any, web.Request], Awaitable[Any]]
+#: (caller — None only on unauthenticated endpoints, args, request) -> value
+Handler = Callable[[Any, Any, web.Request], Awaitable[Any]]
 
 
 def success(value: Any) -> web.Response:

@@ -28,7 +28,7 @@ from .redis_bus import RedisBus
 from .redis_store import RedisStore, connect
 from .settings import Settings
 from .store import Store
-from .tapjobs import MemoryTapJobs, RedisTapJobs
+from .tapjobs import MemoryTapJobs, RedisTapJobs, TapJobs
 from .tokens import TokenService
 from .workers import PresenceConfig, WorkerRegistry
 from .ws import HUB_KEY, websocket_handler
@@ -102,10 +102,13 @@ def create_app(
         settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
         metrics=metrics, worker_id=worker_id,
     )
-    hub.tap_jobs = (RedisTapJobs(redis_client, reclaim_after_s=settings.tap.reclaim_after_s,
-                                 key_ttl_s=settings.redis.key_ttl_s)
-                    if redis_client is not None
-                    else MemoryTapJobs(reclaim_after_s=settings.tap.reclaim_after_s))
+    tap_jobs: TapJobs
+    if redis_client is not None:
+        tap_jobs = RedisTapJobs(redis_client, reclaim_after_s=settings.tap.reclaim_after_s,
+                                key_ttl_s=settings.redis.key_ttl_s)
+    else:
+        tap_jobs = MemoryTapJobs(reclaim_after_s=settings.tap.reclaim_after_s)
+    hub.tap_jobs = tap_jobs
     local_url = LocalUrl(f"ws://{_connect_host(settings.server.host)}:{settings.server.port}/ws")
     tap_worker: Any = None
     if settings.tap.enabled:
@@ -113,7 +116,7 @@ def create_app(
         from media.tap.worker import TapWorker
 
         tap_worker = TapWorker(
-            hub.tap_jobs, hub_url=lambda: local_url.url, worker_id=f"tap-{worker_id}",
+            tap_jobs, hub_url=lambda: local_url.url, worker_id=f"tap-{worker_id}",
             config=TapConfig(recognizer=settings.tap.recognizer,
                              processes=settings.tap.processes,
                              reclaim_after_s=settings.tap.reclaim_after_s,

@@ -50,7 +50,7 @@ class Connection:
     """A joined (or joining) websocket client of this worker."""
 
     def __init__(self, ws: web.WebSocketResponse, *, queue_frames: int, remote: str,
-                 transport: asyncio.BaseTransport | None = None) -> None:
+                 transport: asyncio.Transport | None = None) -> None:
         self.ws = ws
         self._transport = transport
         self.remote = remote

@@ -96,7 +96,7 @@ class PeerInfo(msgspec.Struct, rename="camel", frozen=True):
 # --------------------------------------------------------------------------- client -> server
 
 
-class Join(_Msg, tag="join"):
+class Join(_Msg, tag="join", frozen=True):
     """First frame of every connection. ``resume`` carries the ``resumeToken`` of a dropped
     connection; ``room_id``, when given, must match the token's room."""
 
@@ -105,50 +105,50 @@ class Join(_Msg, tag="join"):
     room_id: PeerId | None = None
 
 
-class Offer(_Msg, tag="offer"):
+class Offer(_Msg, tag="offer", frozen=True):
     to: PeerId
     sdp: Sdp
 
 
-class Answer(_Msg, tag="answer"):
+class Answer(_Msg, tag="answer", frozen=True):
     to: PeerId
     sdp: Sdp
 
 
-class Candidate(_Msg, tag="candidate"):
+class Candidate(_Msg, tag="candidate", frozen=True):
     """A trickled ICE candidate; ``candidate: null`` marks the end of candidates."""
 
     to: PeerId
     candidate: IceCandidate | None = None
 
 
-class Media(_Msg, tag="media"):
+class Media(_Msg, tag="media", frozen=True):
     audio: bool = False
     video: bool = False
     screen: bool = False
 
 
-class Chat(_Msg, tag="chat"):
+class Chat(_Msg, tag="chat", frozen=True):
     text: ChatText
 
 
-class Kick(_Msg, tag="kick"):
+class Kick(_Msg, tag="kick", frozen=True):
     peer_id: PeerId
 
 
-class End(_Msg, tag="end"):
+class End(_Msg, tag="end", frozen=True):
     pass
 
 
-class Ping(_Msg, tag="ping"):
+class Ping(_Msg, tag="ping", frozen=True):
     ts: float | None = None
 
 
-class Leave(_Msg, tag="leave"):
+class Leave(_Msg, tag="leave", frozen=True):
     pass
 
 
-class TranscriptIn(_Msg, tag="transcript"):
+class TranscriptIn(_Msg, tag="transcript", frozen=True):
     """From the tap only: text recognised in ``peer_id``'s audio. ``final`` segments replace
     the partials of the same ``segment_id``; times are ms since the meeting started."""
 
@@ -170,7 +170,7 @@ RELAYED = (Offer, Answer, Candidate)
 # --------------------------------------------------------------------------- server -> client
 
 
-class Joined(_Msg, tag="joined"):
+class Joined(_Msg, tag="joined", frozen=True):
     peer_id: str
     room_id: str
     role: Role
@@ -181,54 +181,54 @@ class Joined(_Msg, tag="joined"):
     resumed: bool = False
 
 
-class OfferFrom(_Msg, tag="offer"):
+class OfferFrom(_Msg, tag="offer", frozen=True):
     from_: str = msgspec.field(name="from")
     sdp: str = ""
 
 
-class AnswerFrom(_Msg, tag="answer"):
+class AnswerFrom(_Msg, tag="answer", frozen=True):
     from_: str = msgspec.field(name="from")
     sdp: str = ""
 
 
-class CandidateFrom(_Msg, tag="candidate"):
+class CandidateFrom(_Msg, tag="candidate", frozen=True):
     from_: str = msgspec.field(name="from")
     candidate: IceCandidate | None = None
 
 
-class PeerJoined(_Msg, tag="peer-joined"):
+class PeerJoined(_Msg, tag="peer-joined", frozen=True):
     peer: PeerInfo
 
 
-class PeerUpdated(_Msg, tag="peer-updated"):
+class PeerUpdated(_Msg, tag="peer-updated", frozen=True):
     peer: PeerInfo
 
 
-class PeerLeft(_Msg, tag="peer-left"):
+class PeerLeft(_Msg, tag="peer-left", frozen=True):
     peer_id: str
     reason: str = "left"
 
 
-class ChatFrom(_Msg, tag="chat"):
+class ChatFrom(_Msg, tag="chat", frozen=True):
     from_: str = msgspec.field(name="from")
     text: str = ""
     ts: int = 0  # unix ms
     name: str = ""
 
 
-class Kicked(_Msg, tag="kicked"):
+class Kicked(_Msg, tag="kicked", frozen=True):
     reason: str = "kicked by host"
 
 
-class RoomEndedMsg(_Msg, tag="room-ended"):
+class RoomEndedMsg(_Msg, tag="room-ended", frozen=True):
     reason: str = "ended"
 
 
-class Pong(_Msg, tag="pong"):
+class Pong(_Msg, tag="pong", frozen=True):
     ts: float | None = None
 
 
-class Transcript(_Msg, tag="transcript"):
+class Transcript(_Msg, tag="transcript", frozen=True):
     peer_id: str
     segment_id: str
     text: str
@@ -238,7 +238,7 @@ class Transcript(_Msg, tag="transcript"):
     user_id: str = ""
 
 
-class Error(_Msg, tag="error"):
+class Error(_Msg, tag="error", frozen=True):
     code: str
     message: str
     retryable: bool = False

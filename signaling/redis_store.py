@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import msgspec
@@ -170,7 +170,9 @@ def _keys(entity_id: str) -> dict[str, str]:
             ("meeting", "room", "seats", "banned", "presence", "transcript")}
 
 
-def unavailable_on_redis_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def unavailable_on_redis_errors(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
     """Turn a lost Redis into :class:`Unavailable` (HTTP 503 / close 1013), failing fast."""
 
     @functools.wraps(fn)

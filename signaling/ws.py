@@ -129,8 +129,7 @@ async def _message_loop(hub: Hub, conn: Connection) -> None:
             strikes += 1
             hub.send_error(conn, ProtocolError("binary frames are not accepted; send JSON text"))
         elif msg.type == WSMsgType.ERROR:
-            exc = ws.exception()
-            logger.info("%s websocket error: %s", conn.label, exc)
+            logger.info("%s websocket error: %s", conn.label, ws.exception())
             if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
                 conn.close_code = p.CLOSE_FRAME_TOO_LARGE
             return
