@@ -33,7 +33,7 @@ import msgspec
 from .config import PeerClientConfig
 from .errors import PeerClientError
 from .peer import PeerClient
-from .sources import FRAME_S, AudioSpec, FileSpec, OpusSpec, ToneSpec
+from .sources import FRAME_S, AudioSpec, FileSpec, OpusClip, OpusSpec, ToneSpec
 from .stats import ClientSnapshot, RemotePeerSnapshot
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,14 @@ def bot_client_config(
     ice_timeout_s: float = 15.0,
     connect_timeout_s: float = 10.0,
     join_timeout_s: float = 10.0,
+    opus_clip: OpusClip | None = None,
 ) -> PeerClientConfig:
     """The peer-client configuration of one bot of ``profile`` (see the module docstring).
 
     ``audio_path`` sends a file (looped) instead of a tone; ``relay`` forces TURN-relayed
     candidates; ``pin_host_addresses`` pins ICE host candidates (``("127.0.0.1",)`` on loopback).
+    ``opus_clip`` (cheap bots) is audio already encoded with
+    :func:`~media.sources.encode_opus_spec`, shared by every bot of a process.
     Bots do not resume: a dropped socket is an error the report must show.
     """
     if profile not in PROFILES:
@@ -70,7 +73,7 @@ def bot_client_config(
     cheap = profile == "cheap"
     audio: AudioSpec
     if cheap:
-        audio = OpusSpec(path=audio_path)
+        audio = OpusSpec(path=audio_path, clip=opus_clip)
     elif audio_path is not None:
         audio = FileSpec(path=audio_path)
     else:

@@ -34,7 +34,7 @@ import math
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 import av
@@ -88,6 +88,11 @@ class OpusSpec:
     """Tone to encode when :attr:`path` is ``None``."""
     tone_duration_s: float = 2.0
     """Length of the encoded tone clip in seconds (it loops)."""
+    clip: OpusClip | None = field(default=None, repr=False, compare=False)
+    """Already encoded audio (:func:`encode_opus_spec`), shared by every client of a process
+    that is given this spec: skips the per-client encode (about 30 ms of CPU, mostly holding
+    the GIL -- it showed as event-loop lag while a load test ramps up). When set, ``path``,
+    ``bitrate`` and the tone fields are not looked at; ``loop`` still is."""
 
 
 AudioSpec = ToneSpec | FileSpec | OpusSpec
@@ -393,7 +398,8 @@ async def open_audio_source(spec: AudioSpec | None) -> AudioSource | None:
         await asyncio.to_thread(_probe_audio_file, spec.path)
         return FileSource(spec)
     if isinstance(spec, OpusSpec):
-        clip = await asyncio.to_thread(encode_opus_spec, spec)
+        clip = spec.clip if spec.clip is not None else await asyncio.to_thread(
+            encode_opus_spec, spec)
         logger.debug(
             "opus clip ready: %.1f s, %d bytes at %d bit/s",
             clip.duration_s, clip.payload_bytes, clip.bitrate,

@@ -81,6 +81,11 @@ class Progress(msgspec.Struct, frozen=True, tag="progress"):
     cpu_s: float
     """CPU seconds (user + system, all threads) this process has used so far."""
     rss_bytes: int
+    at: float
+    """When these counts were taken (``time.time()``)."""
+    loop_lag_ms: float
+    """Worst event-loop lag since the previous report: how late a 50 ms timer fired. Large
+    values mean this process, not the hub, is the bottleneck."""
 
 
 class ProcessUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +101,10 @@ class ProcessUsage(msgspec.Struct, frozen=True, kw_only=True):
     rss_bytes: int
     """Resident memory at the window's end (or at exit), bytes."""
     rss_peak_bytes: int
+    max_loop_lag_ms: float
+    """Worst event-loop lag over the whole run, milliseconds."""
+    window_loop_lag_ms: float
+    """Worst event-loop lag inside the measurement window, milliseconds."""
 
 
 class Result(msgspec.Struct, frozen=True, tag="result"):

@@ -18,6 +18,7 @@ jitter; anything else fails the run with a :class:`ProvisionError` carrying the 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import secrets
@@ -94,16 +95,21 @@ class ApiClient:
                 async with self._session.post(self.base_url + url, json={"args": args},
                                               headers=headers) as resp:
                     status = resp.status
-                    body = await resp.json(content_type=None)
+                    text = await resp.text()
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
                 last = ProvisionError("hub-unreachable", f"{self.base_url}: {exc}")
                 if attempt >= 2:  # a refused connection will not start working in a second
                     raise last from None
-            except (aiohttp.ClientError, ValueError) as exc:
+            except aiohttp.ClientError as exc:
                 raise ProvisionError("bad-response", f"{url}: {exc}") from None
             else:
+                try:
+                    body = json.loads(text)
+                except ValueError:
+                    body = None
                 if not isinstance(body, dict):
-                    raise ProvisionError("bad-response", f"{url}: HTTP {status}, not JSON",
+                    # Not our envelope: a proxy's error page, a 404 from another server ...
+                    raise ProvisionError(f"http-{status}", f"{url}: {text[:200]!r}",
                                          status=status)
                 if status == 200 and body.get("status") == "success":
                     return body.get("value")
@@ -153,7 +159,7 @@ async def _dev_login(api: ApiClient, host_id: str) -> str:
         value = await api.call("/api/dev/login", {"email": f"{host_id}@loadtest.invalid",
                                                   "name": host_id}, None)
     except ProvisionError as exc:
-        if exc.status == 404:
+        if exc.status in (404, 405):
             raise ProvisionError(
                 "no-credential", "give --token (a user JWT) or --secret (the hub's auth secret); "
                 "this hub is not in dev mode") from None

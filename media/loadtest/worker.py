@@ -24,7 +24,8 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from ..bots import Bot, BotResult, BotTimes, bot_client_config
+from ..bots import PACKETS_PER_S, Bot, BotResult, BotTimes, bot_client_config
+from ..sources import OpusSpec, encode_opus_spec
 from .plan import (
     BotPlan,
     ProcessUsage,
@@ -38,6 +39,8 @@ from .plan import (
 
 logger = logging.getLogger(__name__)
 
+#: Longest line on the control pipe (a plan carries every bot's token), bytes.
+MAX_LINE_BYTES = 64 * 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -66,10 +69,17 @@ class Worker:
     def __init__(self, plan: WorkerPlan, out: BinaryIO) -> None:
         self.plan = plan
         self._out = out
+        # Cheap bots: encode the audio once for the whole process, not once per bot.
+        self._clip = (encode_opus_spec(OpusSpec(path=plan.audio_path))
+                      if plan.profile == "cheap" else None)
         self._bots = [self._make_bot(b) for b in plan.bots]
         self._window_cpu: list[float] = []  # cpu at window start, at window end
         self._window_rss = 0
         self._window_s = 0.0
+        self._in_window = False
+        self._lag_since_report = 0.0
+        self._lag_max = 0.0
+        self._lag_window = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _make_bot(self, bot: BotPlan) -> Bot:
@@ -77,7 +87,7 @@ class Worker:
         config = bot_client_config(
             p.ws_url, bot.token, profile=p.profile, name=bot.name, video=p.video,
             audio_path=p.audio_path, pin_host_addresses=p.pin_host_addresses, relay=p.relay,
-            ice_timeout_s=p.ice_timeout_s,
+            ice_timeout_s=p.ice_timeout_s, opus_clip=self._clip,
         )
         return Bot(config, index=bot.index, room_id=bot.room_id,
                    expected_peers=bot.expected_peers)
@@ -102,6 +112,7 @@ class Worker:
             self._spawn(self._watch_control(control, stopped), "control")
             self._spawn(self._report_progress(), "progress")
             self._spawn(self._measure_window(t0), "usage")
+            self._spawn(self._watch_loop_lag(), "loop-lag")
             runs = [
                 asyncio.create_task(
                     bot.run(BotTimes(join_at=t0 + plan.join_offset_s,
@@ -124,11 +135,13 @@ class Worker:
             return outcome
         # A bug in a bot, not a failure it reports: loud in the log, counted in the report.
         logger.error("bot %s crashed", plan.name, exc_info=outcome)
+        window = self.plan.window_end_s - self.plan.window_start_s
         return BotResult(
             index=plan.index, name=plan.name, room_id=plan.room_id, peer_id=bot.client.peer_id,
             state="crashed", error="bot-crashed", errors={"bot-crashed": 1}, join_s=None,
             ws_connect_s=None, expected_peers=plan.expected_peers, window_s=0.0,
-            packets_expected=0, packets_received=0, remotes=[],
+            packets_expected=round(window * PACKETS_PER_S) * plan.expected_peers,
+            packets_received=0, remotes=[],
         )
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -158,13 +171,26 @@ class Worker:
             self.emit(self._progress())
 
     async def _measure_window(self, t0: float) -> None:
-        for at in (t0 + self.plan.window_start_s, t0 + self.plan.window_end_s):
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
-            self._window_cpu.append(cpu_seconds())
-            if len(self._window_cpu) == 1:
-                opened = time.monotonic()
+        await asyncio.sleep(max(0.0, t0 + self.plan.window_start_s - time.monotonic()))
+        self._window_cpu.append(cpu_seconds())
+        opened = time.monotonic()
+        self._in_window = True
+        await asyncio.sleep(max(0.0, t0 + self.plan.window_end_s - time.monotonic()))
+        self._in_window = False
+        self._window_cpu.append(cpu_seconds())
         self._window_s = time.monotonic() - opened
         self._window_rss = rss_bytes()
+
+    async def _watch_loop_lag(self, period_s: float = 0.05) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + period_s
+            await asyncio.sleep(period_s)
+            lag = max(0.0, loop.time() - due) * 1000
+            self._lag_since_report = max(self._lag_since_report, lag)
+            self._lag_max = max(self._lag_max, lag)
+            if self._in_window:
+                self._lag_window = max(self._lag_window, lag)
 
     def _progress(self) -> Progress:
         joined = connected = failed = connections = 0
@@ -177,9 +203,10 @@ class Worker:
                 peers = bot.connected_peers
                 connections += peers
                 connected += peers >= bot.expected_peers
+        lag, self._lag_since_report = self._lag_since_report, 0.0
         return Progress(joined=joined, connected=connected, failed=failed,
                         connections=connections, cpu_s=round(cpu_seconds(), 3),
-                        rss_bytes=rss_bytes())
+                        rss_bytes=rss_bytes(), at=time.time(), loop_lag_ms=round(lag, 1))
 
     def _result(self, bots: list[BotResult], *, interrupted: bool) -> Result:
         window_cpu = (self._window_cpu[1] - self._window_cpu[0]
@@ -187,29 +214,24 @@ class Worker:
         usage = ProcessUsage(
             pid=os.getpid(), cpu_s=round(cpu_seconds(), 3), window_cpu_s=round(window_cpu, 3),
             window_s=round(self._window_s, 3), rss_bytes=self._window_rss or rss_bytes(),
-            rss_peak_bytes=peak_rss_bytes(),
+            rss_peak_bytes=peak_rss_bytes(), max_loop_lag_ms=round(self._lag_max, 1),
+            window_loop_lag_ms=round(self._lag_window, 1),
         )
         return Result(bots=bots, usage=usage, interrupted=interrupted)
 
 
 async def _stdin_reader() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     return reader
 
 
-async def _amain(plan: WorkerPlan) -> None:
-    worker = Worker(plan, sys.stdout.buffer)
-    await worker.run(await _stdin_reader())
-
-
-def main() -> int:
-    """Entry point of ``python -m media.loadtest.worker``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    line = sys.stdin.buffer.readline()
+async def _amain() -> int:
+    # One reader for every line of stdin: a buffered sys.stdin read could swallow the next one.
+    control = await _stdin_reader()
     try:
-        plan = plan_decoder.decode(line)
+        plan = plan_decoder.decode(await control.readline())
     except msgspec.DecodeError as exc:
         print(f"media.loadtest.worker: bad plan on stdin: {exc}", file=sys.stderr)
         return 2
@@ -217,8 +239,14 @@ def main() -> int:
         stream=sys.stderr, level=plan.log_level.upper(),
         format=f"%(asctime)s %(levelname)s [bots {plan.index}] %(name)s: %(message)s",
     )
-    asyncio.run(_amain(plan))
+    await Worker(plan, sys.stdout.buffer).run(control)
     return 0
+
+
+def main() -> int:
+    """Entry point of ``python -m media.loadtest.worker``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return asyncio.run(_amain())
 
 
 if __name__ == "__main__":
