@@ -224,3 +224,33 @@ async def test_aiortc_peers_on_two_workers_hear_each_other(redis: RedisServer) -
                                  bob.wait_audio_from([alice.peer_id], timeout=15))
             (remote,) = (await alice.snapshot()).remote_peers
             assert remote.peer_id == bob.peer_id and remote.audio_frames > 0
+
+
+async def test_serve_workers_share_one_port(redis: RedisServer) -> None:
+    """`serve --workers 2`: two processes behind one port (SO_REUSEPORT), shut down together."""
+    port = free_port()
+    hub = HubProcess(port, redis.url, extra=("--workers", "2"))
+    hub.start()
+    try:
+        await hub.wait_ready()
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while len(seen) < 2 and time.monotonic() < deadline:
+            # A new connection each time, so the kernel may pick either worker.
+            async with aiohttp.ClientSession() as s, s.get(hub.base_url + "/readyz") as resp:
+                seen.add((await resp.json())["worker"])
+        assert len(seen) == 2, seen
+        _, room_id = await start_meeting(hub.base_url, invite=("bob",))
+        a, b = await WsClient.connect(hub.ws_url), await WsClient.connect(hub.ws_url)
+        ja = await a.join(join_token(room_id, "host", "host"))
+        await b.join(join_token(room_id, "bob"))
+        await b.send({"type": "offer", "to": ja.peer_id, "sdp": "v=0 one port"})
+        assert (await a.expect(p.OfferFrom)).sdp == "v=0 one port"
+        assert hub.proc is not None
+        hub.proc.send_signal(signal.SIGTERM)
+        assert await a.expect_close(15) == p.CLOSE_GOING_AWAY
+        assert await asyncio.to_thread(hub.proc.wait, 20) == 0
+        await a.aclose()
+        await b.aclose()
+    finally:
+        hub.cleanup()
