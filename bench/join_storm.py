@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -29,9 +28,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from signaling import protocol as p  # noqa: E402
-from tests.support.redis import free_port, run_redis  # noqa: E402
-from tests.support.workers import HubProcess, join_token, start_meeting  # noqa: E402
+from signaling import protocol as p
+from tests.support.redis import free_port, run_redis
+from tests.support.workers import HubProcess, join_token, start_meeting
 
 ENV = {"CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "100000",
        "CONNVO_RTC_LIMITS_MESSAGES_PER_SECOND": "100000",
@@ -43,7 +42,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 @contextlib.asynccontextmanager

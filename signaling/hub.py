@@ -209,7 +209,12 @@ class Hub:
             # Every store write happens before `joined`: a client that sees `joined` is in.
             if admitted:  # a fresh admission returned the room's seats and set presence
                 seats = list(admitted)
-                self._rosters[room.room_id] = {s.peer_id: s for s in seats}
+                # Merge, never replace: concurrent admissions' replies may arrive out of order,
+                # and an older snapshot must not drop a peer a newer one added.
+                roster = self._rosters.setdefault(room.room_id, {})
+                for other in seats:
+                    roster.setdefault(other.peer_id, other)
+                roster[seat.peer_id] = seat
             else:
                 seats = await self._refresh_roster(room.room_id)
                 if seat.role != "tap":

@@ -119,7 +119,11 @@ class RedisBus:
                         logger.warning("bus: undecodable envelope on %s", chan)
                         continue
                     if self._handler is not None:
-                        await self._handler(envelope)
+                        try:
+                            await self._handler(envelope)
+                        except Exception:  # one bad envelope must not stop the worker's inbox
+                            logger.exception("bus: handler failed on a %s envelope",
+                                             envelope.kind)
             except asyncio.CancelledError:
                 raise
             except (RedisError, RedisClusterException, OSError) as exc:

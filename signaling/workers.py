@@ -47,6 +47,8 @@ class PresenceConfig:
     """Seconds between reaper passes (each worker runs one)."""
     resume_grace_s: float = 20.0
     """A dropped peer's seat survives its dead worker until this grace has passed."""
+    reconcile_interval_s: float = 5.0
+    """Seconds between reconcile passes (repairing what a Redis outage left half-done)."""
 
 
 class WorkerRegistry:
@@ -67,7 +69,8 @@ class WorkerRegistry:
         with contextlib.suppress(RedisError, OSError):
             await self._beat()
         self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                       asyncio.create_task(self._reaper_loop(), name="reaper")]
+                       asyncio.create_task(self._reaper_loop(), name="reaper"),
+                       asyncio.create_task(self._tick_loop(), name="reconcile")]
 
     async def note_room(self, room_id: str) -> None:
         """Remember that this worker holds seats in ``room_id`` (for the reaper)."""
@@ -92,14 +95,22 @@ class WorkerRegistry:
         await self.client.zadd(WORKERS_KEY, {self.worker_id: int(time.time() * 1000)})
 
     async def _heartbeat_loop(self) -> None:
+        # Nothing else runs in this loop, so a slow reconcile never delays a beat (a late beat
+        # could get a live worker reaped).
         while True:
             try:
                 await self._beat()
-                if self.on_tick is not None:
-                    await self.on_tick()
-            except (RedisError, OSError, HubError) as exc:
+            except (RedisError, OSError) as exc:
                 logger.warning("worker=%s heartbeat failed: %s", self.worker_id, exc)
             await asyncio.sleep(self.config.heartbeat_s)
+
+    async def _tick_loop(self) -> None:
+        while self.on_tick is not None:
+            await asyncio.sleep(self.config.reconcile_interval_s)
+            try:
+                await self.on_tick()
+            except (RedisError, OSError, HubError) as exc:
+                logger.warning("worker=%s reconcile failed: %s", self.worker_id, exc)
 
     async def _reaper_loop(self) -> None:
         while True:
