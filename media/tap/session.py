@@ -1,0 +1,231 @@
+"""One room the tap transcribes: a ``tap`` peer, one pipeline per speaker, transcripts out.
+
+:class:`TapSession` joins with the hub-minted token of its :class:`~signaling.tapjobs.TapJob`
+as a :class:`~media.peer.PeerClient` with role ``tap`` (it receives every participant's audio
+and sends nothing), feeds each participant's decoded frames to a
+:class:`~media.tap.pipeline.SpeakerPipeline`, and sends every result as a ``transcript`` frame
+naming the *speaker's* peer id, with times in ms since the meeting started. Partials are sent
+only when they have words; a final is sent when it has words or replaces partials.
+
+:meth:`TapSession.run` returns why it stopped: ``ended`` (room ended, gone, or the tap was
+removed), ``empty`` (no participant for ``linger_empty_s``); both mean the job is done. It
+raises :class:`~media.errors.PeerClientError` when the hub cannot be joined or the connection
+is lost for good; the job is then left to be reclaimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Literal
+
+import av
+
+from media.config import PeerClientConfig
+from media.errors import (
+    ForbiddenError,
+    KickedError,
+    MediaTimeoutError,
+    NotFoundError,
+    PeerClientError,
+    RoomEndedError,
+    TokenError,
+)
+from media.peer import PeerClient
+from signaling import protocol
+from signaling.tapjobs import TapJob
+
+from .config import TapConfig
+from .pipeline import SegmentTimes, SpeakerPipeline
+from .transcriber import Recognition, Transcriber
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["ended", "empty"]
+_FINISHED = (RoomEndedError, NotFoundError, KickedError, ForbiddenError, TokenError)
+_TICK_S = 0.5
+_IDLE_SEGMENT_S = 1.0
+_MAX_TEXT = 4_000
+
+
+class TapSession:
+    """The tap in one room. Single use: :meth:`run` once, :meth:`aclose` (idempotent)."""
+
+    def __init__(self, job: TapJob, *, ws_url: str, config: TapConfig,
+                 transcriber: Transcriber, worker_id: str = "") -> None:
+        self.job = job
+        self.config = config
+        self.ws_url = ws_url
+        self.worker_id = worker_id
+        self._transcriber = transcriber
+        self._client: PeerClient | None = None
+        self._pipelines: dict[str, SpeakerPipeline] = {}
+        self._closed = False
+        self._log = f"room={job.room_id} tap={worker_id}"
+        #: Transcript frames sent (finals, partials) and not sent (socket gone).
+        self.finals_sent = 0
+        self.partials_sent = 0
+        self.send_failures = 0
+
+    @property
+    def client(self) -> PeerClient | None:
+        return self._client
+
+    @property
+    def pipelines(self) -> dict[str, SpeakerPipeline]:
+        """Per speaker peer id (live view; for tests and stats)."""
+        return self._pipelines
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> Outcome:
+        try:
+            client = await self._join()
+        except _FINISHED as exc:
+            logger.info("%s cannot join (%s): job done", self._log, exc.code)
+            return "ended"
+        try:
+            return await self._serve(client)
+        except _FINISHED as exc:
+            logger.info("%s %s: job done", self._log, exc.code)
+            return "ended"
+
+    async def _join(self) -> PeerClient:
+        config = PeerClientConfig(
+            ws_url=self.ws_url, token=self.job.token, audio=None,
+            pin_host_addresses=self.config.pin_host_addresses,
+            ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
+        )
+        deadline = time.monotonic() + self.config.join_retry_s
+        delay = 0.5
+        while True:
+            client = PeerClient(config, on_audio_frame=self._on_audio)
+            self._client = client
+            try:
+                joined = await client.connect()
+            except PeerClientError as exc:
+                await client.aclose()
+                if self._closed or not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+                # room-full: a dead tap's seat is still held (until its hub worker is reaped).
+                logger.info("%s join refused (%s); retrying in %.1f s", self._log, exc.code,
+                            delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+                continue
+            logger.info("%s joined as peer=%s; %d participant(s)", self._log, joined.peer_id,
+                        len(self._participants(client)))
+            return client
+
+    def has_participants(self) -> bool:
+        """Whether anyone but a tap is in the room (as far as the hub told us)."""
+        client = self._client
+        return client is not None and client.state == "joined" and \
+            bool(self._participants(client))
+
+    @staticmethod
+    def _participants(client: PeerClient) -> list[str]:
+        return [p.peer_id for p in client.room_peers.values() if p.role != "tap"]
+
+    async def _serve(self, client: PeerClient) -> Outcome:
+        empty_since: float | None = None
+        with client.messages() as messages:
+            while True:
+                try:
+                    message = await messages.get(timeout=_TICK_S)
+                except MediaTimeoutError:
+                    message = None
+                except StopAsyncIteration:
+                    if client.error is not None:
+                        raise client.error from None
+                    raise RoomEndedError("tap client closed") from None
+                if isinstance(message, protocol.PeerLeft):
+                    self._drop_speaker(message.peer_id)
+                elif isinstance(message, protocol.RoomEndedMsg):
+                    raise RoomEndedError(message.reason)
+                for pipeline in list(self._pipelines.values()):
+                    pipeline.flush_if_idle(_IDLE_SEGMENT_S)
+                if self._participants(client):
+                    empty_since = None
+                    continue
+                now = time.monotonic()
+                empty_since = empty_since or now
+                if now - empty_since >= self.config.linger_empty_s:
+                    logger.info("%s no participant for %.0f s: leaving", self._log,
+                                self.config.linger_empty_s)
+                    return "empty"
+
+    # ------------------------------------------------------------------ audio and results
+
+    def _on_audio(self, peer_id: str, frame: av.AudioFrame) -> None:
+        pipeline = self._pipelines.get(peer_id)
+        if pipeline is None:
+            if self._closed:
+                return
+            name = f"room={self.job.room_id} peer={peer_id}"
+            pipeline = SpeakerPipeline(
+                self.config, self._transcriber,
+                lambda segment, times, result: self._on_result(peer_id, times, segment, result),
+                name=name,
+            )
+            self._pipelines[peer_id] = pipeline
+            logger.info("%s audio from peer=%s", self._log, peer_id)
+        pipeline.push_frame(frame)
+
+    def _drop_speaker(self, peer_id: str) -> None:
+        pipeline = self._pipelines.pop(peer_id, None)
+        if pipeline is not None:
+            pipeline.close()  # its last final still arrives and is sent
+
+    def _on_result(self, peer_id: str, times: SegmentTimes, segment_id: str,
+                   result: Recognition) -> None:
+        if not result.text and not (result.final and times.partial_sent):
+            return  # nothing to say, nothing to replace
+        zero = self.job.started_at_ms
+        start_ms = max(0, round(times.start_s * 1000) - zero)
+        end_s = times.end_s if result.final and times.end_s is not None else times.last_audio_s
+        end_ms = max(start_ms, round(end_s * 1000) - zero)
+        message = protocol.TranscriptIn(
+            peer_id=peer_id, segment_id=segment_id, text=result.text[:_MAX_TEXT],
+            final=result.final, start_ms=start_ms, end_ms=end_ms,
+        )
+        client = self._client
+        try:
+            if client is None:
+                raise PeerClientError("not joined")
+            client.send(message)
+        except PeerClientError as exc:
+            self.send_failures += 1
+            logger.warning("%s transcript %s for peer=%s not sent: %s", self._log, segment_id,
+                           peer_id, exc.message)
+            return
+        if result.final:
+            self.finals_sent += 1
+            logger.info("%s peer=%s final %s [%d-%d ms]: %r", self._log, peer_id, segment_id,
+                        start_ms, end_ms, result.text)
+        else:
+            self.partials_sent += 1
+            times.partial_sent = True
+
+    # ------------------------------------------------------------------ closing
+
+    async def aclose(self, drain_s: float = 1.0) -> None:
+        """Stop transcribing and leave (idempotent). Segments in progress are ended and their
+        finals sent if they arrive within ``drain_s``."""
+        if self._closed:
+            return
+        self._closed = True
+        pipelines = list(self._pipelines.values())
+        self._pipelines.clear()
+        for pipeline in pipelines:
+            pipeline.close()
+        client = self._client
+        if client is not None and client.state == "joined" and drain_s > 0:
+            deadline = time.monotonic() + drain_s
+            while any(p.open_results for p in pipelines) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        if client is not None:
+            await client.aclose()
+        logger.info("%s left (%d finals, %d partials sent)", self._log, self.finals_sent,
+                    self.partials_sent)

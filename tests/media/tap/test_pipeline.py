@@ -1,0 +1,204 @@
+"""The audio pipeline without a hub: resampling, voice-activity segmentation on generated
+speech, per-speaker streaming to a transcriber (a fake that records calls), and the cost of a
+participant who never speaks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+
+from media.sources import decode_audio_file
+from media.tap.config import TapConfig
+from media.tap.pipeline import (
+    FRAME_BYTES,
+    Resampler,
+    SegmentEnd,
+    Segmenter,
+    SegmentEvent,
+    SegmentStart,
+    SegmentTimes,
+    SpeakerPipeline,
+)
+from media.tap.transcriber import (
+    BYTES_PER_SECOND,
+    Recognition,
+    RecognitionCallback,
+    TranscriberStats,
+)
+
+
+def pcm16k(path: str | Path) -> bytes:
+    """A file as 16 kHz mono s16, through the same resampler the tap uses."""
+    resampler = Resampler()
+    return b"".join(resampler.resample(frame) for frame in decode_audio_file(str(path)))
+
+
+def segments(pcm: bytes, config: TapConfig | None = None) -> list[tuple[float, float]]:
+    """Feed ``pcm`` in 20 ms pieces; ``(start_s, end_s)`` of every segment."""
+    segmenter = Segmenter(config or TapConfig())
+    events: list[SegmentEvent] = []
+    step = BYTES_PER_SECOND // 50
+    for offset in range(0, len(pcm), step):
+        events += segmenter.push(pcm[offset:offset + step], offset / BYTES_PER_SECOND)
+    events += segmenter.flush()
+    out, start = [], None
+    for event in events:
+        if isinstance(event, SegmentStart):
+            start = event.time_s
+        elif isinstance(event, SegmentEnd):
+            assert start is not None
+            out.append((start, event.time_s))
+            start = None
+    return out
+
+
+def duration(path: Path) -> float:
+    return float(subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True,
+                                check=True).stdout)
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def test_resampler_makes_16k_mono_s16_from_48k_stereo() -> None:
+    resampler = Resampler()
+    out = b""
+    for i in range(50):  # one second of aiortc-shaped frames: s16 stereo 48 kHz, 20 ms
+        frame = av.AudioFrame(format="s16", layout="stereo", samples=960)
+        frame.planes[0].update(bytes(960 * 4))
+        frame.sample_rate, frame.pts = 48_000, i * 960
+        out += resampler.resample(frame)
+    # swresample keeps a few samples of filter delay back; the rest comes out at 16 kHz mono.
+    assert abs(len(out) - BYTES_PER_SECOND) <= 64 * 2
+
+
+# --------------------------------------------------------------------------- segmentation
+
+
+def test_one_sentence_is_one_segment_at_the_right_time(speech_dir: Path) -> None:
+    wav = speech_dir / "weather.wav"  # 1.0 s silence, the sentence, 1.5 s silence
+    found = segments(pcm16k(wav))
+    assert len(found) == 1, found
+    start, end = found[0]
+    assert 0.9 <= start <= 1.2, found
+    spoken_until = duration(wav) - 1.5  # espeak-ng ends its file with ~0.4 s of quiet
+    assert spoken_until - 0.6 <= end <= spoken_until + 0.1, found
+
+
+def test_a_pause_splits_and_max_segment_cuts(speech_dir: Path, tmp_path: Path) -> None:
+    both = tmp_path / "both.wav"
+    subprocess.run(["sox", str(speech_dir / "weather.wav"), str(speech_dir / "window.wav"),
+                    str(both)], check=True)
+    assert len(segments(pcm16k(both))) == 2
+    # A hard cap splits one sentence into pieces no longer than the cap, without gaps.
+    pieces = segments(pcm16k(speech_dir / "weather.wav"), TapConfig(max_segment_s=1.0))
+    assert len(pieces) >= 3, pieces
+    assert all(end - start <= 1.0 + 0.04 for start, end in pieces), pieces
+
+
+def test_silence_and_quiet_noise_cost_no_vad_and_make_no_segment(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.wav"  # 3 s of hiss at about -66 dBFS peak, below the gate
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise), "synth", "3",
+                    "whitenoise", "vol", "0.0005"], check=True)
+    for pcm in (bytes(BYTES_PER_SECOND * 3), pcm16k(noise)):
+        segmenter = Segmenter(TapConfig())
+        events = segmenter.push(pcm, 0.0)
+        assert events == []
+        assert segmenter.frames_seen == len(pcm) // FRAME_BYTES
+        assert segmenter.frames_vad == 0  # the level gate answered for every frame
+
+
+# --------------------------------------------------------------------------- one speaker
+
+
+class RecordingTranscriber:
+    """A transcriber that records the calls it gets and answers each segment with a final
+    naming how many bytes it received (a fake implementing the real interface)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.callbacks: list[RecognitionCallback] = []
+        self._stats = TranscriberStats()
+
+    @property
+    def stats(self) -> TranscriberStats:
+        return self._stats
+
+    async def start(self) -> None:
+        return None
+
+    def open_stream(self, on_result: RecognitionCallback, *, name: str = "") -> _Stream:
+        self.callbacks.append(on_result)
+        return _Stream(self, on_result)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Stream:
+    def __init__(self, owner: RecordingTranscriber, on_result: RecognitionCallback) -> None:
+        self.owner, self.on_result = owner, on_result
+        self.segment: str | None = None
+        self.received = 0
+
+    def start_segment(self, segment_id: str) -> bool:
+        self.owner.calls.append(("start", segment_id))
+        self.segment, self.received = segment_id, 0
+        return True
+
+    def write(self, pcm: bytes) -> None:
+        self.owner.calls.append(("write", len(pcm)))
+        self.received += len(pcm)
+
+    def end_segment(self) -> None:
+        self.owner.calls.append(("end", self.segment))
+        assert self.segment is not None
+        self.on_result(Recognition(self.segment, f"{self.received} bytes", True))
+        self.segment = None
+
+    def close(self) -> None:
+        self.owner.calls.append(("close", None))
+
+
+def test_speaker_pipeline_streams_segments_with_wall_clock_times(speech_dir: Path) -> None:
+    fake = RecordingTranscriber()
+    now = [1_000.0]
+    results: list[tuple[str, SegmentTimes, Recognition]] = []
+    pipeline = SpeakerPipeline(TapConfig(), fake, lambda s, t, r: results.append((s, t, r)),
+                               clock=lambda: now[0])
+    for frame in decode_audio_file(str(speech_dir / "weather.wav")):  # 48 kHz mono frames
+        now[0] += frame.samples / 48_000
+        pipeline.push_frame(frame)
+    pipeline.close()
+    kinds = [kind for kind, _ in fake.calls]
+    assert kinds[0] == "start" and kinds[-2:] == ["end", "close"]
+    assert kinds.count("start") == 1 and kinds.count("end") == 1
+    # Audio goes in chunks of about chunk_s, never one frame at a time.
+    writes = [size for kind, size in fake.calls if kind == "write"]
+    assert all(isinstance(n, int) and n >= FRAME_BYTES * 4 for n in writes[:-1])
+    (segment_id, times, result), = results
+    assert result.final and result.text == f"{sum(writes)} bytes"  # type: ignore[arg-type]
+    assert segment_id.startswith("seg_") and pipeline.open_results == 0
+    # Times are on the wall clock that fed it: speech starts ~1 s after the first frame.
+    assert times.end_s is not None
+    assert 1_000.9 <= times.start_s <= 1_001.25
+    assert times.start_s + 2.0 <= times.end_s <= now[0]
+
+
+def test_a_gap_in_the_audio_moves_the_clock() -> None:
+    """DTX or a paused sender: frames stop and resume. The media clock must jump with the wall
+    clock instead of stamping later speech as if it followed on without the gap."""
+    fake = RecordingTranscriber()
+    now = [50.0]
+    pipeline = SpeakerPipeline(TapConfig(), fake, lambda *a: None, clock=lambda: now[0])
+    silence = bytes(640)
+    pipeline.push_pcm(silence)
+    now[0] += 5.0  # five seconds without audio
+    pipeline.push_pcm(silence)
+    anchor = pipeline._anchor_s  # the clock is the unit under test
+    assert anchor is not None
+    # The second chunk ends "now", not 20 ms after the first one.
+    assert anchor + 2 * 640 / BYTES_PER_SECOND == pytest.approx(now[0], abs=0.001)

@@ -1,0 +1,206 @@
+"""The tap through a real hub: real aiortc bots send speech over WebRTC (loopback), the tap
+joins as role ``tap``, and transcripts come back as ``transcript`` frames and from the API.
+
+The in-process tap (``tap.enabled``) is what ``connvo-rtc serve`` runs; tests that need other
+settings run their own :class:`TapWorker` on the hub's job queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media import FileSpec, MediaTimeoutError, PeerClient, PeerClientConfig, ToneSpec
+from media.tap.config import TapConfig
+from media.tap.worker import TapWorker
+from signaling import protocol
+from signaling.tapjobs import TapJobs
+from signaling.ws import HUB_KEY
+from tests.media.tap.conftest import JFK_TEXT, WEATHER, WINDOW, normalise, word_error_rate
+from tests.support.hub import HubHandle, start_hub, test_settings
+
+LOOPBACK = ("127.0.0.1",)
+
+
+def bot(hub: HubHandle, token: str, **overrides: Any) -> PeerClientConfig:
+    values: dict[str, Any] = {"ws_url": hub.ws_url, "token": token,
+                              "pin_host_addresses": LOOPBACK, "ice_timeout_s": 10.0}
+    values.update(overrides)
+    return PeerClientConfig(**values)
+
+
+@pytest.fixture
+async def tap_hub() -> AsyncIterator[HubHandle]:
+    """A hub running its in-process tap worker, as ``connvo-rtc serve`` does by default."""
+    handle = await start_hub(test_settings(tap={"enabled": True}))
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+@asynccontextmanager
+async def own_worker(hub: HubHandle, **config: Any) -> AsyncIterator[TapWorker]:
+    """A tap worker with test settings on ``hub``'s job queue (the hub's own is off)."""
+    jobs: TapJobs = hub.app[HUB_KEY].tap_jobs
+    worker = TapWorker(jobs, hub_url=lambda: hub.ws_url, worker_id="tap-test",
+                       config=TapConfig(pin_host_addresses=LOOPBACK, **config))
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.aclose()
+        await worker.aclose()  # idempotent
+
+
+async def transcripts_until_quiet(client: PeerClient, *, after_s: float, quiet_s: float = 3.0,
+                                  timeout: float = 45.0) -> list[protocol.Transcript]:
+    """``transcript`` frames ``client`` receives: at least ``after_s`` seconds' worth, then
+    until none came for ``quiet_s``."""
+    got: list[protocol.Transcript] = []
+    start = last = time.monotonic()
+    with client.messages() as messages:
+        async with asyncio.timeout(timeout):
+            while time.monotonic() - start < after_s or time.monotonic() - last < quiet_s:
+                try:
+                    message = await messages.get(timeout=0.5)
+                except MediaTimeoutError:  # a quiet half second
+                    continue
+                if isinstance(message, protocol.Transcript):
+                    got.append(message)
+                    last = time.monotonic()
+    return got
+
+
+async def stored(hub: HubHandle, meeting_id: str, user: str) -> list[dict[str, Any]]:
+    status, body = await hub.call("transcripts/getTranscript", {"meetingId": meeting_id},
+                                  user=user)
+    assert status == 200, body
+    return body["value"]["segments"]  # type: ignore[no-any-return]
+
+
+def check_partials_then_final(frames: list[protocol.Transcript]) -> None:
+    """Per segment: partials first, then exactly one final (which replaces them)."""
+    by_segment: dict[str, list[protocol.Transcript]] = {}
+    for frame in frames:
+        by_segment.setdefault(frame.segment_id, []).append(frame)
+    for segment_frames in by_segment.values():
+        assert [f.final for f in segment_frames].count(True) == 1
+        assert segment_frames[-1].final
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_jfk_over_webrtc_is_transcribed_within_the_word_error_budget(
+    tap_hub: HubHandle, speech_dir: Path,
+) -> None:
+    """jfk.flac (1 s of silence before, 2 s after) played by an aiortc bot (aiortc's own Opus
+    encoder) into a transcription room; the stored finals must have WER <= 0.45."""
+    meeting_id, room_id = await tap_hub.create_room(host="alice", transcription=True)
+    config = bot(tap_hub, tap_hub.mint_token(room_id, "alice", "host"),
+                 audio=FileSpec(str(speech_dir / "jfk.wav"), loop=False))
+    started = time.time()
+    async with PeerClient(config) as alice:
+        frames = await transcripts_until_quiet(alice, after_s=15.0)
+        segments = await stored(tap_hub, meeting_id, "alice")
+    text = " ".join(s["text"] for s in segments)
+    wer = word_error_rate(JFK_TEXT, text)
+    print(f"\njfk.flac over WebRTC: WER {wer:.3f} ({len(segments)} segments): {text!r}")
+    assert wer <= 0.45
+    # Attributed to alice, ordered, in ms since the meeting started, and what was broadcast
+    # as final is exactly what was stored.
+    assert {(s["peerId"], s["userId"]) for s in segments} == {(alice.peer_id, "alice")}
+    starts = [s["startMs"] for s in segments]
+    assert starts == sorted(starts) and all(s["endMs"] > s["startMs"] for s in segments)
+    assert 0 <= starts[0] and segments[-1]["endMs"] <= (time.time() - started) * 1000 + 1000
+    check_partials_then_final(frames)
+    assert [f.segment_id for f in frames if f.final and f.text] == \
+        [s["segmentId"] for s in segments]
+    assert all(f.user_id == "alice" for f in frames)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_two_speakers_at_once_are_attributed_to_the_right_peer(
+    tap_hub: HubHandle, speech_dir: Path,
+) -> None:
+    meeting_id, room_id = await tap_hub.create_room(host="alice", invite=("bob",),
+                                                    transcription=True)
+    alice_config = bot(tap_hub, tap_hub.mint_token(room_id, "alice", "host"),
+                       audio=FileSpec(str(speech_dir / "weather.wav"), loop=False))
+    bob_config = bot(tap_hub, tap_hub.mint_token(room_id, "bob"),
+                     audio=FileSpec(str(speech_dir / "window.wav"), loop=False))
+    async with PeerClient(alice_config) as alice, PeerClient(bob_config) as bob:
+        await transcripts_until_quiet(alice, after_s=8.0)
+        segments = await stored(tap_hub, meeting_id, "bob")
+    said = {alice.peer_id: WEATHER, bob.peer_id: WINDOW}
+    users = {alice.peer_id: "alice", bob.peer_id: "bob"}
+    print("\n" + "\n".join(f"{users[s['peerId']]}: {s['text']!r}" for s in segments))
+    assert {s["peerId"] for s in segments if s["text"]} == set(said)
+    for segment in segments:
+        words = set(normalise(segment["text"]))
+        own = len(words & set(normalise(said[segment["peerId"]])))
+        other = max(len(words & set(normalise(text))) for peer, text in said.items()
+                    if peer != segment["peerId"])
+        assert own > other, segment
+        assert segment["userId"] == users[segment["peerId"]]
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@pytest.mark.slow
+async def test_silent_participant_costs_no_recognition_and_tap_leaves_ended_room(
+    hub: HubHandle,
+) -> None:
+    async with own_worker(hub) as worker:
+        meeting_id, room_id = await hub.create_room(host="alice", transcription=True)
+        config = bot(hub, hub.mint_token(room_id, "alice", "host"),
+                     audio=ToneSpec(amplitude=0.0))  # a muted microphone: digital silence
+        async with PeerClient(config) as alice:
+            async with asyncio.timeout(20):
+                while not (room_id in worker.sessions
+                           and alice.peer_id in worker.sessions[room_id].pipelines):
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(2.0)
+            pipeline = worker.sessions[room_id].pipelines[alice.peer_id]  # type: ignore[index]
+            assert pipeline.segmenter.frames_seen > 40  # it hears her ...
+            assert pipeline.segmenter.frames_vad == 0  # ... the level gate answers alone
+            assert pipeline.segments == 0 and worker.transcriber is not None
+            assert worker.transcriber.stats.audio_s == 0
+            alice.send(protocol.End())
+            async with asyncio.timeout(10):
+                while worker.sessions or worker.completed < 1:
+                    await asyncio.sleep(0.1)
+        assert worker.claimed == 1 and worker.completed == 1
+        assert await stored(hub, meeting_id, "alice") == []
+
+
+@pytest.mark.slow
+async def test_tap_leaves_an_empty_room_and_comes_back_with_the_next_participant(
+    hub: HubHandle,
+) -> None:
+    async with own_worker(hub, linger_empty_s=1.0) as worker:
+        _, room_id = await hub.create_room(host="alice", transcription=True)
+        token = hub.mint_token(room_id, "alice", "host")
+        async with PeerClient(bot(hub, token, audio=None)) as alice:
+            async with asyncio.timeout(20):
+                while not any(p.role == "tap" for p in alice.room_peers.values()):
+                    await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):  # alice left: the tap follows after linger_empty_s
+            while worker.sessions or worker.completed < 1:
+                await asyncio.sleep(0.1)
+        async with PeerClient(bot(hub, token, audio=None)) as alice:
+            async with asyncio.timeout(20):  # the hub queues a new job; the tap returns
+                while not any(p.role == "tap" for p in alice.room_peers.values()):
+                    await asyncio.sleep(0.1)
+        assert worker.claimed == 2
