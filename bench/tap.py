@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-JFK = "/work/shared/fixtures/jfk.flac"
+JFK = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jfk.flac")
 SPEECH_S = 17.0  # how long the bots speak in part 1
 
 

@@ -36,9 +36,9 @@ from signaling import protocol
 from signaling.memory_store import MemoryStore
 from tests.support.hub import HubHandle, test_settings
 from tests.support.hubproc import TcpProxy, free_tcp_port, start_hub_on
+from tests.support.paths import JFK
 from tests.support.wsclient import WsClient
 
-JFK = "/work/shared/fixtures/jfk.flac"
 LOOPBACK = ("127.0.0.1",)
 
 

@@ -27,8 +27,7 @@ from media.sources import (
     encode_opus_spec,
     open_audio_source,
 )
-
-JFK = "/work/shared/fixtures/jfk.flac"
+from tests.support.paths import JFK
 
 
 def _peak(frame: av.AudioFrame) -> int:

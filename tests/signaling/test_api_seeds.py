@@ -19,9 +19,10 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from signaling import protocol as p
 from tests.support.hub import HubHandle
+from tests.support.paths import SEEDS as SEED_PATH
 from tests.support.wsclient import WsClient
 
-SEED_DIR = Path(__file__).parents[3] / "shared" / "seeds" / "openapi"
+SEED_DIR = SEED_PATH
 SHIPPED_DIR = Path(__file__).parents[2] / "signaling" / "openapi"
 SEEDS = ("createMeeting", "startMeeting", "initializeWebRTCRoom", "getMeeting")
 EXAMPLE_ID = "meeting_123example"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_binary
+from tests.support.paths import JFK
 
-JFK = "/work/shared/fixtures/jfk.flac"
 JFK_TEXT = ("and so my fellow americans ask not what your country can do for you "
             "ask what you can do for your country")
 #: Two sentences with little vocabulary in common (for attributing speakers).
