@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 JFK = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jfk.flac")
-SPEECH_S = 17.0  # how long the bots speak in part 1
+SPEECH_S = 25.0  # how long the bots speak in part 1 (jfk.flac plays once, the others loop)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -79,6 +79,8 @@ class Hub:
         self._sockets: set[Connection] = set()  # every open socket, joined or not
         self._rosters: dict[str, dict[str, Seat]] = {}  # room_id -> peer_id -> seat
         self._rooms: dict[str, Room] = {}  # room_id -> room, for rooms with local peers
+        #: Seats removed lately, so the tap can still attribute a leaver's final words.
+        self._recently_left: dict[str, Seat] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}  # "grace:<peer>" / "empty:<room>"
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -330,11 +332,12 @@ class Hub:
         dies), then every person in the room gets it."""
         if conn.role != "tap":
             raise Forbidden("only the transcription tap sends transcripts")
-        speaker = self._rosters.get(conn.room_id, {}).get(msg.peer_id)
-        if speaker is None:
+        speaker = self._rosters.get(conn.room_id, {}).get(msg.peer_id) \
+            or self._recently_left.get(msg.peer_id)  # their last words arrive after they left
+        if speaker is None or speaker.room_id != conn.room_id:
             raise NotFound(f"no peer {msg.peer_id} in this room", code="unknown-peer")
         room = self._rooms.get(conn.room_id)
-        if msg.final and room is not None:
+        if msg.final and msg.text.strip() and room is not None:  # empty finals only clear
             await self.store.append_segment(room.meeting_id, Segment(
                 segment_id=msg.segment_id, peer_id=msg.peer_id, user_id=speaker.user_id,
                 text=msg.text, start_ms=msg.start_ms, end_ms=msg.end_ms))
@@ -425,6 +428,9 @@ class Hub:
         roster = self._rosters.get(seat.room_id)
         if roster is not None:
             roster.pop(seat.peer_id, None)
+        self._recently_left[seat.peer_id] = seat
+        while len(self._recently_left) > 256:  # bounded: oldest first
+            self._recently_left.pop(next(iter(self._recently_left)))
         await self._broadcast(seat.room_id, p.PeerLeft(peer_id=seat.peer_id, reason=reason))
         await self._notify_roster(seat.room_id)
         if room is not None and seat.role != "tap":

@@ -80,7 +80,7 @@ async def _run(args: argparse.Namespace) -> int:
         print("connvo-rtc tap: --hub-url must be ws:// or wss://", file=sys.stderr)
         return 1
     client = connect(args.redis, cluster=args.redis_cluster)
-    jobs: TapJobs = RedisTapJobs(  # type: ignore[assignment]  # decorated methods
+    jobs: TapJobs = RedisTapJobs(
         client, reclaim_after_s=args.reclaim_after)
     worker_id = args.worker_id or f"tap-{socket.gethostname()}-{os.getpid()}"
     worker = TapWorker(jobs, hub_url=lambda: str(args.hub_url), config=config,

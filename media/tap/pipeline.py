@@ -379,4 +379,10 @@ class SpeakerPipeline:
             return
         if result.final:
             del self._times[result.segment_id]
+            if result.segment_id == self._segment:
+                # Finished early (dropped by the recogniser): the rest of it goes nowhere.
+                self._segment = None
+                self._buffer.clear()
+                if times.end_s is None:
+                    times.end_s = times.last_audio_s
         self._on_result(result.segment_id, times, result)

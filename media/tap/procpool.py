@@ -392,6 +392,7 @@ class ProcessTranscriber:
             self._account(proc, audio_s, cpu_s)
             logger.warning("%s-%d: segment %s failed in the recogniser: %s", self.name,
                            proc.index, segment_id, error)
+            self._stats.dropped_segments += 1
             stream = self._streams.get(stream_id)
             if stream is not None:
                 stream.deliver(Recognition(segment_id, "", True, dropped=True))
@@ -541,6 +542,8 @@ class _Stream:
             if result.segment_id not in self._pending:
                 return  # already finished (e.g. lost, then a late result)
             ended = self._pending.pop(result.segment_id)
+            if result.segment_id == self._segment:
+                self._refused = True  # failed in the recogniser: send no more of it
             stats.finals += 1
             if ended is not None and not result.dropped:
                 stats.final_latency_s.append(time.monotonic() - ended)

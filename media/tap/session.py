@@ -8,8 +8,8 @@ naming the *speaker's* peer id, with times in ms since the meeting started. Part
 only when they have words; a final is sent when it has words or replaces partials.
 
 :meth:`TapSession.run` returns why it stopped: ``ended`` (room ended, gone, or the tap was
-removed), ``empty`` (no participant for ``linger_empty_s``); both mean the job is done. It
-raises :class:`~media.errors.PeerClientError` when the hub cannot be joined or the connection
+removed), ``empty`` (no participant for ``linger_empty_s``) -- both mean the job is done -- or
+``closed`` (:meth:`TapSession.aclose` was called: the job is not done). It raises :class:`~media.errors.PeerClientError` when the hub cannot be joined or the connection
 is lost for good; the job is then left to be reclaimed.
 """
 
@@ -42,7 +42,7 @@ from .transcriber import Recognition, Transcriber
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["ended", "empty"]
+Outcome = Literal["ended", "empty", "closed"]
 _FINISHED = (RoomEndedError, NotFoundError, KickedError, ForbiddenError, TokenError)
 _TICK_S = 0.5
 _IDLE_SEGMENT_S = 1.0
@@ -85,6 +85,10 @@ class TapSession:
         except _FINISHED as exc:
             logger.info("%s cannot join (%s): job done", self._log, exc.code)
             return "ended"
+        except PeerClientError:
+            if self._closed:
+                return "closed"
+            raise
         try:
             return await self._serve(client)
         except _FINISHED as exc:
@@ -137,6 +141,8 @@ class TapSession:
                 except MediaTimeoutError:
                     message = None
                 except StopAsyncIteration:
+                    if self._closed:
+                        return "closed"
                     if client.error is not None:
                         raise client.error from None
                     raise RoomEndedError("tap client closed") from None

@@ -108,8 +108,12 @@ class TapWorker:
             await asyncio.gather(self._claim_task, return_exceptions=True)
         logger.info("tap worker %s stopping: leaving %d room(s)", self.worker_id,
                     len(self._sessions))
-        await asyncio.gather(*(s.aclose() for s in list(self._sessions.values())),
-                             return_exceptions=True)
+        # Each serving task leaves its room (sending the finals in flight) as it is cancelled,
+        # and does not complete its job: another worker reclaims it.
+        serving = list(self._serving.values())
+        for task in serving:
+            task.cancel()
+        await asyncio.gather(*serving, return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -197,7 +201,8 @@ class TapWorker:
                 await asyncio.gather(running, return_exceptions=True)
             if not running.cancelled() and running.exception() is None:
                 outcome = running.result()
-                await self._complete(job, log, outcome, session)
+                if outcome != "closed":
+                    await self._complete(job, log, outcome, session)
                 await session.aclose()
             elif renewing.done():
                 logger.warning("%s claim lost: leaving", log)

@@ -161,3 +161,19 @@ async def test_kill_9_of_the_tap_worker_hands_the_room_to_another(
                 os.unlink(tap.log_path)
         hub.cleanup()
 
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--hub-url", "http://hub/ws"], "--hub-url must be ws:// or wss://"),
+    (["--hub-url", "ws://hub/ws", "--recognizer", "nope"], "unknown recognizer 'nope'"),
+    (["--hub-url", "ws://hub/ws", "--processes", "0"], "processes must be 1..64"),
+])
+def test_cli_refuses_bad_settings_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from signaling.cli import build_parser
+
+    args = build_parser().parse_args(["tap", "--redis", "redis://127.0.0.1:1/0", *argv])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

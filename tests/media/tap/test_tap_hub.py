@@ -20,7 +20,7 @@ from media import FileSpec, MediaTimeoutError, PeerClient, PeerClientConfig, Ton
 from media.tap.config import TapConfig
 from media.tap.worker import TapWorker
 from signaling import protocol
-from signaling.tapjobs import TapJobs
+from signaling.tapjobs import TapJob, TapJobs
 from signaling.ws import HUB_KEY
 from tests.media.tap.conftest import JFK_TEXT, WEATHER, WINDOW, normalise, word_error_rate
 from tests.support.hub import HubHandle, start_hub, test_settings
@@ -204,3 +204,23 @@ async def test_tap_leaves_an_empty_room_and_comes_back_with_the_next_participant
                 while not any(p.role == "tap" for p in alice.room_peers.values()):
                     await asyncio.sleep(0.1)
         assert worker.claimed == 2
+
+
+@pytest.mark.slow
+async def test_a_worker_shutting_down_leaves_its_rooms_but_not_its_jobs(hub: HubHandle) -> None:
+    """Regression: closing the worker ended the session's message stream, which the session
+    took for the room ending, so the worker completed the job on its way out and the room
+    was left without a tap for good. A clean shutdown must leave the job for another worker."""
+    jobs: TapJobs = hub.app[HUB_KEY].tap_jobs
+    _, room_id = await hub.create_room(host="alice", transcription=True)
+    async with PeerClient(bot(hub, hub.mint_token(room_id, "alice", "host"),
+                              audio=None)) as alice:
+        with alice.messages() as messages:
+            async with own_worker(hub) as worker:
+                await messages.wait_for(protocol.PeerJoined, 20, lambda m: m.peer.role == "tap")
+            left = await messages.wait_for(protocol.PeerLeft, 5)
+        assert left.reason == "left" and worker.completed == 0
+        # The room's job is still open: the hub's enqueue of another one is refused.
+        again = TapJob(job_id="tap_probe", room_id=room_id, meeting_id="m", token="t",
+                       started_at_ms=0)
+        assert not await jobs.enqueue(again)

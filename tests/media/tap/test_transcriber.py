@@ -223,11 +223,35 @@ async def test_engine_errors_drop_one_segment_and_start_failures_are_reported() 
         assert final.dropped and failing.processes  # the process lives on
     finally:
         await failing.aclose()
+    assert failing.stats.dropped_segments == 1
     broken = ProcessTranscriber("tests.media.tap.test_transcriber:NoSuchEngine",
                                 start_timeout_s=30)
     with pytest.raises(RuntimeError, match="exited while starting"):
         await broken.start()
     await broken.aclose()
+
+
+async def test_a_segment_failing_while_its_speaker_still_talks(speech_dir: Any) -> None:
+    """Regression: when the recogniser gave up on a segment mid-speech (all decoders busy),
+    its final arrived while the pipeline still had the segment open, the pipeline forgot the
+    segment's times, and the next audio frame raised KeyError in the track consumer."""
+    failing = ProcessTranscriber(COUNTING, options={"fail": True})
+    await failing.start()
+    finals: list[Recognition] = []
+    try:
+        pipeline = SpeakerPipeline(TapConfig(), failing,
+                                   lambda _s, _t, r: finals.append(r) if r.final else None)
+        pcm = pcm16k(speech_dir / "weather.wav")
+        for offset in range(0, len(pcm), 640):
+            pipeline.push_pcm(pcm[offset:offset + 640])
+            if offset == BYTES_PER_SECOND * 2:  # mid-sentence: let the failure arrive
+                async with asyncio.timeout(10):
+                    while not finals:
+                        await asyncio.sleep(0.01)
+        pipeline.close()
+    finally:
+        await failing.aclose()
+    assert [f.dropped for f in finals] == [True] and pipeline.open_results == 0
 
 
 # --------------------------------------------------------------------------- pocketsphinx
