@@ -47,6 +47,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 
 from signaling import protocol
+from signaling.tasks import TaskSet
 
 from .errors import (
     IceFailedError,
@@ -173,7 +174,8 @@ class RemotePeer:
         self._log = f"{log_prefix} remote={peer_id}".strip()
         self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=options.signal_queue_size)
         self._pending: deque[RTCIceCandidate | None] = deque(maxlen=options.pending_candidates)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(self._log, logger=logger, on_crash=lambda exc: self._fail(
+            PeerClientError(f"internal error: {exc!r}")))
         self._tracks: list[MediaStreamTrack] = []
         self._configured: set[int] = set()
         self._send_kinds: set[str] = set()
@@ -245,17 +247,7 @@ class RemotePeer:
     # ------------------------------------------------------------------ plumbing
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{what} {self._log}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("%s task %s crashed", self._log, task.get_name(),
-                         exc_info=task.exception())
-            self._fail(PeerClientError(f"internal error: {task.exception()!r}"))
+        return self._tasks.spawn(coro, what)
 
     def _new_pc(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(rtc_configuration(self._options))
@@ -500,10 +492,7 @@ class RemotePeer:
             logger.warning("%s peer connection close timed out", self._log)
 
     async def _close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self.collect_stats()
         await self._close_pc(self._pc)
         for track in self._tracks:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 
 async def cancel_all(tasks: Iterable[asyncio.Task[object]]) -> None:
@@ -15,3 +17,34 @@ async def cancel_all(tasks: Iterable[asyncio.Task[object]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+class TaskSet:
+    """Background tasks with one owner: each is tracked until it ends, a crash is logged (and
+    passed to ``on_crash``), and :meth:`aclose` cancels and awaits whatever still runs."""
+
+    def __init__(self, label: str, on_crash: Callable[[BaseException], None] | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        self.label = label
+        self._on_crash = on_crash
+        self._logger = logger or logging.getLogger(__name__)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{what} {self.label}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._logger.error("%s task %s crashed", self.label, task.get_name(), exc_info=exc)
+            if self._on_crash is not None:
+                self._on_crash(exc)
+
+    async def aclose(self) -> None:
+        await cancel_all(self._tasks)

@@ -29,6 +29,7 @@ import msgspec
 
 from media.errors import PeerClientError
 from signaling.tapjobs import TapJob, TapJobs
+from signaling.tasks import TaskSet
 
 from .config import TapConfig
 from .session import TapSession
@@ -65,7 +66,7 @@ class TapWorker:
         self._sessions: dict[str, TapSession] = {}
         self._serving: dict[str, asyncio.Task[None]] = {}  # room -> its serving task
         self._slot = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"tap worker {self.worker_id}", logger=logger)
         self._claim_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -114,25 +115,13 @@ class TapWorker:
         for task in serving:
             task.cancel()
         await asyncio.gather(*serving, return_exceptions=True)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.aclose()
         if self._own_transcriber and self._transcriber is not None:
             await self._transcriber.aclose()
         logger.info("tap worker %s stopped", self.worker_id)
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{what} {self.worker_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("tap worker %s: task %s crashed", self.worker_id, task.get_name(),
-                         exc_info=task.exception())
+        return self._tasks.spawn(coro, what)
 
     # ------------------------------------------------------------------ claiming
 
