@@ -250,6 +250,7 @@ function setupLobby() {
     $('join-heading').textContent = 'Join the meeting';
     $('join-lede').textContent = 'Check your camera and microphone, tell the others your name, and join.';
     $('title-field').hidden = true;
+    $('transcribe-field').hidden = true;
     $('join-button').textContent = 'Join meeting';
   }
   $('name').addEventListener('input', renderPreviewControls);
@@ -320,7 +321,9 @@ async function submitLobby() {
       state.inviteLink = location.href;
     } else {
       const title = $('title').value.trim() || `${name.split(/\s+/)[0]}'s meeting`;
-      const meeting = await state.api.createMeeting({ title });
+      // Transcription is the meeting's to choose at creation (the hub then sends it a tap).
+      const meeting = await state.api.createMeeting({ title,
+        transcriptionEnabled: $('transcribe').checked });
       await state.api.startMeeting(meeting.meetingId);
       join = await state.api.createJoinToken(meeting.meetingId);
       const { invite } = await state.api.createInvite(meeting.meetingId);

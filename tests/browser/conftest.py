@@ -1,4 +1,5 @@
-"""Fixtures for the browser tests: a dev-mode hub in the test's loop and one headless Chromium."""
+"""Fixtures for the browser tests: a dev-mode hub in the test's loop (with or without its
+transcription tap) and one headless Chromium."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ from tests.support.hub import HubHandle, start_hub, test_settings
 async def dev_hub() -> AsyncIterator[HubHandle]:
     """A hub in dev mode (``/api/dev/login`` and invite links on), serving the demo page."""
     handle = await start_hub(test_settings(auth={"dev_login": True}))
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+@pytest.fixture
+async def transcribing_hub() -> AsyncIterator[HubHandle]:
+    """A dev-mode hub running its in-process transcription tap (pocketsphinx), as
+    ``connvo-rtc serve`` does by default."""
+    handle = await start_hub(test_settings(auth={"dev_login": True}, tap={"enabled": True}))
     try:
         yield handle
     finally:

@@ -8,6 +8,9 @@ to this machine.
 Playwright passes its own ``--disable-features=...``; a second one would replace it, so the
 launch drops Playwright's flag (``ignore_default_args``) and passes one merged list.
 
+Some fakes are launch flags, not page settings (``--use-file-for-fake-audio-capture``): a page
+that needs one gets its own Chromium process from :meth:`Chromium.launch`.
+
 :class:`DemoPage` drives the demo page (``signaling/static``) like a person would: the lobby
 form, the control bar, the chat box. Its ``room_*`` helpers read ``window.demo.room``, the
 connvo.js ``Room`` the page is using.
@@ -19,7 +22,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -78,24 +81,49 @@ def playwright_disabled_features() -> tuple[str, ...]:
     return _FALLBACK_DISABLED
 
 
-def launch_options() -> dict[str, Any]:
-    """Keyword arguments for ``playwright.chromium.launch``."""
+def launch_options(extra_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Keyword arguments for ``playwright.chromium.launch``: :data:`CHROMIUM_ARGS`, then
+    ``extra_args``."""
     defaults = playwright_disabled_features()
     merged = ",".join(dict.fromkeys((*defaults, *EXTRA_DISABLED_FEATURES)))
     return {
         "executable_path": CHROMIUM,
         "headless": True,
-        "args": [*CHROMIUM_ARGS, f"--disable-features={merged}"],
+        "args": [*CHROMIUM_ARGS, *extra_args, f"--disable-features={merged}"],
         "ignore_default_args": [f"--disable-features={','.join(defaults)}"],
     }
+
+
+def fake_audio_file_arg(wav: Path, *, loop: bool = True) -> str:
+    """The flag making Chromium's fake microphone play ``wav`` (16-bit PCM WAV) instead of its
+    beep, from the start each time a page opens the microphone; ``loop=False`` plays it once,
+    then silence."""
+    return f"--use-file-for-fake-audio-capture={wav}{'' if loop else '%noloop'}"
 
 
 class Chromium:
     """One headless Chromium for a test; :meth:`open` gives each person their own context."""
 
-    def __init__(self, browser: Any) -> None:
+    def __init__(self, browser: Any, playwright: Any = None) -> None:
         self.browser = browser
+        self.playwright = playwright
         self.pages: list[DemoPage] = []
+        self.others: list[Chromium] = []
+
+    async def launch(self, *extra_args: str) -> Chromium:
+        """Another Chromium process with ``extra_args`` on top of the usual flags (e.g.
+        :func:`fake_audio_file_arg`); closed with this one, its pages' errors count as ours."""
+        if self.playwright is None:
+            raise RuntimeError("this Chromium was not started by chromium()")
+        other = Chromium(await self.playwright.chromium.launch(**launch_options(extra_args)),
+                         self.playwright)
+        self.others.append(other)
+        return other
+
+    async def aclose(self) -> None:
+        for other in self.others:
+            await other.aclose()
+        await self.browser.close()
 
     async def open(self, url: str, name: str, *, relay: bool = False,
                    viewport: tuple[int, int] = (960, 600)) -> DemoPage:
@@ -105,8 +133,9 @@ class Chromium:
 
     def page_errors(self) -> list[str]:
         """Uncaught exceptions and unhandled rejections on any page so far."""
-        return [f"{p.name}: {line}" for p in self.pages for line in p.console
-                if line.startswith("pageerror")]
+        own = [f"{p.name}: {line}" for p in self.pages for line in p.console
+               if line.startswith("pageerror")]
+        return own + [error for other in self.others for error in other.page_errors()]
 
 
 @asynccontextmanager
@@ -118,11 +147,11 @@ async def chromium() -> AsyncIterator[Chromium]:
 
     require_binary(CHROMIUM)
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(**launch_options())
+        instance = Chromium(await pw.chromium.launch(**launch_options()), pw)
         try:
-            yield Chromium(browser)
+            yield instance
         finally:
-            await browser.close()
+            await instance.aclose()
 
 
 def page_config(*, relay: bool = False, video: dict[str, Any] | None = None) -> str:
@@ -161,10 +190,13 @@ class DemoPage:
 
     # ------------------------------------------------------------------ the lobby
 
-    async def start_meeting(self, title: str = "Design review") -> str:
-        """Fill the lobby as the host; return the invite link."""
+    async def start_meeting(self, title: str = "Design review", *,
+                            transcribe: bool = False) -> str:
+        """Fill the lobby as the host (``transcribe``: tick "Live transcript"); return the
+        invite link."""
         await self.page.fill("#name", self.name)
         await self.page.fill("#title", title)
+        await self.page.set_checked("#transcribe", transcribe)
         await self.page.click("#join-button")
         await self.wait_joined()
         link = await self.page.evaluate("() => window.demo.inviteLink")
@@ -243,6 +275,16 @@ class DemoPage:
 
     async def recorded(self) -> list[dict[str, Any]]:
         return list(await self.page.evaluate("() => window.recorded ?? []"))
+
+    async def transcript_lines(self) -> list[dict[str, Any]]:
+        """The transcript pane, top to bottom: ``{speaker, text, final, segment}`` per line."""
+        return list(await self.page.evaluate(
+            """() => [...document.querySelectorAll('#transcript-log .transcript-line')]
+                .map((li) => ({
+                speaker: li.querySelector('b').textContent,
+                text: li.querySelector('span').textContent,
+                final: !li.classList.contains('interim'),
+                segment: li.dataset.segment }))"""))
 
     def tile(self, peer_id: str) -> Any:
         return self.page.locator(f'.tile[data-key="{peer_id}"]')
