@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -29,9 +30,10 @@ from .redis_store import RedisStore, connect
 from .settings import Settings
 from .store import Store
 from .tapjobs import MemoryTapJobs, RedisTapJobs, TapJobs
+from .tasks import cancel_all
 from .tokens import TokenService
 from .workers import PresenceConfig, WorkerRegistry
-from .ws import HUB_KEY, websocket_handler
+from .ws import HUB_KEY, heartbeat, not_an_upgrade
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
+        pinger = asyncio.create_task(heartbeat(hub), name="ws-heartbeat")
         if hub.registry is not None:
             await hub.registry.start()
         if tap_worker is not None:
@@ -155,6 +158,7 @@ def create_app(
                     "Redis" if redis_client is not None else "in-memory",
                     ", in-process tap" if tap_worker is not None else "")
         yield
+        await cancel_all([pinger])
         if tap_worker is not None:
             await tap_worker.aclose()
         if hub.registry is not None:
@@ -186,7 +190,7 @@ def create_app(
     async def openapi_view(_: web.Request) -> web.Response:
         return web.json_response(build_spec())
 
-    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/ws", not_an_upgrade)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

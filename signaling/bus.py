@@ -7,6 +7,7 @@ sender to one worker arrive in the order they were sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol
@@ -33,14 +34,16 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Envelope)
+_decoder = msgspec.msgpack.Decoder(list[Envelope])
 
 
-def pack(envelope: Envelope) -> bytes:
-    return _encoder.encode(envelope)
+def pack(envelopes: list[Envelope]) -> bytes:
+    """One bus message: the envelopes for one worker, in order (a batch keeps the per-message
+    cost of Redis and of the receiving worker down under load)."""
+    return _encoder.encode(envelopes)
 
 
-def unpack(data: bytes) -> Envelope:
+def unpack(data: bytes) -> list[Envelope]:
     return _decoder.decode(data)
 
 
@@ -53,8 +56,9 @@ class Bus(Protocol):
     async def start(self, worker_id: str, handler: Handler) -> None:
         """Begin receiving envelopes addressed to ``worker_id``."""
 
-    async def send(self, worker_id: str, envelope: Envelope) -> None:
-        """Send one envelope to a worker's inbox (fire and forget; a dead worker drops it)."""
+    def send(self, worker_id: str, envelope: Envelope) -> None:
+        """Queue one envelope for a worker's inbox (never waits; fire and forget: a dead worker
+        drops it). Raises :class:`~signaling.errors.Unavailable` when the bus is backed up."""
 
     async def aclose(self) -> None: ...
 
@@ -64,17 +68,22 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, worker_id: str, handler: Handler) -> None:
         self._handlers[worker_id] = handler
 
-    async def send(self, worker_id: str, envelope: Envelope) -> None:
+    def send(self, worker_id: str, envelope: Envelope) -> None:
         handler = self._handlers.get(worker_id)
         if handler is None:
             logger.debug("bus: no worker %s, dropped %s", worker_id, envelope.kind)
             return
-        # Round-trip through the wire format so memory and Redis behave alike.
-        await handler(unpack(pack(envelope)))
+        # Round-trip through the wire format so memory and Redis behave alike. Tasks start in
+        # the order they are made, so envelopes to one worker are handled in order.
+        (copy,) = unpack(pack([envelope]))
+        task = asyncio.create_task(handler(copy))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
         self._handlers.clear()

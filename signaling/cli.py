@@ -76,9 +76,8 @@ def serve(args: argparse.Namespace) -> int:
                            stop_timeout_s=settings.server.shutdown_timeout_s + 10)
     try:
         # Imported only once the settings are good: a bad config fails fast.
-        from aiohttp import web
-
         from .app import create_app
+        from .server import run
 
         app = create_app(settings)
     except ConfigError as exc:
@@ -95,9 +94,8 @@ def serve(args: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    web.run_app(app, host=host, port=port, print=None,
-                shutdown_timeout=settings.server.shutdown_timeout_s, access_log=None,
-                handle_signals=True, reuse_port=True if settings.server.workers > 1 else None)
+    run(app, host, port, shutdown_timeout=settings.server.shutdown_timeout_s,
+        reuse_port=True if settings.server.workers > 1 else None)
     return 0
 
 

@@ -83,6 +83,7 @@ class Hub:
         self._recently_left: dict[str, Seat] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}  # "grace:<peer>" / "empty:<room>"
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()  # closed sockets being detached
         self._closed = False
         #: Set by the app when state is shared (Redis): heartbeats and the dead-worker reaper.
         self.registry: WorkerRegistry | None = None
@@ -117,6 +118,15 @@ class Hub:
     def untrack(self, conn: Connection) -> None:
         self._sockets.discard(conn)
 
+    def sockets(self) -> list[Connection]:
+        return list(self._sockets)
+
+    def spawn_cleanup(self, coro: object) -> None:
+        """Run a closed socket's cleanup (leave or detach); shutdown waits for these."""
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
     async def aclose(self, timeout: float = 5.0) -> None:
         """Staged shutdown: tell every client we are going away (1001), wait for the writers
         with a timeout, then cancel timers. Peers keep their seats for the resume grace period
@@ -129,7 +139,11 @@ class Hub:
         for conn in sockets:
             conn.close_soon(p.CLOSE_GOING_AWAY, "server shutting down")
         await asyncio.gather(*(c.drain(timeout) for c in sockets), return_exceptions=True)
-        await cancel_all([*self._timers.values(), *self._tasks])
+        for conn in sockets:  # whoever did not answer the close in time
+            conn.abort()
+        if self._cleanups:  # the closed sockets' seats are detached (kept for resume)
+            await asyncio.wait(list(self._cleanups), timeout=timeout)
+        await cancel_all([*self._timers.values(), *self._tasks, *self._cleanups])
         self._timers.clear()
         logger.info("shutdown: hub closed")
 
@@ -258,7 +272,7 @@ class Hub:
     async def dispatch(self, conn: Connection, msg: p.ClientMessage) -> None:
         """Handle one message of a joined peer; :class:`HubError` becomes an ``error`` frame."""
         if isinstance(msg, (p.Offer, p.Answer, p.Candidate)):
-            await self.relay(conn, msg)
+            self.relay(conn, msg)
         elif isinstance(msg, p.Ping):
             conn.send(p.encode(p.Pong(ts=msg.ts)))
         elif isinstance(msg, p.Media):
@@ -278,8 +292,9 @@ class Hub:
         elif isinstance(msg, p.Join):
             raise BadRequest("already joined", code="already-joined")
 
-    async def relay(self, conn: Connection, msg: p.Offer | p.Answer | p.Candidate) -> None:
-        """Forward an offer/answer/candidate to one peer of the sender's own room."""
+    def relay(self, conn: Connection, msg: p.Offer | p.Answer | p.Candidate) -> None:
+        """Forward an offer/answer/candidate to one peer of the sender's own room (never
+        waits: a local peer's frame is written, a remote one's is queued for the bus)."""
         roster = self._rosters.get(conn.room_id)
         target = None if roster is None else roster.get(msg.to)
         if target is None or msg.to == conn.peer_id:
@@ -300,8 +315,7 @@ class Hub:
             if local is not None:
                 local.send(frame)
         else:
-            await self.bus.send(target.worker_id,
-                                Envelope("deliver", conn.room_id, (msg.to,), frame))
+            self.bus.send(target.worker_id, Envelope("deliver", conn.room_id, (msg.to,), frame))
         self.metrics.relayed.inc()
 
     async def _media(self, conn: Connection, msg: p.Media) -> None:
@@ -514,7 +528,7 @@ class Hub:
         roster = self._rosters.get(room_id, {})
         workers = {s.worker_id for s in roster.values()} - {self.worker_id}
         for worker in workers:
-            await self.bus.send(worker, Envelope("roster", room_id, ()))
+            self.bus.send(worker, Envelope("roster", room_id, ()))
 
     async def _broadcast(self, room_id: str, msg: p._Msg, *, exclude: str = "") -> None:
         roster = self._rosters.get(room_id)
@@ -534,7 +548,7 @@ class Hub:
             else:
                 remote.setdefault(seat.worker_id, []).append(seat.peer_id)
         for worker, peers in remote.items():
-            await self.bus.send(worker, Envelope("deliver", room_id, tuple(peers), frame))
+            self.bus.send(worker, Envelope("deliver", room_id, tuple(peers), frame))
 
     async def _close_peers(self, room_id: str, seats: Iterable[Seat], msg: p._Msg,
                            code: int, reason: str) -> None:
@@ -546,7 +560,7 @@ class Hub:
             else:
                 remote.setdefault(seat.worker_id, []).append(seat.peer_id)
         for worker, peers in remote.items():
-            await self.bus.send(worker, Envelope("close", room_id, tuple(peers), frame, code,
+            self.bus.send(worker, Envelope("close", room_id, tuple(peers), frame, code,
                                                  reason))
 
     def _close_local(self, peer_id: str, frame: bytes, code: int, reason: str) -> None:

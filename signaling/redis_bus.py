@@ -37,9 +37,10 @@ class RedisBus:
                  batch: int = 256) -> None:
         self.client = client
         self.cluster = cluster
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue(queue_size)
         self._batch = batch
         self._tasks: list[asyncio.Task[None]] = []
+        self._local: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
         self._worker_id = ""
         self._handler: Handler | None = None
@@ -56,38 +57,52 @@ class RedisBus:
             asyncio.create_task(self._writer(), name=f"bus-writer-{worker_id}"),
         ]
 
-    async def send(self, worker_id: str, envelope: Envelope) -> None:
+    def send(self, worker_id: str, envelope: Envelope) -> None:
         if worker_id == self._worker_id and self._handler is not None:
-            await self._handler(envelope)  # never happens in the hub; cheap if it does
+            self._spawn_local(envelope)  # never happens in the hub; cheap if it does
             return
         try:
-            self._queue.put_nowait((channel(worker_id), pack(envelope)))
+            self._queue.put_nowait((channel(worker_id), envelope))
         except asyncio.QueueFull:
             self.dropped += 1
             raise Unavailable("cross-worker queue full (Redis slow or unreachable)") from None
 
+    def _spawn_local(self, envelope: Envelope) -> None:
+        assert self._handler is not None
+        task = asyncio.create_task(self._handler(envelope))
+        self._local.add(task)
+        task.add_done_callback(self._local.discard)
+
     async def _writer(self) -> None:
+        """Publish what has accumulated: one message per receiving worker, holding all of its
+        envelopes in order, all in one pipeline (one round trip)."""
         publish = "spublish" if self.cluster else "publish"
         while True:
-            items = [await self._queue.get()]
-            while len(items) < self._batch and not self._queue.empty():
-                items.append(self._queue.get_nowait())
+            batches: dict[str, list[Envelope]] = {}
+            chan, envelope = await self._queue.get()
+            batches[chan] = [envelope]
+            count = 1
+            while count < self._batch and not self._queue.empty():
+                chan, envelope = self._queue.get_nowait()
+                batches.setdefault(chan, []).append(envelope)
+                count += 1
+            messages = [(chan, pack(envelopes)) for chan, envelopes in batches.items()]
             for attempt in range(3):
                 try:
-                    if len(items) == 1 or self.cluster:
-                        for chan, data in items:
+                    if len(messages) == 1 or self.cluster:
+                        for chan, data in messages:
                             await getattr(self.client, publish)(chan, data)
                     else:
                         pipe = self.client.pipeline(transaction=False)
-                        for chan, data in items:
+                        for chan, data in messages:
                             pipe.publish(chan, data)
                         await pipe.execute()
                     break
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     if attempt == 2:
-                        self.dropped += len(items)
+                        self.dropped += count
                         logger.warning("bus: dropped %d envelopes, Redis unreachable: %s",
-                                       len(items), exc)
+                                       count, exc)
                     else:
                         await asyncio.sleep(0.2)
 
@@ -114,11 +129,13 @@ class RedisBus:
                     if message is None or message.get("type") not in ("message", "smessage"):
                         continue
                     try:
-                        envelope = unpack(message["data"])
+                        envelopes = unpack(message["data"])
                     except (msgspec.DecodeError, TypeError):  # a foreign publisher
                         logger.warning("bus: undecodable envelope on %s", chan)
                         continue
-                    if self._handler is not None:
+                    for envelope in envelopes:
+                        if self._handler is None:
+                            break
                         try:
                             await self._handler(envelope)
                         except Exception:  # one bad envelope must not stop the worker's inbox

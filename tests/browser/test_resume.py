@@ -38,7 +38,7 @@ async def test_dropped_socket_resumes_and_media_keeps_flowing(dev_hub: HubHandle
     # A network drop as the hub sees it: the TCP connection is aborted under the websocket.
     hub = dev_hub.app[HUB_KEY]
     dropped = hub._conns[ada_id]
-    dropped._transport.abort()
+    dropped.abort()
 
     # While Ada reconnects and after, the others keep receiving her audio and video: every
     # sample (about every 300 ms for 4 s) shows more packets than the one before.

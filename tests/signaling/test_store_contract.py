@@ -204,7 +204,7 @@ async def test_bus_delivers_in_order_between_workers(backend: tuple[Any, Any, An
     await b.start("wB", on_b)
     await asyncio.sleep(0.3)  # subscriptions are live
     for i in range(200):
-        await a.send("wB", Envelope("deliver", "room_x", ("p_1",), f"frame-{i}".encode()))
+        a.send("wB", Envelope("deliver", "room_x", ("p_1",), f"frame-{i}".encode()))
     await asyncio.wait_for(done.wait(), 10)
     assert [e.frame for e in got] == [f"frame-{i}".encode() for i in range(200)]
     assert got[0].room_id == "room_x" and got[0].to == ("p_1",)

@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from signaling.app import LOCAL_URL_KEY, create_app
+from signaling.server import HubSite
 from signaling.settings import Settings, load_settings
 from signaling.tokens import TokenService
 
@@ -98,7 +99,7 @@ async def start_hub(settings: Settings | None = None, **kwargs: Any) -> HubHandl
     runner = web.AppRunner(app, handle_signals=False,
                            shutdown_timeout=settings.server.shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = HubSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     app[LOCAL_URL_KEY].url = f"ws://127.0.0.1:{port}/ws"

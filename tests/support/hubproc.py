@@ -16,6 +16,7 @@ from aiohttp import web
 
 from signaling.app import create_app
 from signaling.memory_store import MemoryStore
+from signaling.server import HubSite
 from signaling.settings import Settings
 from signaling.tokens import TokenService
 from tests.support.hub import HubHandle, test_settings
@@ -36,7 +37,7 @@ async def start_hub_on(port: int, *, store: MemoryStore,
     runner = web.AppRunner(app, handle_signals=False,
                            shutdown_timeout=settings.server.shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+    site = HubSite(runner, "127.0.0.1", port, reuse_address=True)
     try:
         await site.start()
     except BaseException:
