@@ -511,12 +511,13 @@ async def profile(args: argparse.Namespace) -> None:
     spy = Path(sys.executable).parent / "py-spy"
     if not spy.exists():
         raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
-    async with setup_for("memory-1w", args) as setup:
+    name, mode = args.profile_config, args.profile_mode
+    async with setup_for(name, args) as setup:
         gen = Generator(args.procs, setup.kind)
         try:
             gen.start()
             groups = await build_groups(setup, args.clients // 4)
-            await connect(Running("memory-1w", setup, gen, "random"), groups, args.concurrency)
+            await connect(Running(name, setup, gen, mode), groups, args.concurrency)
             await settle(setup)
             warm = 1.0
             spy_proc = await asyncio.create_subprocess_exec(
@@ -526,14 +527,14 @@ async def profile(args: argparse.Namespace) -> None:
                 "--rate", "200", "-o", args.profile,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
             try:
-                r = await phase(setup, gen, args.profile_rate, "random", args.profile_seconds,
+                r = await phase(setup, gen, args.profile_rate, mode, args.profile_seconds,
                                 warm=warm)
                 _, err = await asyncio.wait_for(spy_proc.communicate(), 60)
             finally:
                 await stop_process(spy_proc)
             if spy_proc.returncode:
                 raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
-            print(f"hub (memory, 1 worker) under py-spy at {args.profile_rate:.0f} msg/s "
+            print(f"{name} (first worker) under py-spy at {args.profile_rate:.0f} msg/s "
                   f"offered, {args.clients} clients: {_phase_line(r)}")
         finally:
             await gen.aclose()
@@ -589,6 +590,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="FILE",
                         help="only profile the memory hub with py-spy (raw stacks to FILE)")
     parser.add_argument("--profile-rate", type=float, default=5000.0)
+    parser.add_argument("--profile-config", default="memory-1w", choices=CONFIGS[1:],
+                        help="the hub configuration to profile (its first worker)")
+    parser.add_argument("--profile-mode", default="random",
+                        choices=("random", "local", "cross", "mixed"),
+                        help="traffic: random peers, same worker, across workers, half/half")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-native", action="store_true",
                         help="also sample C frames (py-spy --native; pauses the hub per sample)")

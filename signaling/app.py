@@ -95,7 +95,8 @@ def create_app(
                                timeout_s=settings.redis.timeout_s)
         cluster = settings.redis.cluster or "+cluster://" in settings.redis.url
         store = RedisStore(redis_client, key_ttl_s=settings.redis.key_ttl_s)
-        bus = RedisBus(redis_client, cluster=cluster)
+        bus = RedisBus(redis_client, cluster=cluster,
+                       linger_s=settings.redis.bus_linger_ms / 1000)
     store = store if store is not None else MemoryStore()
     bus = bus if bus is not None else MemoryBus()
     metrics = Metrics()

@@ -34,11 +34,12 @@ class RedisBus:
     """Point-to-point envelopes between hub workers through Redis."""
 
     def __init__(self, client: Any, *, cluster: bool = False, queue_size: int = 10_000,
-                 batch: int = 256) -> None:
+                 batch: int = 1024, linger_s: float = 0.004) -> None:
         self.client = client
         self.cluster = cluster
         self._queue: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue(queue_size)
         self._batch = batch
+        self._linger_s = linger_s
         self._tasks: list[asyncio.Task[None]] = []
         self._local: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
@@ -75,11 +76,20 @@ class RedisBus:
 
     async def _writer(self) -> None:
         """Publish what has accumulated: one message per receiving worker, holding all of its
-        envelopes in order, all in one pipeline (one round trip)."""
+        envelopes in order, all in one pipeline (one round trip). Under load (the last publish
+        was less than ten lingers ago) it waits ``linger_s`` after the first envelope for more,
+        so many frames share one message; a quiet bus publishes at once."""
         publish = "spublish" if self.cluster else "publish"
+        loop = asyncio.get_running_loop()
+        last = -1e9
         while True:
             batches: dict[str, list[Envelope]] = {}
             chan, envelope = await self._queue.get()
+            now = loop.time()
+            if self._linger_s > 0 and now - last < 10 * self._linger_s \
+                    and self._queue.qsize() < self._batch:
+                await asyncio.sleep(self._linger_s)
+            last = now
             batches[chan] = [envelope]
             count = 1
             while count < self._batch and not self._queue.empty():
@@ -123,9 +133,9 @@ class RedisBus:
                     if self.cluster:
                         message = await pubsub.get_sharded_message(
                             ignore_subscribe_messages=True, timeout=1.0)
-                    else:
+                    else:  # blocks until a message: no timer per message
                         message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                           timeout=1.0)
+                                                           timeout=None)
                     if message is None or message.get("type") not in ("message", "smessage"):
                         continue
                     try:

@@ -136,6 +136,10 @@ class RedisSettings:
     reap_interval_s: float = 2.5
     """Seconds between dead-worker reaper passes; worst case to ``peer-left`` after a worker dies
     is ``dead_after_s + reap_interval_s`` (12.5 s by default)."""
+    bus_linger_ms: float = 4.0
+    """Under load (frames crossed workers within the last ten lingers), a frame for a peer on
+    another worker waits up to this long for others, so they cross Redis as one message: fewer
+    round trips and wake-ups per frame. A quiet bus publishes at once. 0: never wait."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class Settings:
             (0 < self.redis.heartbeat_s < self.redis.dead_after_s,
              "redis.heartbeat_s must be > 0 and < redis.dead_after_s"),
             (self.redis.reap_interval_s > 0, "redis.reap_interval_s must be > 0"),
+            (0 <= self.redis.bus_linger_ms <= 100, "redis.bus_linger_ms must be 0..100"),
             (1 <= self.tap.processes <= 64, "tap.processes must be 1..64"),
             (2 <= self.tap.reclaim_after_s <= 15, "tap.reclaim_after_s must be 2..15"),
             (not self.redis.url or self.redis.url.startswith(
