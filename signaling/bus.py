@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -47,7 +47,7 @@ def unpack(data: bytes) -> list[Envelope]:
     return _decoder.decode(data)
 
 
-Handler = Callable[[Envelope], Awaitable[None]]
+Handler = Callable[[Envelope], Coroutine[Any, Any, None]]
 
 
 class Bus(Protocol):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
 import aiohttp
 import pytest
@@ -45,7 +46,7 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = 
 class RawWs:
     """A websocket client made of a TCP stream: it sends exactly the bytes a test gives."""
 
-    opened: list[RawWs] = []  # closed by the hub fixture
+    opened: ClassVar[list[RawWs]] = []  # closed by the hub fixture
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
