@@ -208,6 +208,7 @@ function stopPreview() {
 }
 
 async function togglePreviewCam() {
+  await state.previewReady;  // a click before the preview exists acts on it once it does
   if (state.camOn) {
     state.camOn = false;
     for (const track of state.preview.getVideoTracks()) {
@@ -225,6 +226,7 @@ async function togglePreviewCam() {
 }
 
 async function togglePreviewMic() {
+  await state.previewReady;
   let track = state.preview?.getAudioTracks()[0];
   if (!track) {
     // Blocked or missing before: ask again (the browser may have been told to allow it).
@@ -256,6 +258,9 @@ function setupLobby() {
   $('name').addEventListener('input', renderPreviewControls);
   $('preview-mic').addEventListener('click', togglePreviewMic);
   $('preview-cam').addEventListener('click', togglePreviewCam);
+  $('transcribe').addEventListener('change', () => {
+    $('fineprint-transcript').hidden = !$('transcribe').checked;
+  });
   $('join-form').addEventListener('submit', (event) => {
     event.preventDefault();
     submitLobby();
