@@ -132,7 +132,7 @@ def create_app(
                            dead_after_s=settings.redis.dead_after_s,
                            reap_interval_s=settings.redis.reap_interval_s,
                            resume_grace_s=settings.rooms.resume_grace_s),
-            on_reaped=hub.on_reaped, on_tick=hub.reconcile,
+            on_reaped=hub.on_reaped, on_tick=hub.tick,
         )
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
     async def on_room_active(meeting: Any, room: Any) -> None:

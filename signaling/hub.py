@@ -85,6 +85,9 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._cleanups: set[asyncio.Task[None]] = set()  # closed sockets being detached
         self._closed = False
+        #: Set when a store call failed half-way (outage): the next tick runs reconcile().
+        self.needs_repair = True
+        self._ticks = 0
         #: Set by the app when state is shared (Redis): heartbeats and the dead-worker reaper.
         self.registry: WorkerRegistry | None = None
         #: Where transcription rooms get their tap (None: transcription off in this deployment).
@@ -240,9 +243,11 @@ class Hub:
         except HubError:
             self._drop_local(conn)
             conn.release(b"", keep=lambda frame: False)
-            with contextlib.suppress(HubError):  # else reconcile() removes the seat later
+            try:
                 await self.store.remove_seat(room.room_id, seat.peer_id,
                                              only_if_worker=self.worker_id)
+            except HubError:
+                self.needs_repair = True  # reconcile() removes the seat later
             raise
         peers = [s.info() for s in seats if s.peer_id != seat.peer_id]
         known = {peer.peer_id for peer in peers}
@@ -388,6 +393,7 @@ class Hub:
                 await self._after_removal(seat, reason)
         except Unavailable:
             # reconcile() removes the seat (and tells the room) once the store is back.
+            self.needs_repair = True
             logger.warning("%s left while the store is unreachable", conn.label)
 
     async def disconnected(self, conn: Connection) -> None:
@@ -408,6 +414,7 @@ class Hub:
             seat = await self.store.detach(conn.room_id, conn.peer_id, now_ms=now_ms(),
                                            worker_id=self.worker_id)
         except Unavailable:
+            self.needs_repair = True
             # The seat stays bound to this worker with no socket: reconcile() removes it once
             # the store is back, so no ghost peer outlives the outage.
             logger.warning("%s dropped while the store is unreachable", conn.label)
@@ -430,6 +437,7 @@ class Hub:
                 await self._after_removal(removed, "disconnected")
         except Unavailable:
             # The seat stays detached with no timer; reconcile() re-arms it when the store is back.
+            self.needs_repair = True
             logger.warning("room=%s peer=%s grace expiry deferred: store unreachable",
                            seat.room_id, seat.peer_id)
 
@@ -588,6 +596,23 @@ class Hub:
         """Seats of a dead worker were removed by this worker's reaper: tell the room."""
         for seat in seats:
             await self._after_removal(seat, "disconnected")
+
+    async def tick(self, full_every: int = 12) -> None:
+        """The periodic upkeep (every ``redis`` reconcile interval): reconcile() after a store
+        failure, and every ``full_every`` ticks in any case. Reading every room's seats costs
+        Redis round trips, so a healthy worker does not do it every few seconds."""
+        self._ticks += 1
+        if self.registry is not None and self.registry.beat_failed:
+            self.registry.beat_failed = False
+            self.needs_repair = True
+        if not self.needs_repair and self._ticks % full_every:
+            return
+        self.needs_repair = False
+        try:
+            await self.reconcile()
+        except BaseException:
+            self.needs_repair = True
+            raise
 
     async def reconcile(self) -> None:
         """Repair what an outage may have left half-done: seats bound to this worker with no

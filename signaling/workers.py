@@ -64,6 +64,8 @@ class WorkerRegistry:
         self.on_tick = on_tick
         self._noted: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Set when a heartbeat failed (Redis unreachable); the hub's tick clears it.
+        self.beat_failed = False
 
     async def start(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -101,6 +103,7 @@ class WorkerRegistry:
             try:
                 await self._beat()
             except (RedisError, OSError) as exc:
+                self.beat_failed = True
                 logger.warning("worker=%s heartbeat failed: %s", self.worker_id, exc)
             await asyncio.sleep(self.config.heartbeat_s)
 

@@ -112,6 +112,7 @@ class HubSocket(Connection):
                 await hub.leave(self, "left")
             await hub.disconnected(self)
         except HubError as exc:  # e.g. the store became unreachable while the peer left
+            hub.needs_repair = True
             logger.warning("%s cleanup after close failed: %s", self.label, exc)
 
     def _refuse(self, exc: HubError) -> None:
