@@ -33,7 +33,7 @@ from .tapjobs import MemoryTapJobs, RedisTapJobs, TapJobs
 from .tasks import cancel_all
 from .tokens import TokenService
 from .workers import PresenceConfig, WorkerRegistry
-from .ws import HUB_KEY, heartbeat, not_an_upgrade
+from .ws import HUB_KEY, heartbeat, upgrade_on_http
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def create_app(
     async def openapi_view(_: web.Request) -> web.Response:
         return web.json_response(build_spec())
 
-    app.router.add_get("/ws", not_an_upgrade)
+    app.router.add_get("/ws", upgrade_on_http)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -21,7 +21,7 @@ import binascii
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,16 @@ def parse_upgrade(head: bytes) -> UpgradeRequest | None:
         key = name.lower()
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    ws_key = upgrade_key(headers)
+    if ws_key is None:
+        return None
+    path, _, query = parts[1].partition("?")
+    return UpgradeRequest(path, query, ws_key, headers)
+
+
+def upgrade_key(headers: Mapping[str, str]) -> str | None:
+    """``Sec-WebSocket-Key`` if ``headers`` (lower-case names, repeated ones joined with ", ")
+    ask for an RFC 6455 version 13 websocket, else ``None``."""
     if "websocket" not in (v.strip().lower() for v in headers.get("upgrade", "").split(",")):
         return None
     if "upgrade" not in (v.strip().lower() for v in headers.get("connection", "").split(",")):
@@ -113,8 +123,7 @@ def parse_upgrade(head: bytes) -> UpgradeRequest | None:
             return None
     except (binascii.Error, ValueError):
         return None
-    path, _, query = parts[1].partition("?")
-    return UpgradeRequest(path, query, ws_key, headers)
+    return ws_key
 
 
 def accept_response(key: str) -> bytes:
@@ -133,6 +142,7 @@ class WebSocketProtocol(asyncio.Protocol):
     __slots__ = (
         "_backlog",
         "_buf",
+        "_buffer_limit",
         "_close_sent",
         "_close_timer",
         "_idle",
@@ -172,6 +182,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._ping_idle = 0  # the _idle value when we pinged (0: no ping outstanding)
         self._close_timer: asyncio.TimerHandle | None = None
         self._waiters: list[asyncio.Future[None]] | None = None
+        #: Set (bytes) when the transport's flow-control callbacks go to another protocol:
+        #: then a transport buffer over this is the sign of a client that does not read.
+        self._buffer_limit = 0
 
     # --------------------------------------------------------------- asyncio.Protocol
 
@@ -308,7 +321,13 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._lost:
             return
         if not self._paused and not self._backlog:
-            self.transport.write(frame)  # type: ignore[union-attr]
+            transport = self.transport
+            assert transport is not None
+            if self._buffer_limit and transport.get_write_buffer_size() > self._buffer_limit:
+                self.on_slow_consumer(self.backlog_frames)
+                self.abort()
+                return
+            transport.write(frame)
             return
         if self._backlog is None:
             self._backlog = deque()
@@ -357,10 +376,22 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
+        if timeout == float("inf"):
+            await waiter
+            return
         try:
             await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             pass
+
+    def attach_behind(self, transport: asyncio.Transport) -> Feed:
+        """Run on a transport whose protocol stays another one's (aiohttp's, for an upgrade on
+        a kept-alive connection): that protocol passes the bytes in through the returned
+        :class:`Feed`, and writes are bounded by the transport's buffer size instead of
+        pause/resume callbacks."""
+        self._buffer_limit = max(64 * 1024, self.backlog_frames * 1024)
+        self.connection_made(transport)
+        return Feed(self)
 
     # --------------------------------------------------------------- liveness
 
@@ -394,6 +425,24 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def on_closed(self) -> None:
         """The TCP connection is gone (called once)."""
+
+
+class Feed:
+    """aiohttp's payload-parser interface (``feed_data``/``feed_eof``) in front of a
+    :class:`WebSocketProtocol` (see :meth:`WebSocketProtocol.attach_behind`)."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: WebSocketProtocol) -> None:
+        self.protocol = protocol
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.protocol.data_received(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        if not self.protocol._lost:
+            self.protocol.connection_lost(None)
 
 
 def sweep(connections: Iterable[WebSocketProtocol], heartbeat_sweeps: int) -> None:

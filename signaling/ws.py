@@ -26,7 +26,7 @@ from . import protocol as p
 from .connection import Connection, TokenBucket
 from .errors import BadJoin, HubError, JoinTimeout, ProtocolError, RateLimited, Unavailable
 from .hub import Hub
-from .websocket import CLOSE_TOO_BIG, sweep
+from .websocket import CLOSE_TOO_BIG, accept_response, sweep, upgrade_key
 
 logger = logging.getLogger(__name__)
 
@@ -253,9 +253,23 @@ async def heartbeat(hub: Hub, every_s: float = SWEEP_S, idle_s: float = HEARTBEA
         sweep(hub.sockets(), sweeps)
 
 
-async def not_an_upgrade(request: web.Request) -> web.Response:
-    """``GET /ws`` that reached the HTTP side: it was not a valid websocket upgrade."""
-    return web.Response(
-        status=400, headers={"Sec-WebSocket-Version": "13"},
-        text="/ws is the websocket endpoint: send an RFC 6455 upgrade (Upgrade: websocket, "
-             "Connection: Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)\n")
+async def upgrade_on_http(request: web.Request) -> web.StreamResponse:
+    """``GET /ws`` that reached aiohttp. A websocket upgrade arrives here when it is not the
+    first request on its connection (a proxy reusing a kept-alive upstream connection, as
+    nginx does with ``keepalive``): the hub takes the connection over from aiohttp for the
+    socket's lifetime. Anything else is a bad upgrade: 400."""
+    headers = {name.lower(): ", ".join(request.headers.getall(name))
+               for name in request.headers}
+    key = upgrade_key(headers) if request.method == "GET" and request.version == (1, 1) \
+        else None
+    transport = request.transport
+    if key is None or transport is None or request.protocol is None:
+        return web.Response(
+            status=400, headers={"Sec-WebSocket-Version": "13"},
+            text="/ws is the websocket endpoint: send an RFC 6455 upgrade (Upgrade: websocket, "
+                 "Connection: Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)\n")
+    sock = HubSocket(request.app[HUB_KEY])
+    transport.write(accept_response(key))
+    request.protocol.set_parser(sock.attach_behind(transport))  # type: ignore[arg-type]
+    await sock.wait_closed(float("inf"))
+    return web.Response(status=101)  # never sent: the connection is closed by now

@@ -54,8 +54,18 @@ class RawWs:
         RawWs.opened.append(self)
 
     @classmethod
-    async def connect(cls, port: int, *, path: str = "/ws", extra: bytes = b"") -> RawWs:
+    async def connect(cls, port: int, *, path: str = "/ws", extra: bytes = b"",
+                      after_http: int = 0) -> RawWs:
+        """Open a websocket; ``after_http`` plain HTTP requests go first on the same
+        connection (as a proxy reusing a kept-alive upstream connection does)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(after_http):
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            await reader.readexactly(length)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -164,6 +174,32 @@ async def test_handshake_then_fragmented_text_control_frames_between_and_relay(
     assert [await bob.message(), await bob.message()] == [p.Pong(ts=1), p.Pong(ts=2)]
     ada.close()
     bob.close()
+
+
+async def test_an_upgrade_on_a_kept_alive_http_connection_works_too(hub: HubHandle) -> None:
+    """nginx with upstream ``keepalive`` sends upgrades on connections that carried HTTP."""
+    _, room_id = await hub.create_room(invite=("ada", "bob"))
+    join = client_frame(OP_TEXT, json.dumps(
+        {"type": "join", "token": hub.mint_token(room_id, "ada")}).encode())
+    ada = await RawWs.connect(port_of(hub), after_http=2, extra=join)
+    joined_frame = await ada.message()
+    assert isinstance(joined_frame, p.Joined)
+    bob, bob_id = await joined(hub, room_id, "bob")
+    ada.send_json({"type": "offer", "to": bob_id, "sdp": "v=0 kept-alive"})
+    message = await bob.message()
+    assert isinstance(message, p.OfferFrom) and message.from_ == joined_frame.peer_id
+    ada.send(client_frame(OP_PING, b"hi"))
+    frame = await ada.frame()
+    while frame[0] == OP_TEXT:
+        frame = await ada.frame()
+    assert frame == (OP_PONG, b"hi")
+    ada.send(client_frame(OP_CLOSE, (1000).to_bytes(2, "big")))
+    assert await ada.close_code() == 1000
+    assert await ada.eof()
+    while not isinstance(message := await bob.message(), p.PeerLeft):
+        pass
+    assert message.peer_id == joined_frame.peer_id
+    assert hub.app[HUB_KEY].socket_count == 1
 
 
 async def test_upgrade_request_and_first_frame_in_one_packet(hub: HubHandle) -> None:
