@@ -135,6 +135,8 @@ def create_app(
             on_reaped=hub.on_reaped, on_tick=hub.tick,
         )
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
+    if isinstance(bus, RedisBus):
+        metrics.bind_bus(bus)
     async def on_room_active(meeting: Any, room: Any) -> None:
         await hub.ensure_tap(room)
 

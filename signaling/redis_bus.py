@@ -46,6 +46,8 @@ class RedisBus:
         self._worker_id = ""
         self._handler: Handler | None = None
         self.dropped = 0
+        self.envelopes_sent = 0
+        self.messages_sent = 0
 
     async def start(self, worker_id: str, handler: Handler) -> None:
         self._worker_id = worker_id
@@ -107,6 +109,8 @@ class RedisBus:
                         for chan, data in messages:
                             pipe.publish(chan, data)
                         await pipe.execute()
+                    self.envelopes_sent += count
+                    self.messages_sent += len(messages)
                     break
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     if attempt == 2:

@@ -47,6 +47,15 @@ async def test_peers_on_two_workers_talk(redis: RedisServer) -> None:
                 [f"candidate:{i}" for i in range(50)]
             await host.send({"type": "answer", "to": jb.peer_id, "sdp": "v=0 a"})
             assert (await bob.expect(p.AnswerFrom)).from_ == jh.peer_id
+            # Worker 2's bus sent bob's 50 candidates (and more) in fewer Redis messages.
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{w2.base_url}/metrics") as resp:
+                scraped = {line.split()[0]: float(line.split()[1])
+                           for line in (await resp.text()).splitlines()
+                           if line.startswith("connvo_bus_")}
+            assert scraped["connvo_bus_envelopes_total"] >= 50
+            assert 1 <= scraped["connvo_bus_messages_total"] <= scraped["connvo_bus_envelopes_total"]
+            assert scraped["connvo_bus_dropped_total"] == 0
             await bob.send({"type": "chat", "text": "across workers"})
             assert (await host.expect(p.ChatFrom)).text == "across workers"
             status, body = await api(w2.base_url, "queries/getMeeting", {"meetingId": meeting_id})
