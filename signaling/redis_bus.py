@@ -34,7 +34,7 @@ class RedisBus:
     """Point-to-point envelopes between hub workers through Redis."""
 
     def __init__(self, client: Any, *, cluster: bool = False, queue_size: int = 10_000,
-                 batch: int = 1024, linger_s: float = 0.004) -> None:
+                 batch: int = 1024, linger_s: float = 0.008) -> None:
         self.client = client
         self.cluster = cluster
         self._queue: asyncio.Queue[tuple[str, Envelope]] = asyncio.Queue(queue_size)

@@ -136,7 +136,7 @@ class RedisSettings:
     reap_interval_s: float = 2.5
     """Seconds between dead-worker reaper passes; worst case to ``peer-left`` after a worker dies
     is ``dead_after_s + reap_interval_s`` (12.5 s by default)."""
-    bus_linger_ms: float = 4.0
+    bus_linger_ms: float = 8.0
     """Under load (frames crossed workers within the last ten lingers), a frame for a peer on
     another worker waits up to this long for others, so they cross Redis as one message: fewer
     round trips and wake-ups per frame. A quiet bus publishes at once. 0: never wait."""
