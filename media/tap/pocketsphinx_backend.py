@@ -51,6 +51,7 @@ ENGINE = "media.tap.pocketsphinx_backend:PocketsphinxEngine"
 _ALTERNATE = re.compile(r"\(\d+\)")  # "read(2)": an alternate pronunciation's marker
 _MIN_PRIME_BYTES = BYTES_PER_SECOND // 5  # less than 0.2 s gives a worse mean than the guess
 _REMEMBERED_STREAMS = 4096
+_ENGINE_KEYS = ("decoders", "thorough", "prime_s")  # options that are not decoder parameters
 
 
 def create(config: TapConfig) -> ProcessTranscriber:
@@ -95,9 +96,10 @@ class PocketsphinxEngine:
         import pocketsphinx  # only in the child: ~0.5 s and 90 MB per decoder
 
         settings = dict(options)
-        self.max_decoders = int(settings.pop("decoders", 4))
-        self.thorough = int(settings.pop("thorough", 1))
-        self.prime_bytes = int(float(settings.pop("prime_s", 1.0)) * BYTES_PER_SECOND) & ~1
+        engine = {key: settings.pop(key) for key in _ENGINE_KEYS if key in settings}
+        self.max_decoders = int(engine.get("decoders", 4))
+        self.thorough = int(engine.get("thorough", 1))
+        self.prime_bytes = int(float(engine.get("prime_s", 1.0)) * BYTES_PER_SECOND) & ~1
         self._kwargs = {**DECODER_DEFAULTS, **settings}
         if not self._kwargs.get("fwdflat", True):
             self.thorough = 0
@@ -111,9 +113,31 @@ class PocketsphinxEngine:
         kwargs = self._kwargs if thorough else {**self._kwargs, "fwdflat": False}
         return _Decoder(self._pocketsphinx.Decoder(**kwargs), thorough)
 
+    @property
+    def decoders_made(self) -> int:
+        """Decoders this engine holds (idle or in a segment), ~90 MB each."""
+        return self._count
+
+    def _wants_thorough(self) -> bool:
+        """Whether a segment starting now gets a decoder with the second pass."""
+        return sum(a.slot.thorough for a in self._active.values()) < self.thorough
+
+    def idle(self) -> bool:
+        """Set-up while the process has nothing to do: keep one idle decoder of the kind the
+        next segment would get, so a speaker who starts while every decoder is busy does not
+        wait ~0.45 s (all other speakers of the process with them) for one to be made. True:
+        call again when next idle."""
+        if self._count >= self.max_decoders:
+            return False
+        thorough = self._wants_thorough()
+        if any(d.thorough == thorough for d in self._idle):
+            return False
+        self._idle.append(self._new_decoder(thorough))
+        self._count += 1
+        return True
+
     def _decoder(self, stream_id: str) -> _Decoder:
-        busy_thorough = sum(a.slot.thorough for a in self._active.values())
-        thorough = busy_thorough < self.thorough
+        thorough = self._wants_thorough()
         fits = [d for d in self._idle if d.thorough == thorough]
         mine = [d for d in fits if d.owner == stream_id]
         if fits:
@@ -206,10 +230,21 @@ def _text(hypothesis: Any) -> str:
     return " ".join(_ALTERNATE.sub("", hypothesis.hypstr).split())
 
 
+def direct_options(options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``pocketsphinx.Decoder`` parameters of the engine's thorough decoder (the one with
+    the second pass) for the engine ``options``: :data:`DECODER_DEFAULTS` and the options
+    without the engine's own keys. Give them to :func:`decode_file_direct` to compare the tap
+    with pocketsphinx decoding a file like for like."""
+    settings = {**DECODER_DEFAULTS, **(options or {})}
+    for key in _ENGINE_KEYS:
+        settings.pop(key, None)
+    return settings
+
+
 def decode_file_direct(path: str, **decoder_options: Any) -> str:
-    """Decode a whole audio file in one utterance, pocketsphinx's own way (its default
-    settings, batch cepstral mean over the file): the reference the tap's accuracy is compared
-    with. Blocking."""
+    """Decode a whole audio file in one utterance, pocketsphinx's own way (batch cepstral mean
+    over the file; pocketsphinx's defaults unless ``decoder_options`` say otherwise): the
+    reference the tap's accuracy is compared with. Blocking."""
     import av
     import pocketsphinx
 

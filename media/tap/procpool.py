@@ -12,6 +12,9 @@ and reads results in one task per process; decoding never happens there.
   consumed. A segment that starts while the backlog exceeds ``max_backlog_s`` is refused; one
   that grows past twice that is cut short. Either way its final arrives with ``dropped=True``
   and the event loop never buffers more than about ``2 * max_backlog_s`` of audio per process.
+- **Batches.** A child reads everything that has arrived before handling it: each speaker's
+  audio goes to the engine in one call and a segment's end goes ahead of other speakers'
+  queued audio, so a process that has fallen behind still sends finals promptly.
 - **Failure.** A process that dies is restarted with back-off; the segments it held end with
   empty, ``dropped`` finals. Children exit when the socket closes, so ``kill -9`` of the tap
   leaves no orphans.
@@ -31,6 +34,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import struct
@@ -55,6 +59,10 @@ _LEN = struct.Struct(">I")
 MAX_FRAME = 8 << 20
 PROGRESS_EVERY_S = 0.25
 """Audio seconds between progress reports from a child (the parent's view of its backlog)."""
+BATCH_BYTES = 1 << 20
+"""Input a child reads before handling it (about 30 s of audio): the most one batch holds."""
+IDLE_AFTER_S = 0.2
+"""A child with no input for this long lets the engine do set-up work (``idle()``)."""
 
 
 class Engine(Protocol):
@@ -65,6 +73,11 @@ class Engine(Protocol):
     keeps one decoder per active stream. Raising from a call drops that segment only.
     The factory is named by an import path (``package.module:Class``) because it is loaded in
     the child; it is called with the back-end's options mapping.
+
+    Optional: ``idle() -> bool``, called when the process has had no input for
+    :data:`IDLE_AFTER_S`, for set-up that would otherwise delay a speaker (pocketsphinx makes a
+    spare decoder there); it returns whether to call it again at the next idle moment. Its CPU
+    time is not counted as recognition.
     """
 
     def begin(self, stream_id: str) -> None:
@@ -103,18 +116,74 @@ class _Segment:
     last_partial: str = ""
 
 
-def _read_frame(reader: Any) -> bytes | None:
-    header = reader.read(_LEN.size)
-    if len(header) < _LEN.size:
-        return None
-    (size,) = _LEN.unpack(header)
-    body = reader.read(size)
-    return body if len(body) == size else None
+class _FrameReader:
+    """The child's side of the socket: length-prefixed frames, as many as have arrived."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self.closed = False
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether there is input within ``timeout_s`` (a frame, a closed socket)."""
+        if self._buffer:
+            return True
+        readable, _, _ = select.select([self._sock], [], [], timeout_s)
+        return bool(readable)
+
+    def read(self) -> list[bytes]:
+        """Every complete frame that has arrived, up to about :data:`BATCH_BYTES`; blocks
+        until there is one. Empty once the socket has closed (``closed``)."""
+        self._take(block=False)
+        frames = self._frames()
+        while not frames and not self.closed:
+            self._take(block=True)
+            self._take(block=False)
+            frames = self._frames()
+        return frames
+
+    def _take(self, *, block: bool) -> None:
+        while not self.closed and len(self._buffer) < BATCH_BYTES:
+            try:
+                data = self._sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:  # reset: the parent is gone
+                data = b""
+            if not data:
+                self.closed = True
+                return
+            self._buffer += data
+            if block:
+                return
+
+    def _frames(self) -> list[bytes]:
+        frames: list[bytes] = []
+        offset, buffer = 0, self._buffer
+        while len(buffer) - offset >= _LEN.size:
+            (size,) = _LEN.unpack_from(buffer, offset)
+            if len(buffer) - offset - _LEN.size < size:
+                break
+            frames.append(bytes(buffer[offset + _LEN.size : offset + _LEN.size + size]))
+            offset += _LEN.size + size
+        del buffer[:offset]
+        return frames
 
 
 def child_main(sock: socket.socket, engine_path: str, options: dict[str, Any],
                partial_interval_s: float) -> None:
-    """Entry point of a recogniser process: serve frames until the socket closes or ``q``."""
+    """Entry point of a recogniser process: serve frames until the socket closes or ``q``.
+
+    Input is handled in batches: everything that has arrived since the last batch. Within a
+    batch each stream's audio is joined and handed to the engine in one call, in order and
+    before that stream's next begin/end; a segment's end is handled as soon as its batch is
+    read, ahead of other speakers' audio that arrived before it. So a process that has fallen
+    behind (a burst of speakers, a busy machine) delivers finals after one speaker's backlog
+    rather than everyone's, which is what the end-of-speech latency target needs. A process
+    that keeps up sees batches of one frame and behaves as before. When nothing has arrived
+    for :data:`IDLE_AFTER_S`, the engine's optional ``idle()`` does set-up work (pocketsphinx:
+    makes a spare decoder); that CPU is not counted as recognition.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     encoder = msgspec.msgpack.Encoder()
     decoder = msgspec.msgpack.Decoder()
@@ -124,13 +193,15 @@ def child_main(sock: socket.socket, engine_path: str, options: dict[str, Any],
         sock.sendall(_LEN.pack(len(body)) + body)
 
     engine: Engine = load_object(engine_path)(options)  # type: ignore[operator]
+    engine_idle = getattr(engine, "idle", None)
     cpu_start = time.process_time()  # report decoding time, not start-up
+    setup_cpu = 0.0  # idle-time set-up (not decoding either)
 
     def cpu() -> float:
-        return time.process_time() - cpu_start
+        return time.process_time() - cpu_start - setup_cpu
 
     send(("ready", os.getpid()))
-    reader = sock.makefile("rb", buffering=1 << 16)
+    reader = _FrameReader(sock)
     active: dict[str, _Segment] = {}
     audio_total = 0.0
     reported = 0.0
@@ -141,64 +212,86 @@ def child_main(sock: socket.socket, engine_path: str, options: dict[str, Any],
         send(("x", stream, segment.segment_id, repr(exc)[:200], audio_total,
               cpu()))
 
+    def audio(stream: str, pcm: bytes) -> None:
+        nonlocal audio_total, reported
+        seconds = len(pcm) / BYTES_PER_SECOND
+        audio_total += seconds
+        segment = active.get(stream)
+        if segment is not None:
+            try:
+                engine.accept(stream, pcm)
+                segment.audio_s += seconds
+                segment.since_partial_s += seconds
+                if 0 < partial_interval_s <= segment.since_partial_s:
+                    segment.since_partial_s = 0.0
+                    text = engine.partial(stream)
+                    if text and text != segment.last_partial:
+                        segment.last_partial = text
+                        send(("r", stream, segment.segment_id, text, False, segment.audio_s,
+                              audio_total, cpu()))
+            except Exception as exc:  # noqa: BLE001 - one bad segment must not end the process
+                del active[stream]
+                fail(stream, segment, exc)
+                with contextlib.suppress(Exception):
+                    engine.forget(stream)
+        if audio_total - reported >= PROGRESS_EVERY_S:
+            reported = audio_total
+            send(("p", audio_total, cpu()))
+
+    def control(message: list[Any]) -> None:
+        kind, stream = message[0], message[1]
+        if kind == "b":
+            segment = _Segment(message[2])
+            try:
+                engine.begin(stream)
+            except Exception as exc:  # noqa: BLE001
+                fail(stream, segment, exc)
+                return
+            active[stream] = segment
+        elif kind == "e":
+            ended = active.pop(stream, None)
+            if ended is None:
+                return
+            try:
+                text = engine.end(stream)
+            except Exception as exc:  # noqa: BLE001
+                fail(stream, ended, exc)
+                return
+            send(("r", stream, ended.segment_id, text, True, ended.audio_s, audio_total,
+                  cpu()))
+        elif kind == "f":
+            active.pop(stream, None)
+            engine.forget(stream)
+
+    idle_work = engine_idle is not None
     try:
         while True:
-            body = _read_frame(reader)
-            if body is None:
-                break
-            message = decoder.decode(body)
-            kind = message[0]
-            if kind == "a":
-                stream, pcm = message[1], message[2]
-                seconds = len(pcm) / BYTES_PER_SECOND
-                audio_total += seconds
-                segment = active.get(stream)
-                if segment is None:
+            if idle_work and not reader.wait(IDLE_AFTER_S):
+                started = time.process_time()
+                idle_work = bool(engine_idle())  # type: ignore[misc]
+                setup_cpu += time.process_time() - started
+                continue
+            frames = reader.read()
+            if not frames:
+                break  # the socket closed
+            idle_work = engine_idle is not None
+            pending: dict[str, list[bytes]] = {}  # stream -> audio not yet handed over
+            quit_ = False
+            for body in frames:
+                message = decoder.decode(body)
+                if message[0] == "a":
+                    pending.setdefault(message[1], []).append(message[2])
                     continue
-                try:
-                    engine.accept(stream, pcm)
-                    segment.audio_s += seconds
-                    segment.since_partial_s += seconds
-                    if 0 < partial_interval_s <= segment.since_partial_s:
-                        segment.since_partial_s = 0.0
-                        text = engine.partial(stream)
-                        if text and text != segment.last_partial:
-                            segment.last_partial = text
-                            send(("r", stream, segment.segment_id, text, False, segment.audio_s,
-                                  audio_total, cpu()))
-                except Exception as exc:  # noqa: BLE001 - one bad segment must not end the process
-                    del active[stream]
-                    fail(stream, segment, exc)
-                    with contextlib.suppress(Exception):
-                        engine.forget(stream)
-                if audio_total - reported >= PROGRESS_EVERY_S:
-                    reported = audio_total
-                    send(("p", audio_total, cpu()))
-            elif kind == "b":
-                stream, segment_id = message[1], message[2]
-                segment = _Segment(segment_id)
-                try:
-                    engine.begin(stream)
-                except Exception as exc:  # noqa: BLE001
-                    fail(stream, segment, exc)
-                    continue
-                active[stream] = segment
-            elif kind == "e":
-                stream = message[1]
-                ended = active.pop(stream, None)
-                if ended is None:
-                    continue
-                try:
-                    text = engine.end(stream)
-                except Exception as exc:  # noqa: BLE001
-                    fail(stream, ended, exc)
-                    continue
-                send(("r", stream, ended.segment_id, text, True, ended.audio_s, audio_total,
-                      cpu()))
-            elif kind == "f":
-                active.pop(message[1], None)
-                engine.forget(message[1])
-            elif kind == "q":
+                if message[0] == "q":
+                    quit_ = True
+                    break
+                chunks = pending.pop(message[1], None)
+                if chunks:
+                    audio(message[1], b"".join(chunks))
+                control(message)
+            for stream, chunks in pending.items():
+                audio(stream, b"".join(chunks))
+            if quit_:
                 break
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone
