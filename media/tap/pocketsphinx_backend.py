@@ -4,10 +4,12 @@ No download: the ``pocketsphinx`` wheel ships the acoustic model, a 3-gram langu
 CMUdict. The decoder holds the GIL, so it runs in :class:`~media.tap.procpool.ProcessTranscriber`
 processes; :class:`PocketsphinxEngine` is what runs there.
 
-Measured on this project's 2-core machine with jfk.flac (WER is against the 22-word reference;
-one word is 0.045, and pocketsphinx on this clip is chaotic: a -70 dBFS hiss or a different
-resampler flips several words, so only differences that held across the clip's Opus/aiortc
-variants count):
+Measured on this project's 2-core machine, over the accuracy corpus of ``bench/tap.py``
+(jfk.flac and eight espeak-ng sentences, 110 words) as the tap hears it after aiortc's Opus
+encoder (96, 64 and 32 kbit/s; and at x0.5 and x1.41 level), decoded offline through the tap's
+own segmenter and this engine. pocketsphinx is chaotic on any one clip -- jfk.flac alone
+decodes at WER 0.18-0.59 depending on a -6 dB level change, the resampling path or ``dither``
+-- so only pooled differences over all of that count:
 
 - **Cepstral mean.** pocketsphinx normalises features by a running cepstral mean that starts
   from a fixed guess (``cmninit`` 40,3,-1); for a real microphone level it is far off and the
@@ -17,18 +19,33 @@ variants count):
   A decoder stays with its speaker while idle, so later segments continue with the adapted
   mean (and noise estimate); a decoder handed to another speaker gets that speaker's saved
   mean. This delays a new speaker's first partials by ``prime_s``, never the finals.
-- The second (flat-lexicon) pass stays on for up to ``thorough`` (1) speakers decoded at the
-  same moment: without it the WebRTC jfk runs lost 1-5 words (aiortc Opus: 0.41 -> 0.45,
-  32 kbit/s Opus: 0.32 -> 0.55), but it costs ~25 % more CPU and runs at ``end_utt``, i.e. in
-  the end-of-speech latency (~0.05 s per second of segment, hence ``max_segment_s``). Speakers
-  beyond ``thorough`` at that moment are decoded without it, so a burst of simultaneous
-  speakers costs a little accuracy instead of falling behind.
-- ``maxhmmpf=4000`` (default 30000) caps the active HMMs per frame: real-time factor ~0.37 ->
-  ~0.29 on jfk.flac, and over the clip's variants (original, aiortc Opus, 32 kbit/s Opus,
-  added hiss) mean WER 0.35 (30000) / 0.35 (10000) / 0.33 (4000) / 0.36 (3000).
-- One decoder is ~90 MB. A process keeps up to ``decoders`` of them (speakers talking at the
-  same moment), created as needed; a speaker who starts while all are busy has that segment
-  dropped.
+- The **second (flat-lexicon) pass** stays on for up to ``thorough`` (1) speakers decoded at
+  the same moment: pooled WER 0.38 with it, 0.42 without (jfk.flac: 0.39 / 0.46), for ~17 %
+  more CPU (real-time factor 0.172 / 0.147) and 0.13-0.27 s at ``end_utt`` for a 2-4 s segment
+  (in the end-of-speech latency, hence ``max_segment_s``). Speakers beyond ``thorough`` at
+  that moment are decoded without it, so a burst of simultaneous speakers costs a little
+  accuracy instead of falling behind.
+- ``maxhmmpf=4000`` (default 30000) caps the active HMMs per frame (~25 % less CPU than the
+  default). 3000 saves another 10-25 % but loses words without the second pass (pooled 0.42 ->
+  0.47), so 4000 stays.
+- Tried and not adopted (pooled WER with / without the second pass; 0.38 / 0.42 as set):
+  ``beam=1e-60`` 0.35 / - and with ``maxhmmpf=3000`` 0.37 / 0.44 (within the noise, ~10 % more
+  CPU); ``ds=2`` 0.49 (-27 % CPU); ``topn=3`` 0.41; ``wbeam=1e-25`` with ``maxhmmpf=3000``
+  0.40 / 0.48; ``maxwpf=10`` loses words without the second pass (jfk.flac 0.45 -> 0.64).
+  ``pl_window=10`` scored 0.38 / 0.42 with 14 % less CPU without the second pass in one
+  measurement: a candidate, not needed for the capacity target. Decoded whole, the jfk.flac
+  variants do better with ``pl_window=0`` or ``beam=1e-60`` (mean 0.43 -> 0.30), but that did
+  not carry over to streamed segments.
+- The model's ``feat.params`` sets ``remove_noise``, ``cmn``, ``lowerf``/``upperf``, ``nfilt``,
+  ``transform`` and ``lifter``, and it overrides keyword arguments: passing
+  ``remove_noise=False`` changes nothing. To change those, pass ``featparams`` (a copy of the
+  file without that line) with the new value.
+- One decoder is ~90 MB and ~0.45 s of CPU to make. A process keeps up to ``decoders`` (6) of
+  them (speakers talking at the same moment): the one it starts with, then one spare made
+  whenever the process is idle (:meth:`PocketsphinxEngine.idle`), so a new speaker rarely waits
+  for one; a speaker who starts while all are busy has that segment dropped. One process
+  transcribes 7-8 simultaneous speakers in real time at 94-98 % of a core (``bench/tap.py``,
+  final p95 0.4-0.9 s) and 6 at 80 %: 6 leaves room for a busy machine.
 """
 
 from __future__ import annotations
@@ -48,6 +65,9 @@ if TYPE_CHECKING:
 #: Decoder parameters that differ from pocketsphinx's defaults (see the module docstring).
 DECODER_DEFAULTS: Mapping[str, Any] = {"maxhmmpf": 4_000, "loglevel": "FATAL"}
 ENGINE = "media.tap.pocketsphinx_backend:PocketsphinxEngine"
+DEFAULT_DECODERS = 6
+"""Decoders per process by default: the most speakers one process decodes at the same moment
+(one core takes 7-8 in real time, see the module docstring)."""
 _ALTERNATE = re.compile(r"\(\d+\)")  # "read(2)": an alternate pronunciation's marker
 _MIN_PRIME_BYTES = BYTES_PER_SECOND // 5  # less than 0.2 s gives a worse mean than the guess
 _REMEMBERED_STREAMS = 4096
@@ -85,9 +105,9 @@ class PocketsphinxEngine:
     """The :class:`~media.tap.procpool.Engine` for pocketsphinx (runs in a child process).
 
     Options: any ``pocketsphinx.Decoder`` keyword (``hmm``, ``lm``, ``dict``, ``beam``, ...)
-    over :data:`DECODER_DEFAULTS`; ``decoders`` (default 4): decoders per process, i.e. speakers
+    over :data:`DECODER_DEFAULTS`; ``decoders`` (default 6): decoders per process, i.e. speakers
     it decodes at the same moment; ``thorough`` (default 1): how many of those run the second
-    pass (more accurate, ~25 % more CPU); the others skip it, so a burst of simultaneous
+    pass (more accurate, ~17 % more CPU); the others skip it, so a burst of simultaneous
     speakers degrades accuracy a little instead of falling behind; ``prime_s`` (default 1.0):
     audio used to estimate a new stream's cepstral mean.
     """
@@ -97,7 +117,7 @@ class PocketsphinxEngine:
 
         settings = dict(options)
         engine = {key: settings.pop(key) for key in _ENGINE_KEYS if key in settings}
-        self.max_decoders = int(engine.get("decoders", 4))
+        self.max_decoders = int(engine.get("decoders", DEFAULT_DECODERS))
         self.thorough = int(engine.get("thorough", 1))
         self.prime_bytes = int(float(engine.get("prime_s", 1.0)) * BYTES_PER_SECOND) & ~1
         self._kwargs = {**DECODER_DEFAULTS, **settings}
