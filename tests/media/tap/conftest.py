@@ -18,6 +18,18 @@ JFK_TEXT = ("and so my fellow americans ask not what your country can do for you
 #: Two sentences with little vocabulary in common (for attributing speakers).
 WEATHER = "the weather today is sunny with a light breeze from the west"
 WINDOW = "open the window and let some fresh air into the room"
+#: Everyday sentences for the accuracy corpus of ``bench/tap.py`` (with jfk.flac): chosen before
+#: measuring anything with them, kept whatever pocketsphinx makes of them.
+SENTENCES = (
+    WEATHER,
+    WINDOW,
+    "we will meet again next week to talk about the budget",
+    "please send me the report before the end of the day",
+    "the children played in the park until it was dark",
+    "i think we should start the project in the spring",
+    "she bought a new car and drove it to the city",
+    "can you hear me now or should i call you back later",
+)
 #: espeak-ng's Klatt voice at 150 words/min is the one pocketsphinx understands best of the
 #: voices we tried (formant voices come out as near-random words).
 VOICE = ("-v", "en-us+klatt2", "-s", "150")
