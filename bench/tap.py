@@ -485,6 +485,10 @@ def table(r: dict[str, Any]) -> str:
          "-", ">= 4", ok(r["max_speakers"] >= 4)),
         ("... keeps pace with (nothing dropped; final p95)",
          f"{r['pace_speakers']} ({r['pace_p95_s']:.2f} s)", "-", "-", "-"),
+        ("... fewer speakers not in real time (final p95; recogniser waiting for a CPU)",
+         ", ".join(f"{lv['speakers']} ({lv['p95_s']:.2f} s; {lv['cpu_wait']:.0%})"
+                   for lv in r["levels"] if not lv["real_time"]
+                   and lv["speakers"] < r["max_speakers"]) or "none", "-", "-", "-"),
         ("hub event-loop lag p99 (max) while transcribing",
          f"{lag99:.1f} ms ({max_lag:.1f} ms)", "-", "< 20 ms", ok(lag99 < 20)),
     ]
