@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.deps import missing
 from tests.support.hub import HubHandle, start_hub
 from tests.support.redis import RedisCluster, RedisServer, flush, redis_cluster, redis_server
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def require_binary(path: str) -> None:
@@ -18,10 +16,7 @@ def require_binary(path: str) -> None:
     import shutil
 
     if shutil.which(path) is None:
-        message = f"{path} is not installed (make test installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{path} is not installed (make test installs it)")
 
 
 @pytest.fixture

@@ -27,9 +27,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from aioice import stun
 
+from tests.support.deps import missing
 from turn.coturn import TurnServerConfig, render_turnserver_config
 from turn.supervisor import write_private_file
 
@@ -39,19 +39,11 @@ RELAY_PORT_SPAN = (20_000, 32_000)
 LOG_LINES = 5_000
 
 
-def in_ci() -> bool:
-    """Whether we run under CI (``CI=true``), where missing dependencies fail instead of skip."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 def require_turnserver() -> str:
     """Return the ``turnserver`` path; skip the test (fail under ``CI=true``) if it is missing."""
     path = shutil.which("turnserver") or shutil.which("turnserver", path="/usr/bin:/usr/sbin")
     if path is None:
-        message = "turnserver (coturn) is not installed: apt-get install coturn"
-        if in_ci():
-            pytest.fail(message + " (required under CI=true)")
-        pytest.skip(message)
+        missing("turnserver (coturn) is not installed: apt-get install coturn")
     return path
 
 
