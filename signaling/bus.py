@@ -7,12 +7,13 @@ sender to one worker arrive in the order they were sent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 import msgspec
+
+from .tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class MemoryBus:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("memory bus", logger=logger)
 
     async def start(self, worker_id: str, handler: Handler) -> None:
         self._handlers[worker_id] = handler
@@ -81,9 +82,7 @@ class MemoryBus:
         # Round-trip through the wire format so memory and Redis behave alike. Tasks start in
         # the order they are made, so envelopes to one worker are handled in order.
         (copy,) = unpack(pack([envelope]))
-        task = asyncio.create_task(handler(copy))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(handler(copy), f"deliver to {worker_id}")
 
     async def aclose(self) -> None:
         self._handlers.clear()

@@ -14,7 +14,8 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from . import protocol as p
 from .bus import Bus, Envelope
@@ -24,7 +25,7 @@ from .metrics import Metrics
 from .settings import Settings
 from .store import Room, Seat, Segment, Store
 from .tapjobs import TapJob, TapJobs
-from .tasks import cancel_all
+from .tasks import TaskSet, cancel_all
 from .tokens import TokenService
 from .workers import WorkerRegistry
 
@@ -83,7 +84,7 @@ class Hub:
         self._recently_left: dict[str, Seat] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}  # "grace:<peer>" / "empty:<room>"
         self._tasks: set[asyncio.Task[None]] = set()
-        self._cleanups: set[asyncio.Task[None]] = set()  # closed sockets being detached
+        self._cleanups = TaskSet(f"hub {worker_id}", logger=logger)  # closed sockets detaching
         self._closed = False
         #: Set when a store call failed half-way (outage): the next tick runs reconcile().
         self.needs_repair = True
@@ -124,11 +125,9 @@ class Hub:
     def sockets(self) -> list[Connection]:
         return list(self._sockets)
 
-    def spawn_cleanup(self, coro: object) -> None:
+    def spawn_cleanup(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a closed socket's cleanup (leave or detach); shutdown waits for these."""
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._cleanups.spawn(coro, "socket cleanup")
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Staged shutdown: tell every client we are going away (1001), wait for the writers
@@ -144,9 +143,9 @@ class Hub:
         await asyncio.gather(*(c.drain(timeout) for c in sockets), return_exceptions=True)
         for conn in sockets:  # whoever did not answer the close in time
             conn.abort()
-        if self._cleanups:  # the closed sockets' seats are detached (kept for resume)
-            await asyncio.wait(list(self._cleanups), timeout=timeout)
-        await cancel_all([*self._timers.values(), *self._tasks, *self._cleanups])
+        await self._cleanups.wait(timeout)  # the closed sockets' seats are detached (kept)
+        await cancel_all([*self._timers.values(), *self._tasks])
+        await self._cleanups.aclose()
         self._timers.clear()
         logger.info("shutdown: hub closed")
 

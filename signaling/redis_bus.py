@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import Envelope, Handler, pack, unpack
 from .errors import Unavailable
-from .tasks import cancel_all
+from .tasks import TaskSet, cancel_all
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class RedisBus:
         self._batch = batch
         self._linger_s = linger_s
         self._tasks: list[asyncio.Task[None]] = []
-        self._local: set[asyncio.Task[None]] = set()
+        self._local = TaskSet("redis bus", logger=logger)
         self._pubsub: Any = None
         self._worker_id = ""
         self._handler: Handler | None = None
@@ -72,9 +72,7 @@ class RedisBus:
 
     def _spawn_local(self, envelope: Envelope) -> None:
         assert self._handler is not None
-        task = asyncio.create_task(self._handler(envelope))
-        self._local.add(task)
-        task.add_done_callback(self._local.discard)
+        self._local.spawn(self._handler(envelope), "deliver locally")
 
     async def _writer(self) -> None:
         """Publish what has accumulated: one message per receiving worker, holding all of its

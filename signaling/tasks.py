@@ -46,5 +46,10 @@ class TaskSet:
             if self._on_crash is not None:
                 self._on_crash(exc)
 
+    async def wait(self, timeout: float) -> None:
+        """Let whatever still runs finish, for at most ``timeout`` seconds (nothing is cancelled)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     async def aclose(self) -> None:
         await cancel_all(self._tasks)
