@@ -311,7 +311,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _fail(self, code: int, reason: str) -> None:
         logger.info("websocket from %s: %s (closing %d)", self.remote, reason, code)
         self._buf = b""
-        self._parts = None
+        self._parts, self._parts_size = None, 0
         self.on_protocol_error(code)
         self.close(code, reason)
 
