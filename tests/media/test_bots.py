@@ -17,7 +17,7 @@ import pytest
 from media.bots import Bot, BotResult, BotTimes, bot_client_config
 from media.sources import OpusSource, OpusSpec, ToneSpec, encode_opus_spec, open_audio_source
 from tests.support.hub import HubHandle
-from tests.support.wsclient import WsClient
+from tests.support.wsclient import seated
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -120,18 +120,10 @@ async def test_bot_against_a_full_room_ends_with_room_full(
     hub: HubHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, room_id = await hub.create_room()
-    seated = []
-    try:
-        for i in range(4):
-            ws = await WsClient.connect(hub.ws_url)
-            seated.append(ws)
-            await ws.join(hub.mint_token(room_id, f"user{i}"))
+    async with seated(hub, room_id):
         bot = make_bot(hub, hub.mint_token(room_id, "fifth"), 4, room_id)
         async with asyncio.timeout(10):
             result = await bot.run(times())
-    finally:
-        for ws in seated:
-            await ws.aclose()
     assert (result.error, result.state, result.peer_id) == ("room-full", "failed", None)
     assert result.errors == {"room-full": 1}
     # A bot that never got in counts as hearing nothing for the whole window.

@@ -37,7 +37,7 @@ from signaling.memory_store import MemoryStore
 from tests.support.hub import HubHandle, test_settings
 from tests.support.hubproc import TcpProxy, free_tcp_port, start_hub_on
 from tests.support.paths import JFK
-from tests.support.wsclient import WsClient
+from tests.support.wsclient import seated
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -216,19 +216,11 @@ async def test_video_is_sent_and_received(hub: HubHandle) -> None:
 
 async def test_full_room_raises_room_full_error(hub: HubHandle) -> None:
     _, room_id = await hub.create_room()
-    seated = []
-    try:
-        for i in range(4):
-            ws = await WsClient.connect(hub.ws_url)
-            seated.append(ws)
-            await ws.join(hub.mint_token(room_id, f"user{i}"))
+    async with seated(hub, room_id):
         client = PeerClient(config(hub, hub.mint_token(room_id, "fifth")))
         with pytest.raises(RoomFullError) as caught:
             await client.connect()
         await client.aclose()
-    finally:
-        for ws in seated:
-            await ws.aclose()
     assert caught.value.code == "room-full" and caught.value.retryable
     assert caught.value.close_code == protocol.CLOSE_ROOM_FULL
     assert client.state == "closed" and client.stats.errors == {"room-full": 1}

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from signaling import protocol as p
+
+if TYPE_CHECKING:
+    from tests.support.hub import HubHandle
 
 
 class WsClient:
@@ -84,3 +89,19 @@ class WsClient:
         if not self.ws.closed:
             await self.ws.close()
         await self.session.close()
+
+
+@asynccontextmanager
+async def seated(hub: HubHandle, room_id: str, count: int = 4) -> AsyncIterator[list[WsClient]]:
+    """``count`` participants (``user0``, ``user1``, ...) joined to ``room_id`` (by default
+    filling it), all closed on exit."""
+    clients: list[WsClient] = []
+    try:
+        for i in range(count):
+            client = await WsClient.connect(hub.ws_url)
+            clients.append(client)
+            await client.join(hub.mint_token(room_id, f"user{i}"))
+        yield clients
+    finally:
+        for client in clients:
+            await client.aclose()
