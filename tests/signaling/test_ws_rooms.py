@@ -8,6 +8,7 @@ from signaling import protocol as p
 from signaling.app import STORE_KEY
 from tests.support.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
+from tests.waiting import wait_until
 
 
 async def _try_join(hub: HubHandle, token: str) -> tuple[WsClient, str | int]:
@@ -73,7 +74,13 @@ async def test_dropped_socket_resumes_with_same_peer_id(hub: HubHandle) -> None:
         transport = bob.ws._response.connection.transport  # type: ignore[union-attr]
         transport.abort()
         await bob.aclose()
-        await asyncio.sleep(0.3)
+        store = hub.app[STORE_KEY]
+
+        async def bob_detached() -> bool:
+            return any(seat.peer_id == jb.peer_id and not seat.connected
+                       for seat in await store.seats(room_id))
+
+        await wait_until(bob_detached, what="the hub noticing bob's dropped socket")
         bob2 = await WsClient.connect(hub.ws_url)
         again = await bob2.join(bob_token, resume=jb.resume_token)
         assert again.peer_id == jb.peer_id and again.resumed
@@ -163,15 +170,14 @@ async def test_slow_consumer_is_disconnected() -> None:
         await host.expect(p.Pong, timeout=10)
         # The hub dropped bob instead of buffering: host eventually sees him leave the
         # socket (grace keeps the seat) and his relays now fail as 'peer-unavailable'.
-        for _ in range(50):
+        async def relay_to_bob_fails() -> bool:
             await host.send({"type": "offer", "to": jb.peer_id, "sdp": "v=0"})
             await host.send({"type": "ping"})
             await host.expect(p.Pong, timeout=5)
-            if any(e.code == "peer-unavailable" for e in host.seen(p.Error)):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("slow consumer was never disconnected")
+            return any(e.code == "peer-unavailable" for e in host.seen(p.Error))
+
+        await wait_until(relay_to_bob_fails, timeout=10, interval=0.1,
+                         what="the hub disconnecting the slow consumer bob")
         transport.resume_reading()
         await host.aclose()
         await bob.aclose()
