@@ -1,6 +1,7 @@
 """Join storm and relay latency: memory (1 worker) vs Redis (1 worker) vs Redis (2 workers).
 
     .venv/bin/python bench/join_storm.py [--rooms 100] [--concurrency 100] [--relay-seconds 5]
+    .venv/bin/python bench/join_storm.py ... --failover 3 [--dead-after 10 --reap-interval 2.5]
 
 Starts a real redis-server and real hub processes on loopback, creates ``rooms`` meetings, then
 fires ``4 * rooms`` joins (``concurrency`` in flight) and times each join from the ``join`` frame
@@ -8,6 +9,11 @@ to ``joined``. Then it measures relay latency (offer frame sent -> received by t
 between peers on the same worker and on two workers. Prints one table; ``--json FILE`` writes
 the figures. The load generator runs in this process; its CPU time is printed so you can tell
 when it, not the hub, was the limit.
+
+``--failover N`` adds N trials of ``kill -9`` of a worker holding two peers of a room (Redis, two
+workers, the given presence settings; default: the hub's defaults): seconds from the kill until
+the peer on the other worker has seen ``peer-left`` for both, against the documented worst case
+``dead_after_s + reap_interval_s``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import contextlib
 import json
 import os
 import resource
+import signal
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +37,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from signaling import protocol as p
+from signaling.settings import RedisSettings
 from tests.support.redis import free_port, run_redis
 from tests.support.workers import HubProcess, join_token, start_meeting
 
@@ -152,6 +161,52 @@ async def relay_latency(a_url: str, b_url: str, seconds: float, rate: float) -> 
         return latencies
 
 
+async def _join(ws: aiohttp.ClientWebSocketResponse, room_id: str, user: str,
+                role: str = "participant") -> None:
+    await ws.send_str(json.dumps({"type": "join", "token": join_token(room_id, user, role)}))
+    while True:
+        match p.decode_server((await ws.receive(10)).data):
+            case p.Joined():
+                return
+            case p.Error() as error:
+                raise RuntimeError(f"{user} was refused: {error.code}")
+
+
+async def failover(redis_url: str, trials: int, dead_after_s: float,
+                   reap_interval_s: float) -> list[float]:
+    """Per trial: seconds from ``kill -9`` of the worker holding bob and carol until the host,
+    on the other worker, has been told ``peer-left`` for both."""
+    env = {**ENV, "CONNVO_RTC_REDIS_DEAD_AFTER_S": str(dead_after_s),
+           "CONNVO_RTC_REDIS_REAP_INTERVAL_S": str(reap_interval_s),
+           "CONNVO_RTC_REDIS_HEARTBEAT_S": str(min(RedisSettings.heartbeat_s, dead_after_s / 4))}
+    took: list[float] = []
+    for _ in range(trials):
+        w1, w2 = (HubProcess(free_port(), redis_url, env=env) for _ in range(2))
+        try:
+            for w in (w1, w2):
+                w.start()
+            await asyncio.gather(w1.wait_ready(), w2.wait_ready())
+            _, room_id = await start_meeting(w1.base_url, invite=("bob", "carol"))
+            async with aiohttp.ClientSession() as session:
+                host = await session.ws_connect(w1.ws_url)
+                await _join(host, room_id, "host", "host")
+                # bob and carol stay connected until the kill (a closed socket is a drop).
+                held = [await session.ws_connect(w2.ws_url) for _ in range(2)]
+                for ws, user in zip(held, ("bob", "carol"), strict=True):
+                    await _join(ws, room_id, user)
+                killed = time.perf_counter()
+                w2.kill(signal.SIGKILL)
+                left = 0
+                while left < 2:
+                    msg = await host.receive(dead_after_s + reap_interval_s + 30)
+                    left += isinstance(p.decode_server(msg.data), p.PeerLeft)
+                took.append(time.perf_counter() - killed)
+        finally:
+            w1.cleanup()
+            w2.cleanup()
+    return took
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with run_redis() as redis:
@@ -181,6 +236,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     row["relay_cross_p50_ms"] = pct(cross, 50) * 1e3
                     row["relay_cross_p99_ms"] = pct(cross, 99) * 1e3
                 results[name] = row
+        if args.failover:
+            took = await failover(redis.url, args.failover, args.dead_after, args.reap_interval)
+            results["failover"] = {"trials": len(took), "peer_left_after_s": took,
+                                   "bound_s": args.dead_after + args.reap_interval}
     return results
 
 
@@ -211,13 +270,26 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--relay-seconds", type=float, default=5.0)
     parser.add_argument("--relay-rate", type=float, default=200.0, help="offers per second")
+    parser.add_argument("--failover", type=int, default=0, metavar="N",
+                        help="kill -9 trials (0: none)")
+    parser.add_argument("--dead-after", type=float, default=RedisSettings.dead_after_s,
+                        help="redis.dead_after_s for --failover, s")
+    parser.add_argument("--reap-interval", type=float, default=RedisSettings.reap_interval_s,
+                        help="redis.reap_interval_s for --failover, s")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     results = asyncio.run(run(args))
+    fail = results.pop("failover", None)
     print(f"join storm: {args.rooms} rooms x 4 joins, {args.concurrency} in flight; relay: "
           f"{args.relay_rate:g} offers/s for {args.relay_seconds:g} s; machine: "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     print(table(results))
+    if fail is not None:
+        took = fail["peer_left_after_s"]
+        print(f"kill -9 of a worker -> peer-left on the other ({fail['trials']} trials): "
+              f"median {statistics.median(took):.2f} s, max {max(took):.2f} s; bound "
+              f"dead_after_s + reap_interval_s = {fail['bound_s']:g} s")
+        results["failover"] = fail
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
