@@ -11,7 +11,7 @@ Close codes map to classes with :func:`error_for_close`; ``error`` frame codes w
 
 from __future__ import annotations
 
-from signaling import protocol
+from signaling.codes import Close, ErrorCode
 
 
 class PeerClientError(Exception):
@@ -82,6 +82,13 @@ class RoomEndedError(PeerClientError):
     code = "room-ended"
 
 
+class TakenOverError(PeerClientError):
+    """This peer's seat was taken over by a newer socket: the same peer resumed elsewhere, or
+    the same user joined again (close 4411). Not retried: the newer socket holds the seat."""
+
+    code = ErrorCode.TAKEN_OVER
+
+
 class KickedError(PeerClientError):
     """The host removed this peer from the room (a ``kicked`` frame)."""
 
@@ -144,28 +151,31 @@ class ClientClosedError(PeerClientError):
 
 
 _BY_CLOSE_CODE: dict[int, type[PeerClientError]] = {
-    protocol.CLOSE_BAD_JOIN: JoinRejectedError,
-    protocol.CLOSE_UNAUTHENTICATED: TokenError,
-    protocol.CLOSE_FORBIDDEN: ForbiddenError,
-    protocol.CLOSE_NOT_FOUND: NotFoundError,
-    protocol.CLOSE_JOIN_TIMEOUT: JoinTimeoutError,
-    protocol.CLOSE_ROOM_FULL: RoomFullError,
-    protocol.CLOSE_ROOM_ENDED: RoomEndedError,
-    protocol.CLOSE_RATE_LIMITED: RateLimitedError,
-    protocol.CLOSE_FRAME_TOO_LARGE: HubProtocolError,
-    protocol.CLOSE_GOING_AWAY: HubUnreachableError,
-    protocol.CLOSE_TRY_AGAIN_LATER: HubUnreachableError,
+    Close.BAD_JOIN: JoinRejectedError,
+    Close.UNAUTHENTICATED: TokenError,
+    Close.FORBIDDEN: ForbiddenError,
+    Close.NOT_FOUND: NotFoundError,
+    Close.JOIN_TIMEOUT: JoinTimeoutError,
+    Close.ROOM_FULL: RoomFullError,
+    Close.ROOM_ENDED: RoomEndedError,
+    Close.RATE_LIMITED: RateLimitedError,
+    Close.TAKEN_OVER: TakenOverError,
+    Close.FRAME_TOO_LARGE: HubProtocolError,
+    Close.GOING_AWAY: HubUnreachableError,
+    Close.TRY_AGAIN_LATER: HubUnreachableError,
 }
 
 _BY_CODE: dict[str, type[PeerClientError]] = {
     cls.code: cls for cls in _BY_CLOSE_CODE.values() if cls is not HubUnreachableError
 }
-_BY_CODE.update({"room-ended": RoomEndedError, "kicked": KickedError, "bad-request": JoinRejectedError})
+_BY_CODE.update({ErrorCode.ROOM_ENDED: RoomEndedError, "kicked": KickedError,
+                 ErrorCode.BAD_REQUEST: JoinRejectedError})
 
 #: Close codes after which a dropped socket is worth resuming (the hub went away or the
 #: network broke); every other close is the hub's deliberate verdict.
 RESUMABLE_CLOSE_CODES: frozenset[int | None] = frozenset(
-    {None, 1001, 1006, 1011, 1012, 1013, 1014}
+    {None, Close.GOING_AWAY, Close.ABNORMAL, Close.INTERNAL_ERROR, Close.SERVICE_RESTART,
+     Close.TRY_AGAIN_LATER, Close.BAD_GATEWAY}
 )
 
 
@@ -183,3 +193,57 @@ def error_for_code(code: str, message: str) -> PeerClientError | None:
     join verdict (the socket stays usable)."""
     cls = _BY_CODE.get(code)
     return cls(f"{code}: {message}") if cls is not None else None
+
+
+# --------------------------------------------------------------------------- the transcription tap
+# A second root, beside PeerClientError: the tap's failures never come from a hub close, so they
+# carry a ``code`` and ``retryable`` but no close code. Each also keeps the built-in class callers
+# caught before the tree existed (ValueError, RuntimeError), so existing handlers still match.
+
+
+class TapError(Exception):
+    """Base of every deliberate error of the transcription tap (:mod:`media.tap`)."""
+
+    code = "tap-error"
+    retryable = False
+
+
+class TapConfigError(TapError, ValueError):
+    """A tap or transcriber setting is out of range (found at start, before any work)."""
+
+    code = "bad-tap-config"
+
+
+class UnknownTranscriberError(TapError, ValueError):
+    """``TapConfig.recognizer`` names nothing that can be loaded (a configuration error)."""
+
+    code = "unknown-transcriber"
+
+
+class TranscriberNotRunningError(TapError, RuntimeError):
+    """A stream was opened on a transcriber that is not started, or is closing."""
+
+    code = "transcriber-not-running"
+
+
+class RecogniserStartError(TapError, RuntimeError):
+    """A recogniser process did not become ready: it exited while starting (bad model path,
+    missing module; its own error is in the log above) or did not report within the start
+    timeout."""
+
+    code = "recogniser-start-failed"
+    retryable = True
+
+
+class RecogniserProtocolError(TapError):
+    """A frame between the tap and a recogniser process is not a valid message of
+    :mod:`media.tap.procmsg` (a bug on one side; the process is restarted)."""
+
+    code = "recogniser-protocol-error"
+
+
+class EngineBusyError(TapError, RuntimeError):
+    """Every decoder of a recogniser process is in a segment (that segment is dropped)."""
+
+    code = "engine-busy"
+    retryable = True

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from signaling import protocol
+from signaling.codes import FATAL_CLOSES
 from signaling.errors import ProtocolError
 
 from .errors import (
@@ -265,18 +266,8 @@ async def _await_joined(ws: aiohttp.ClientWebSocketResponse) -> protocol.Joined:
         # binary frames before joined: ignore
 
 
-_VERDICT_CLOSE_CODES = frozenset(
-    {
-        protocol.CLOSE_BAD_JOIN,
-        protocol.CLOSE_UNAUTHENTICATED,
-        protocol.CLOSE_FORBIDDEN,
-        protocol.CLOSE_NOT_FOUND,
-        protocol.CLOSE_JOIN_TIMEOUT,
-        protocol.CLOSE_ROOM_FULL,
-        protocol.CLOSE_ROOM_ENDED,
-        protocol.CLOSE_RATE_LIMITED,
-    }
-)
+#: The hub's verdicts: a close with one of these is final, whatever came before it.
+_VERDICT_CLOSE_CODES = frozenset(FATAL_CLOSES)
 
 
 async def _answer_close(ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage) -> None:

@@ -16,10 +16,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from .connection import TokenBucket
+from .codes import ErrorCode
 from .errors import BadRequest, HubError, NotFound, RateLimited, Unauthenticated
 from .meetings import MeetingService, user_id_for_email
 from .metrics import Metrics
+from .ratelimit import KeyedBuckets
 from .settings import Settings
 from .tokens import TokenService, UserIdentity
 
@@ -103,7 +104,7 @@ class DevJoinArgs(_Args, frozen=True):
 class MethodNotAllowed(HubError):
     """A known endpoint called with another method than POST (HTTP 405)."""
 
-    code = "method-not-allowed"
+    code = ErrorCode.METHOD_NOT_ALLOWED
     http_status = 405
 
 
@@ -137,7 +138,8 @@ class Api:
         self.tokens = tokens
         self.service = service
         self.metrics = metrics
-        self._buckets: dict[str, TokenBucket] = {}
+        rate = settings.limits.api_requests_per_second
+        self._buckets = KeyedBuckets(rate, rate * 4)
 
     def routes(self) -> list[web.RouteDef]:
         s = self.service
@@ -178,7 +180,7 @@ class Api:
                 response = failure(MethodNotAllowed(f"{request.method} not allowed; use POST"))
                 response.headers["Allow"] = "POST"
                 return response
-            return failure(NotFound(f"no endpoint {request.path}", code="unknown-endpoint"))
+            return failure(NotFound(f"no endpoint {request.path}", code=ErrorCode.UNKNOWN_ENDPOINT))
 
         return [*(web.post(path, self._wrap(path, args, handler, auth))
                   for path, args, handler, auth in endpoints),
@@ -241,7 +243,7 @@ class Api:
                 try:
                     args = args_decoder(raw, args_type)
                 except msgspec.ValidationError as exc:
-                    raise BadRequest(f"invalid args: {exc}", code="invalid-args") from None
+                    raise BadRequest(f"invalid args: {exc}", code=ErrorCode.INVALID_ARGS) from None
                 value = await handler(caller, args, request)
                 response = success(value)
             except HubError as exc:
@@ -264,7 +266,7 @@ class Api:
     async def _body(self, request: web.Request, decoder: Any) -> dict[str, Any]:
         limit = self.settings.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise BadRequest(f"request body over {limit} bytes", code="body-too-large")
+            raise BadRequest(f"request body over {limit} bytes", code=ErrorCode.BODY_TOO_LARGE)
         # One read(n) returns only what has arrived so far: keep reading until EOF or the limit.
         data = bytearray()
         while len(data) <= limit:
@@ -273,21 +275,15 @@ class Api:
                 break
             data += chunk
         if len(data) > limit:
-            raise BadRequest(f"request body over {limit} bytes", code="body-too-large")
+            raise BadRequest(f"request body over {limit} bytes", code=ErrorCode.BODY_TOO_LARGE)
         try:
             body = decoder.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 in a string
             raise BadRequest(f"request body is not a JSON object: {exc}",
-                             code="invalid-json") from None
+                             code=ErrorCode.INVALID_JSON) from None
         return body  # type: ignore[no-any-return]
 
     def _rate_limit(self, key: str) -> None:
-        rate = self.settings.limits.api_requests_per_second
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) > 100_000:
-                self._buckets.clear()  # bounded memory; a burst of new callers resets buckets
-            bucket = self._buckets[key] = TokenBucket(rate, rate * 4)
-        if not bucket.take():
-            raise RateLimited(f"over {rate:g} requests/s")
+        if not self._buckets.take(key):
+            raise RateLimited(f"over {self._buckets.rate:g} requests/s")

@@ -16,10 +16,12 @@ from aiohttp import web
 
 from turn.ice import ice_servers_for
 
+from .admission import IceServersFor
 from .api import Api
 from .bus import Bus, MemoryBus
+from .client_socket import liveness_sweeps, upgrade_handler
 from .errors import HubError
-from .hub import Hub, IceServersFor
+from .hub import Hub
 from .meetings import MeetingService
 from .memory_store import MemoryStore
 from .metrics import Metrics
@@ -33,7 +35,6 @@ from .tapjobs import MemoryTapJobs, RedisTapJobs, TapJobs
 from .tasks import cancel_all
 from .tokens import TokenService
 from .workers import PresenceConfig, WorkerRegistry
-from .ws import HUB_KEY, heartbeat, upgrade_on_http
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 TOKENS_KEY = web.AppKey("tokens", TokenService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", Store)  # type: ignore[type-abstract]
+HUB_KEY = web.AppKey("hub", Hub)
 
 STATIC_DIR = Path(str(resources.files("signaling").joinpath("static")))
 
@@ -101,17 +103,24 @@ def create_app(
     bus = bus if bus is not None else MemoryBus()
     metrics = Metrics()
     ice_servers_for = make_ice_servers_for(settings)
-    hub = Hub(
-        settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
-        metrics=metrics, worker_id=worker_id,
-    )
     tap_jobs: TapJobs
+    registry: WorkerRegistry | None = None
     if redis_client is not None:
         tap_jobs = RedisTapJobs(redis_client, reclaim_after_s=settings.tap.reclaim_after_s,
                                 key_ttl_s=settings.redis.key_ttl_s)
+        registry = WorkerRegistry(
+            redis_client, store, worker_id,
+            PresenceConfig(heartbeat_s=settings.redis.heartbeat_s,
+                           dead_after_s=settings.redis.dead_after_s,
+                           reap_interval_s=settings.redis.reap_interval_s,
+                           resume_grace_s=settings.rooms.resume_grace_s),
+        )
     else:
         tap_jobs = MemoryTapJobs(reclaim_after_s=settings.tap.reclaim_after_s)
-    hub.tap_jobs = tap_jobs
+    hub = Hub(
+        settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
+        metrics=metrics, worker_id=worker_id, tap_jobs=tap_jobs, registry=registry,
+    )
     local_url = LocalUrl(f"ws://{_connect_host(settings.server.host)}:{settings.server.port}/ws")
     tap_worker: Any = None
     if settings.tap.enabled:
@@ -125,22 +134,13 @@ def create_app(
                              reclaim_after_s=settings.tap.reclaim_after_s,
                              pin_host_addresses=_pin_for(settings.server.host)),
         )
-    if redis_client is not None:
-        hub.registry = WorkerRegistry(
-            redis_client, store, worker_id,
-            PresenceConfig(heartbeat_s=settings.redis.heartbeat_s,
-                           dead_after_s=settings.redis.dead_after_s,
-                           reap_interval_s=settings.redis.reap_interval_s,
-                           resume_grace_s=settings.rooms.resume_grace_s),
-            on_reaped=hub.on_reaped, on_tick=hub.tick,
-        )
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
     if isinstance(bus, RedisBus):
         metrics.bind_bus(bus)
     async def on_room_active(meeting: Any, room: Any) -> None:
-        await hub.ensure_tap(room)
+        await hub.transcripts.ensure_tap(room)
 
-    service = MeetingService(settings=settings, store=store, hub=hub, tokens=tokens,
+    service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
                              ice_servers_for=ice_servers_for, on_room_active=on_room_active)
     api = Api(settings, tokens, service, metrics)
     app[SETTINGS_KEY] = settings
@@ -152,9 +152,9 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
-        pinger = asyncio.create_task(heartbeat(hub), name="ws-heartbeat")
-        if hub.registry is not None:
-            await hub.registry.start()
+        pinger = asyncio.create_task(liveness_sweeps(hub), name="ws-liveness")
+        if registry is not None:
+            await registry.start(hub.lifecycle.on_reaped, hub.tick)
         if tap_worker is not None:
             await tap_worker.start()
         logger.info("hub worker %s started (%s state%s)", hub.worker_id,
@@ -164,8 +164,8 @@ def create_app(
         await cancel_all([pinger])
         if tap_worker is not None:
             await tap_worker.aclose()
-        if hub.registry is not None:
-            await hub.registry.aclose()
+        if registry is not None:
+            await registry.aclose()
         await bus.aclose()
         await store.aclose()
 
@@ -193,7 +193,7 @@ def create_app(
     async def openapi_view(_: web.Request) -> web.Response:
         return web.json_response(build_spec())
 
-    app.router.add_get("/ws", upgrade_on_http)
+    app.router.add_get("/ws", upgrade_handler(hub))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -18,10 +18,13 @@ from typing import Any
 
 import jwt
 
+from .admission import IceServersFor
+from .clock import now_ms
+from .codes import ErrorCode, meeting_state_code
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, Unauthenticated
-from .hub import Hub, IceServersFor, now_ms
-from .protocol import Features, IceServer
-from .settings import MESH_LIMIT, Settings
+from .lifecycle import RoomLifecycle
+from .protocol import MESH_LIMIT, Features, IceServer
+from .settings import Settings
 from .store import Meeting, MeetingState, Room, Store
 from .tokens import TokenService, UserIdentity
 
@@ -73,7 +76,7 @@ def verify_invite(secrets_: Sequence[str], token: str) -> str:
                                 issuer="connvo-rtc", leeway=10,
                                 options={"require": ["exp", "iat", "mid"]})
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("this invite link has expired", code="invite-expired") from None
+            raise Unauthenticated("this invite link has expired", code=ErrorCode.INVITE_EXPIRED) from None
         except jwt.InvalidSignatureError:
             continue
         except jwt.PyJWTError:
@@ -82,7 +85,7 @@ def verify_invite(secrets_: Sequence[str], token: str) -> str:
         if isinstance(meeting_id, str) and meeting_id:
             return meeting_id
         break
-    raise Unauthenticated("this invite link is not valid", code="bad-invite")
+    raise Unauthenticated("this invite link is not valid", code=ErrorCode.BAD_INVITE)
 
 
 def ice_dicts(servers: list[IceServer]) -> list[dict[str, Any]]:
@@ -100,12 +103,12 @@ def ice_dicts(servers: list[IceServer]) -> list[dict[str, Any]]:
 class MeetingService:
     """Meetings, rooms and join tokens for API callers."""
 
-    def __init__(self, *, settings: Settings, store: Store, hub: Hub, tokens: TokenService,
+    def __init__(self, *, settings: Settings, store: Store, rooms: RoomLifecycle, tokens: TokenService,
                  ice_servers_for: IceServersFor,
                  on_room_active: Callable[[Meeting, Room], Any] | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.hub = hub
+        self.rooms = rooms
         self.tokens = tokens
         self.ice_servers_for = ice_servers_for
         self.on_room_active = on_room_active
@@ -115,7 +118,7 @@ class MeetingService:
     async def _meeting(self, meeting_id: str) -> Meeting:
         meeting = await self.store.get_meeting(meeting_id)
         if meeting is None:
-            raise NotFound(f"no meeting {meeting_id}", code="meeting-not-found")
+            raise NotFound(f"no meeting {meeting_id}", code=ErrorCode.MEETING_NOT_FOUND)
         return meeting
 
     @staticmethod
@@ -129,16 +132,16 @@ class MeetingService:
     def _require_role(self, meeting: Meeting, caller: UserIdentity, *roles: str) -> str:
         role = self.role_of(meeting, caller)
         if role is None:
-            raise Forbidden("you are not invited to this meeting", code="not-invited")
+            raise Forbidden("you are not invited to this meeting", code=ErrorCode.NOT_INVITED)
         if roles and role not in roles:
-            raise Forbidden(f"only the {' or '.join(roles)} may do this", code="host-only")
+            raise Forbidden(f"only the {' or '.join(roles)} may do this", code=ErrorCode.HOST_ONLY)
         return role
 
     # ------------------------------------------------------------------ seed endpoints
 
     async def create_meeting(self, caller: UserIdentity, args: Any) -> dict[str, Any]:
         if args.organizer_id is not None and args.organizer_id != caller.user_id:
-            raise Forbidden("organizerId must be the caller", code="organizer-mismatch")
+            raise Forbidden("organizerId must be the caller", code=ErrorCode.ORGANIZER_MISMATCH)
         emails = tuple(dict.fromkeys(e.strip().lower() for e in args.participant_emails))
         ts = now_ms()
         meeting = Meeting(
@@ -182,7 +185,7 @@ class MeetingService:
         meeting = await self._meeting(meeting_id)
         self._require_role(meeting, caller)
         if meeting.state in ("concluded", "cancelled"):
-            raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
+            raise RoomEnded(f"the meeting is {meeting.state}", code=meeting_state_code(meeting.state))
         wanted = max_participants or meeting.max_participants
         if meeting.video_provider != "webrtc" or wanted > MESH_LIMIT:
             # Not ours to host; report the size asked for, not our mesh room's capacity.
@@ -230,21 +233,21 @@ class MeetingService:
             # A caller may lower its role (host or participant -> observer), never raise it.
             order = ("observer", "participant", "host")
             if order.index(role) > order.index(granted):
-                raise Forbidden(f"you may join as {granted}, not {role}", code="role-not-allowed")
+                raise Forbidden(f"you may join as {granted}, not {role}", code=ErrorCode.ROLE_NOT_ALLOWED)
             granted = role
         return await self._join_token_for(meeting, caller, granted, ws_url, ttl_s)
 
     async def _join_token_for(self, meeting: Meeting, caller: UserIdentity, granted: str,
                               ws_url: str, ttl_s: int | None) -> dict[str, Any]:
         if meeting.state in ("concluded", "cancelled"):
-            raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
+            raise RoomEnded(f"the meeting is {meeting.state}", code=meeting_state_code(meeting.state))
         if meeting.video_provider != "webrtc":
             raise Conflict("the meeting is above the WebRTC mesh limit; its video is not ours",
-                           code="not-webrtc")
+                           code=ErrorCode.NOT_WEBRTC)
         # An initialised room is not an open one: peers join only once the host has started.
         if meeting.state != "active" or meeting.room_id is None:
             raise Conflict("the meeting has not started: the host must start it",
-                           code="meeting-not-started")
+                           code=ErrorCode.MEETING_NOT_STARTED)
         room = await self.store.get_room(meeting.room_id)
         if room is None or room.state == "ended":
             raise RoomEnded("the room has ended")
@@ -261,12 +264,12 @@ class MeetingService:
         if meeting.state in ("concluded", "cancelled"):
             return {"success": True, "state": meeting.state}  # ending twice is not an error
         target: MeetingState = "cancelled" if meeting.state == "scheduled" else "concluded"
-        # Move the meeting before ending its room: Hub.end_room concludes the meeting it belongs
+        # Move the meeting before ending its room: RoomLifecycle.end_room concludes the meeting it belongs
         # to, which made cancelling a scheduled meeting with an initialised room a 409.
         meeting = await self.store.transition_meeting(
             meeting_id, target, from_states=("scheduled", "active"), now_ms=now_ms())
         if meeting.room_id:
-            await self.hub.end_room(meeting.room_id, "ended by host")
+            await self.rooms.end_room(meeting.room_id, "ended by host")
         return {"success": True, "state": meeting.state}
 
     async def remove_participant(self, caller: UserIdentity, meeting_id: str, *,
@@ -274,7 +277,7 @@ class MeetingService:
         meeting = await self._meeting(meeting_id)
         self._require_role(meeting, caller, "host")
         if meeting.room_id is None:
-            raise Conflict("the meeting has no room", code="meeting-not-started")
+            raise Conflict("the meeting has no room", code=ErrorCode.MEETING_NOT_STARTED)
         seats = await self.store.seats(meeting.room_id)
         targets = [s for s in seats if (user_id and s.user_id == user_id)
                    or (peer_id and s.peer_id == peer_id)]
@@ -282,9 +285,9 @@ class MeetingService:
             raise BadRequest("the host cannot remove itself; end the meeting instead")
         banned = user_id or (targets[0].user_id if targets else None)
         if banned is None:
-            raise NotFound("no such participant in the room", code="unknown-peer")
+            raise NotFound("no such participant in the room", code=ErrorCode.UNKNOWN_PEER)
         await self.store.ban(meeting.room_id, banned)
-        await self.hub.remove_user_seats(meeting.room_id, targets, "removed")
+        await self.rooms.remove_user_seats(meeting.room_id, targets, "removed")
         return {"success": True, "removedPeers": [s.peer_id for s in targets]}
 
     # ------------------------------------------------------------------ dev mode: invite links
@@ -295,7 +298,7 @@ class MeetingService:
         meeting = await self._meeting(meeting_id)
         self._require_role(meeting, caller, "host")
         if meeting.state in ("concluded", "cancelled"):
-            raise RoomEnded(f"the meeting is {meeting.state}", code=f"meeting-{meeting.state}")
+            raise RoomEnded(f"the meeting is {meeting.state}", code=meeting_state_code(meeting.state))
         ttl = INVITE_TTL_S if ttl_s is None else ttl_s
         if not 60 <= ttl <= INVITE_MAX_TTL_S:
             raise BadRequest(f"invite ttl must be 60..{INVITE_MAX_TTL_S} s, got {ttl}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from .codes import ErrorCode, meeting_state_code
 from .errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull
 from .protocol import MediaState
 from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
@@ -52,7 +53,7 @@ class MemoryStore:
             return meeting
         if meeting.state not in from_states:
             raise Conflict(f"meeting is {meeting.state}, cannot become {state}",
-                           code=f"meeting-{meeting.state}")
+                           code=meeting_state_code(meeting.state))
         started_at = meeting.started_at
         if state == "active" and started_at is None:
             started_at = now_ms
@@ -91,7 +92,7 @@ class MemoryStore:
         if state.room.state == "ended":
             raise RoomEnded("the room has ended")
         if seat.user_id in state.banned:
-            raise Forbidden("you were removed from this room by the host", code="removed")
+            raise Forbidden("you were removed from this room by the host", code=ErrorCode.REMOVED)
         replaced = tuple(
             s for s in state.seats.values()
             if s.user_id == seat.user_id and not s.connected and s.role == seat.role

@@ -11,24 +11,16 @@ message names its sender in ``from`` (attribute ``from_``), stamped by the hub.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
+from .codes import ErrorCode
 from .errors import ProtocolError
 
-# Close codes (see README "Protocol").
-CLOSE_GOING_AWAY = 1001
-CLOSE_FRAME_TOO_LARGE = 1009
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_BAD_JOIN = 4400
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_JOIN_TIMEOUT = 4408
-CLOSE_ROOM_FULL = 4409
-CLOSE_ROOM_ENDED = 4410
-CLOSE_RATE_LIMITED = 4429
+#: The WebRTC mesh never holds more than this many non-tap peers (a room's ``capacity`` and a
+#: meeting's ``maxParticipants`` on our tier are at most this).
+MESH_LIMIT = 4
 
 Role = Literal["host", "participant", "observer", "tap"]
 #: Roles a join token may carry for a person (``tap`` is minted by the hub for its tap workers).
@@ -79,7 +71,7 @@ class Features(msgspec.Struct, rename="camel", frozen=True):
     screen_sharing: bool = True
     transcription: bool = False
     recording: bool = False
-    max_participants: int = 4
+    max_participants: int = MESH_LIMIT
 
 
 class PeerInfo(msgspec.Struct, rename="camel", frozen=True):
@@ -160,9 +152,9 @@ class TranscriptIn(_Msg, tag="transcript", frozen=True):
     end_ms: Annotated[int, msgspec.Meta(ge=0)]
 
 
-ClientMessage = Union[
-    Join, Offer, Answer, Candidate, Media, Chat, Kick, End, Ping, Leave, TranscriptIn
-]
+ClientMessage = (
+    Join | Offer | Answer | Candidate | Media | Chat | Kick | End | Ping | Leave | TranscriptIn
+)
 #: Client messages the hub relays to one other peer of the room.
 RELAYED = (Offer, Answer, Candidate)
 
@@ -244,21 +236,10 @@ class Error(_Msg, tag="error", frozen=True):
     retryable: bool = False
 
 
-ServerMessage = Union[
-    Joined,
-    OfferFrom,
-    AnswerFrom,
-    CandidateFrom,
-    PeerJoined,
-    PeerUpdated,
-    PeerLeft,
-    ChatFrom,
-    Kicked,
-    RoomEndedMsg,
-    Pong,
-    Transcript,
-    Error,
-]
+ServerMessage = (
+    Joined | OfferFrom | AnswerFrom | CandidateFrom | PeerJoined | PeerUpdated | PeerLeft
+    | ChatFrom | Kicked | RoomEndedMsg | Pong | Transcript | Error
+)
 
 # --------------------------------------------------------------------------- codec
 
@@ -284,9 +265,9 @@ def _decode(decoder: msgspec.json.Decoder, data: str | bytes) -> object:
         text = str(exc)
         if isinstance(exc, msgspec.ValidationError):
             if "$.type" in text and ("Invalid value" in text or "Expected `str`" in text):
-                raise ProtocolError(f"unknown message type ({text})", code="unknown-type") from None
-            raise ProtocolError(text, code="invalid-message") from None
-        raise ProtocolError(f"not JSON: {text}", code="invalid-json") from None
+                raise ProtocolError(f"unknown message type ({text})", code=ErrorCode.UNKNOWN_TYPE) from None
+            raise ProtocolError(text, code=ErrorCode.INVALID_MESSAGE) from None
+        raise ProtocolError(f"not JSON: {text}", code=ErrorCode.INVALID_JSON) from None
 
 
 def decode_client(data: str | bytes) -> ClientMessage:

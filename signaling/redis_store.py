@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .codes import ErrorCode, meeting_state_code
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull, Unavailable
 from .protocol import MediaState
 from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
@@ -256,7 +257,7 @@ class RedisStore:
                 raise NotFound(f"no meeting {meeting_id}")
             current = result[2].decode()
             raise Conflict(f"meeting is {current}, cannot become {state}",
-                           code=f"meeting-{current}")
+                           code=meeting_state_code(current))
         meeting = await self.get_meeting(meeting_id)
         if meeting is None:  # expired between the two calls
             raise NotFound(f"no meeting {meeting_id}")
@@ -304,7 +305,7 @@ class RedisStore:
             if code == "room-ended":
                 raise RoomEnded("the room has ended")
             if code == "removed":
-                raise Forbidden("you were removed from this room by the host", code="removed")
+                raise Forbidden("you were removed from this room by the host", code=ErrorCode.REMOVED)
             if code == "tap-present":
                 raise RoomFull("the room already has a transcription tap")
             raise RoomFull(f"the room is full ({result[2].decode()} peers)")
@@ -385,7 +386,7 @@ class RedisStore:
         try:
             entries = await self.client.xrange(key, min=start, max="+", count=limit + 1)
         except ResponseError:
-            raise BadRequest("invalid cursor", code="invalid-cursor") from None
+            raise BadRequest("invalid cursor", code=ErrorCode.INVALID_CURSOR) from None
         page = entries[:limit]
         segments = [_segment_dec.decode(fields[b"s"]) for _, fields in page]
         more = len(entries) > limit

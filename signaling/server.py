@@ -3,7 +3,7 @@ HTTP to aiohttp.
 
 Every accepted connection starts with :class:`FrontProtocol`. It reads the first request head;
 a valid RFC 6455 upgrade for ``/ws`` is answered here and the transport handed to a
-:class:`~signaling.ws.HubSocket`; anything else (the API, the demo page, a bad upgrade) is handed,
+:class:`~signaling.client_socket.ClientSocket`; anything else (the API, the demo page, a bad upgrade) is handed,
 bytes and all, to aiohttp's request handler for that connection. So one port serves both, and
 a websocket costs no aiohttp objects.
 
@@ -23,8 +23,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from .websocket import accept_response, parse_upgrade
-from .ws import HUB_KEY, HubSocket
+from .app import HUB_KEY
+from .client_socket import ClientSocket
+from .rfc6455 import accept_response, parse_upgrade
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class FrontProtocol(asyncio.Protocol):
 
 class HubSite(web.BaseSite):
     """A TCP site (like :class:`aiohttp.web.TCPSite`) whose connections start with
-    :class:`FrontProtocol`, so ``/ws`` upgrades reach the hub's :class:`HubSocket`."""
+    :class:`FrontProtocol`, so ``/ws`` upgrades reach the hub's :class:`ClientSocket`."""
 
     __slots__ = ("_host", "_port", "_reuse_address", "_reuse_port", "_sock")
 
@@ -111,7 +112,7 @@ class HubSite(web.BaseSite):
         hub = runner.app[HUB_KEY]
 
         def front() -> FrontProtocol:
-            return FrontProtocol(http, lambda: HubSocket(hub))
+            return FrontProtocol(http, lambda: ClientSocket(hub))
 
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {"backlog": self._backlog}

@@ -19,8 +19,7 @@ from typing import Any, get_type_hints
 from turn.errors import TurnConfigError
 from turn.ice import IceConfig
 
-#: The WebRTC mesh never holds more than this many non-tap peers.
-MESH_LIMIT = 4
+from .protocol import MESH_LIMIT
 
 
 class ConfigError(ValueError):
@@ -79,6 +78,12 @@ class LimitSettings:
     """Websocket connections one worker accepts; more are closed with 1013."""
     send_queue_frames: int = 256
     """Frames queued for one client; a client that lets it fill is disconnected (slow consumer)."""
+    ping_after_s: float = 20.0
+    """Seconds of silence after which the hub pings a client; a client still silent half as
+    long again after the ping is dropped (its seat is kept for resume)."""
+    liveness_sweep_s: float = 5.0
+    """Seconds between liveness sweeps over every socket (one sweep pings and drops; this is
+    the resolution of ``ping_after_s``)."""
     api_requests_per_second: float = 20.0
     """HTTP API requests per second per caller (burst 4x)."""
     max_body_bytes: int = 65_536
@@ -202,6 +207,8 @@ class Settings:
             (self.limits.join_timeout_s > 0, "limits.join_timeout_s must be > 0"),
             (self.limits.max_connections >= 1, "limits.max_connections must be >= 1"),
             (self.limits.send_queue_frames >= 8, "limits.send_queue_frames must be >= 8"),
+            (0 < self.limits.liveness_sweep_s <= self.limits.ping_after_s,
+             "limits.liveness_sweep_s must be > 0 and <= limits.ping_after_s"),
             (self.limits.api_requests_per_second > 0, "limits.api_requests_per_second > 0"),
             (self.limits.max_body_bytes >= 1024, "limits.max_body_bytes must be >= 1024"),
             (60 <= self.auth.token_ttl_s <= self.auth.max_token_ttl_s,

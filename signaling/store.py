@@ -12,8 +12,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from .protocol import Features, MediaState, PeerInfo
-from .settings import MESH_LIMIT
+from .protocol import MESH_LIMIT, Features, MediaState, PeerInfo
 
 MeetingState = Literal["scheduled", "active", "concluded", "cancelled"]
 Presence = Literal["invited", "joined", "left"]
@@ -29,7 +28,7 @@ class Meeting(msgspec.Struct, frozen=True, kw_only=True):
     description: str | None = None
     participant_emails: tuple[str, ...] = ()
     meeting_type: str | None = None
-    max_participants: int = 4
+    max_participants: int = MESH_LIMIT
     recording: bool = False
     transcription: bool = False
     chat: bool = True

@@ -53,3 +53,52 @@ class TaskSet:
 
     async def aclose(self) -> None:
         await cancel_all(self._tasks)
+
+
+class Timers:
+    """Delayed actions keyed by an id, on a :class:`TaskSet` (a peer's resume grace, a room's
+    empty timeout): starting one for a key replaces the one before, :meth:`cancel` stops it, and
+    once :meth:`close` was called no new one starts."""
+
+    def __init__(self, label: str, logger: logging.Logger | None = None) -> None:
+        self.label = label
+        self._tasks = TaskSet(label, logger=logger)
+        self._by_key: dict[str, asyncio.Task[Any]] = {}
+        self._closed = False
+
+    def start(self, key: str, delay_s: float,
+              action: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``action()`` in ``delay_s`` seconds unless cancelled or replaced first."""
+        if self._closed:
+            return
+        self.cancel(key)
+        task = self._tasks.spawn(self._later(delay_s, action), f"{key}")
+        self._by_key[key] = task
+        task.add_done_callback(lambda t: self._forget(key, t))
+
+    @staticmethod
+    async def _later(delay_s: float, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        await asyncio.sleep(delay_s)
+        await action()
+
+    def _forget(self, key: str, task: asyncio.Task[Any]) -> None:
+        if self._by_key.get(key) is task:
+            del self._by_key[key]
+
+    def cancel(self, key: str) -> None:
+        task = self._by_key.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_key
+
+    def close(self) -> None:
+        """Start no more timers (shutdown has begun); those running go on."""
+        self._closed = True
+
+    async def aclose(self) -> None:
+        """Cancel and await every timer. Idempotent."""
+        self._closed = True
+        self._by_key.clear()
+        await self._tasks.aclose()

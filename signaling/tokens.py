@@ -20,6 +20,7 @@ from typing import Any
 
 import jwt
 
+from .codes import ErrorCode
 from .errors import BadRequest, Unauthenticated, Unavailable
 from .settings import ConfigError
 
@@ -120,12 +121,12 @@ class TokenService:
             required=["exp", "iat", "sub", "room", "role"],
         )
         if claims["exp"] - claims["iat"] > self.max_ttl_s:
-            raise Unauthenticated("token lifetime exceeds the maximum", code="bad-token")
+            raise Unauthenticated("token lifetime exceeds the maximum", code=ErrorCode.BAD_TOKEN)
         role = claims.get("role")
         if role not in ("host", "participant", "observer", "tap"):
-            raise Unauthenticated("token has an unknown role", code="bad-token")
+            raise Unauthenticated("token has an unknown role", code=ErrorCode.BAD_TOKEN)
         if not isinstance(claims["room"], str) or not isinstance(claims["sub"], str):
-            raise Unauthenticated("token claims malformed", code="bad-token")
+            raise Unauthenticated("token claims malformed", code=ErrorCode.BAD_TOKEN)
         name = claims.get("name", "")
         return JoinClaims(
             room_id=claims["room"],
@@ -154,7 +155,7 @@ class TokenService:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise Unauthenticated("malformed bearer token", code="bad-token") from None
+            raise Unauthenticated("malformed bearer token", code=ErrorCode.BAD_TOKEN) from None
         alg = header.get("alg")
         audience = self.user_audience or None
         issuer = self.user_issuer or None
@@ -169,20 +170,20 @@ class TokenService:
                     leeway=LEEWAY_S, options={"require": ["exp", "sub"], "verify_aud": bool(audience)},
                 )
             except jwt.ExpiredSignatureError:
-                raise Unauthenticated("token expired", code="token-expired") from None
+                raise Unauthenticated("token expired", code=ErrorCode.TOKEN_EXPIRED) from None
             except (jwt.PyJWTError, OSError) as exc:
-                raise Unauthenticated(f"token rejected: {exc}", code="bad-token") from None
+                raise Unauthenticated(f"token rejected: {exc}", code=ErrorCode.BAD_TOKEN) from None
             except ValueError as exc:  # the key set itself cannot be read: not the caller's fault
                 logger.warning("RS256 key set unavailable: %s", exc)
                 raise Unavailable("the identity provider's keys are unavailable",
-                                  code="jwks-unavailable") from None
+                                  code=ErrorCode.JWKS_UNAVAILABLE) from None
         else:
-            raise Unauthenticated(f"token algorithm {alg!r} is not accepted", code="bad-token")
+            raise Unauthenticated(f"token algorithm {alg!r} is not accepted", code=ErrorCode.BAD_TOKEN)
         if claims.get("aud") == JOIN_AUDIENCE:
-            raise Unauthenticated("a join token is not a user token", code="bad-token")
+            raise Unauthenticated("a join token is not a user token", code=ErrorCode.BAD_TOKEN)
         sub, email, name = claims.get("sub"), claims.get("email", ""), claims.get("name", "")
         if not isinstance(sub, str) or not sub or len(sub) > 128:
-            raise Unauthenticated("token subject malformed", code="bad-token")
+            raise Unauthenticated("token subject malformed", code=ErrorCode.BAD_TOKEN)
         return UserIdentity(
             user_id=sub,
             email=email.lower() if isinstance(email, str) else "",
@@ -196,14 +197,14 @@ class TokenService:
         required: list[str],
     ) -> dict[str, Any]:
         if not isinstance(token, str) or token.count(".") != 2:
-            raise Unauthenticated("malformed token", code="bad-token")
+            raise Unauthenticated("malformed token", code=ErrorCode.BAD_TOKEN)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise Unauthenticated("malformed token", code="bad-token") from None
+            raise Unauthenticated("malformed token", code=ErrorCode.BAD_TOKEN) from None
         if header.get("alg") != "HS256":
             raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not accepted",
-                                  code="bad-token")
+                                  code=ErrorCode.BAD_TOKEN)
         expired = False
         for secret in self.secrets:
             try:
@@ -219,10 +220,10 @@ class TokenService:
             except jwt.InvalidSignatureError:
                 continue
             except jwt.PyJWTError as exc:
-                raise Unauthenticated(f"token rejected: {exc}", code="bad-token") from None
+                raise Unauthenticated(f"token rejected: {exc}", code=ErrorCode.BAD_TOKEN) from None
         if expired:
-            raise Unauthenticated("token expired", code="token-expired")
-        raise Unauthenticated("token signature does not verify", code="bad-token")
+            raise Unauthenticated("token expired", code=ErrorCode.TOKEN_EXPIRED)
+        raise Unauthenticated("token signature does not verify", code=ErrorCode.BAD_TOKEN)
 
 
 class _FileJwks:

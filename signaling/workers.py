@@ -54,20 +54,24 @@ class PresenceConfig:
 class WorkerRegistry:
     """Heartbeats of this worker and the reaper of dead ones."""
 
-    def __init__(self, client: Any, store: Any, worker_id: str, config: PresenceConfig,
-                 on_reaped: Reaped, on_tick: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, client: Any, store: Any, worker_id: str, config: PresenceConfig) -> None:
         self.client = client
         self.store = store
         self.worker_id = worker_id
         self.config = config
-        self.on_reaped = on_reaped
-        self.on_tick = on_tick
+        self.on_reaped: Reaped | None = None
+        self.on_tick: Callable[[], Awaitable[None]] | None = None
         self._noted: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         #: Set when a heartbeat failed (Redis unreachable); the hub's tick clears it.
         self.beat_failed = False
 
-    async def start(self) -> None:
+    async def start(self, on_reaped: Reaped,
+                    on_tick: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start heartbeats, the reaper (reaped seats go to ``on_reaped``) and the periodic
+        ``on_tick`` (the hub's upkeep)."""
+        self.on_reaped = on_reaped
+        self.on_tick = on_tick
         with contextlib.suppress(RedisError, OSError):
             await self._beat()
         self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -159,7 +163,8 @@ class WorkerRegistry:
                 removed += len(gone)
                 logger.info("room=%s reaped %d peers of dead worker %s", room_id, len(gone),
                             worker)
-                await self.on_reaped(room_id, gone)
+                if self.on_reaped is not None:
+                    await self.on_reaped(room_id, gone)
         if not waiting:
             await self.client.zrem(WORKERS_KEY, worker)
             await self.client.delete(_rooms_key(worker))

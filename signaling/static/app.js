@@ -47,6 +47,8 @@ const NOTICES = {
   'meeting-not-started': { icon: 'clock', title: "The meeting hasn't started yet",
     text: 'The host needs to start it first. Try again in a moment.', retry: 'Try again' },
   'meeting-not-found': { icon: 'lock', title: "This meeting doesn't exist", text: 'Check the link, or start a new meeting.' },
+  'taken-over': { icon: 'lock', title: 'You joined from somewhere else',
+    text: 'This meeting is open in another tab or on another device, which now holds your place.' },
   kicked: { icon: 'lock', title: 'You were removed from the meeting', text: 'The host removed you from this call.' },
   forbidden: { icon: 'lock', title: "You can't join this meeting", text: 'You are not allowed in this room.' },
   'not-invited': { icon: 'lock', title: "You're not invited to this meeting", text: 'Ask the host for an invite link.' },

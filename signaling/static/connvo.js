@@ -18,11 +18,12 @@ import { PeerLink, RemotePeer, SENDING_ROLES } from './connvo-peer.js';
 export { Api, ConnvoError, Emitter, captureLocalMedia, mediaError, parseCandidate } from './connvo-base.js';
 export { RemotePeer } from './connvo-peer.js';
 
-/** Close codes after which reconnecting cannot help. */
+/** Close codes after which reconnecting cannot help (signaling/codes.py FATAL_CLOSES; a test
+ * keeps the two the same). */
 const FATAL_CLOSE = {
   4400: 'bad-join', 4401: 'token-expired', 4403: 'forbidden', 4404: 'no-room',
-  4408: 'join-timeout', 4409: 'room-full', 4410: 'room-ended', 4429: 'rate-limited',
-  1009: 'frame-too-large',
+  4408: 'join-timeout', 4409: 'room-full', 4410: 'room-ended', 4411: 'taken-over',
+  4429: 'rate-limited', 1009: 'frame-too-large',
 };
 
 function sleep(ms) {

@@ -10,9 +10,9 @@ from playwright.async_api import expect
 
 from media import PeerClient, PeerClientConfig
 from signaling import protocol as p
-from signaling.ws import HUB_KEY
+from signaling.app import HUB_KEY
+from signaling.testing.hub import HubHandle
 from tests.support.browser import Chromium
-from tests.support.hub import HubHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -83,7 +83,7 @@ async def test_tap_gets_audio_only_is_hidden_and_its_transcripts_show(
         grace_id = ids["Grace Hopper"]
         for text, final in (("thanks for joining", False),
                             ("Thanks for joining, everyone.", True)):
-            await hub._broadcast(room_id, p.Transcript(
+            await hub.router.broadcast(room_id, p.Transcript(
                 peer_id=grace_id, segment_id="seg-1", text=text, final=final, start_ms=1200,
                 end_ms=2900))
             await asyncio.sleep(0.05)

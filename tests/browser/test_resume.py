@@ -9,9 +9,9 @@ import time
 import pytest
 from playwright.async_api import expect
 
-from signaling.ws import HUB_KEY
+from signaling.app import HUB_KEY
+from signaling.testing.hub import HubHandle
 from tests.support.browser import Chromium, inbound
-from tests.support.hub import HubHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -37,7 +37,7 @@ async def test_dropped_socket_resumes_and_media_keeps_flowing(dev_hub: HubHandle
 
     # A network drop as the hub sees it: the TCP connection is aborted under the websocket.
     hub = dev_hub.app[HUB_KEY]
-    dropped = hub._conns[ada_id]
+    dropped = hub.router.socket_of(ada_id)
     dropped.abort()
 
     # While Ada reconnects and after, the others keep receiving her audio and video: every
@@ -58,7 +58,7 @@ async def test_dropped_socket_resumes_and_media_keeps_flowing(dev_hub: HubHandle
     # Ada resumed: same peerId, a new socket on the hub, `joined {resumed: true}`.
     await ada.page.wait_for_function("() => window.demo.room.state === 'joined'")
     assert await ada.peer_id() == ada_id
-    assert hub._conns[ada_id] is not dropped
+    assert hub.router.socket_of(ada_id) is not dropped
     events = await ada.recorded()
     states = [e["state"] for e in events if e["type"] == "state"]
     assert states[:2] == ["reconnecting", "joined"], events

@@ -5,20 +5,20 @@ from __future__ import annotations
 import pytest
 
 from media import errors
-from signaling import protocol
+from signaling.codes import Close
 
 
 @pytest.mark.parametrize(
     ("close_code", "cls", "code", "retryable"),
     [
-        (protocol.CLOSE_UNAUTHENTICATED, errors.TokenError, "unauthenticated", False),
-        (protocol.CLOSE_ROOM_FULL, errors.RoomFullError, "room-full", True),
-        (protocol.CLOSE_ROOM_ENDED, errors.RoomEndedError, "room-ended", False),
-        (protocol.CLOSE_NOT_FOUND, errors.NotFoundError, "not-found", False),
-        (protocol.CLOSE_FORBIDDEN, errors.ForbiddenError, "forbidden", False),
-        (protocol.CLOSE_JOIN_TIMEOUT, errors.JoinTimeoutError, "join-timeout", True),
-        (protocol.CLOSE_RATE_LIMITED, errors.RateLimitedError, "rate-limited", True),
-        (protocol.CLOSE_GOING_AWAY, errors.HubUnreachableError, "hub-unreachable", True),
+        (Close.UNAUTHENTICATED, errors.TokenError, "unauthenticated", False),
+        (Close.ROOM_FULL, errors.RoomFullError, "room-full", True),
+        (Close.ROOM_ENDED, errors.RoomEndedError, "room-ended", False),
+        (Close.NOT_FOUND, errors.NotFoundError, "not-found", False),
+        (Close.FORBIDDEN, errors.ForbiddenError, "forbidden", False),
+        (Close.JOIN_TIMEOUT, errors.JoinTimeoutError, "join-timeout", True),
+        (Close.RATE_LIMITED, errors.RateLimitedError, "rate-limited", True),
+        (Close.GOING_AWAY, errors.HubUnreachableError, "hub-unreachable", True),
         (1006, errors.HubUnreachableError, "hub-unreachable", True),
     ],
 )

@@ -33,10 +33,12 @@ from media import (
     TurnAuthError,
 )
 from signaling import protocol
+from signaling.codes import Close
 from signaling.memory_store import MemoryStore
-from tests.support.hub import HubHandle, test_settings
-from tests.support.hubproc import TcpProxy, free_tcp_port, start_hub_on
+from signaling.testing.hub import HubHandle, start_hub_on, test_settings
+from signaling.testing.ports import free_port
 from tests.support.paths import JFK
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.wsclient import seated
 
 LOOPBACK = ("127.0.0.1",)
@@ -222,7 +224,7 @@ async def test_full_room_raises_room_full_error(hub: HubHandle) -> None:
             await client.connect()
         await client.aclose()
     assert caught.value.code == "room-full" and caught.value.retryable
-    assert caught.value.close_code == protocol.CLOSE_ROOM_FULL
+    assert caught.value.close_code == Close.ROOM_FULL
     assert client.state == "closed" and client.stats.errors == {"room-full": 1}
 
 
@@ -234,7 +236,7 @@ async def test_expired_token_raises_token_error(hub: HubHandle) -> None:
         async with PeerClient(config(hub, token)):
             pass
     assert caught.value.code == "unauthenticated" and not caught.value.retryable
-    assert caught.value.close_code == protocol.CLOSE_UNAUTHENTICATED
+    assert caught.value.close_code == Close.UNAUTHENTICATED
 
 
 async def test_garbage_token_raises_token_error(hub: HubHandle) -> None:
@@ -247,7 +249,7 @@ async def test_unknown_room_raises_not_found(hub: HubHandle) -> None:
     with pytest.raises(NotFoundError) as caught:
         async with PeerClient(config(hub, hub.mint_token("room_nope", "alice"))):
             pass
-    assert caught.value.close_code == protocol.CLOSE_NOT_FOUND
+    assert caught.value.close_code == Close.NOT_FOUND
 
 
 async def test_ended_room_ends_joined_clients_and_refuses_new_ones(hub: HubHandle) -> None:
@@ -265,7 +267,7 @@ async def test_ended_room_ends_joined_clients_and_refuses_new_ones(hub: HubHandl
     with pytest.raises(RoomEndedError) as caught:
         async with PeerClient(config(hub, alice_token)):
             pass
-    assert caught.value.close_code == protocol.CLOSE_ROOM_ENDED
+    assert caught.value.close_code == Close.ROOM_ENDED
 
 
 async def test_kicked_client_fails_with_kicked_error(hub: HubHandle) -> None:
@@ -357,7 +359,7 @@ async def test_network_drop_resumes_and_keeps_media_flowing(hub: HubHandle) -> N
 
 @pytest.mark.slow
 async def test_hub_restart_resumes_and_keeps_media_flowing() -> None:
-    port, store = free_tcp_port(), MemoryStore()
+    port, store = free_port(), MemoryStore()
     hub = await start_hub_on(port, store=store)
     try:
         _, _, alice_token, bob_token = await two_in_a_room(hub)
@@ -387,7 +389,7 @@ async def test_hub_restart_resumes_and_keeps_media_flowing() -> None:
 
 
 async def test_hub_gone_for_good_fails_after_bounded_resume() -> None:
-    port, store = free_tcp_port(), MemoryStore()
+    port, store = free_port(), MemoryStore()
     hub = await start_hub_on(port, store=store, settings=test_settings())
     try:
         _, room_id = await hub.create_room()
@@ -414,7 +416,7 @@ TURN_SECRET = "media-test-turn-secret-0123456789"
 async def hub_with_turn(turn_secret: str) -> AsyncIterator[tuple[HubHandle, Any]]:
     """A real coturn accepting TURN_SECRET and a hub handing out credentials signed with
     ``turn_secret``."""
-    from tests.support.hub import start_hub
+    from signaling.testing.hub import start_hub
     from tests.support.turnserver import run_turnserver
 
     async with run_turnserver([TURN_SECRET]) as turn:

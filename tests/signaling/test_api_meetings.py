@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 from signaling import protocol as p
+from signaling.codes import Close
+from signaling.testing.hub import HubHandle
 from tests.signaling.test_api_errors import assert_failed, fetch_spec, spec_validator
 from tests.signaling.test_api_seeds import check_seed_response
-from tests.support.hub import HubHandle
 from tests.support.wsclient import WsClient
 
 CREATE = "lifecycle/createMeeting"
@@ -146,7 +147,7 @@ async def test_remove_participant_closes_and_bans(hub: HubHandle) -> None:
                          schema="Response_removeParticipant")
         assert value == {"success": True, "removedPeers": [jb.peer_id]}
         await bob.expect(p.Kicked)
-        assert await bob.expect_close() == p.CLOSE_FORBIDDEN
+        assert await bob.expect_close() == Close.FORBIDDEN
         assert (await host.expect(p.PeerLeft)).peer_id == jb.peer_id
         assert (await ok(hub, GET, {"meetingId": meeting_id}, user="bob"))["userPresence"] == "left"
 
@@ -156,12 +157,12 @@ async def test_remove_participant_closes_and_bans(hub: HubHandle) -> None:
         clients.append(again)
         await again.send({"type": "join", "token": token})
         assert (await again.expect(p.Error)).code == "removed"
-        assert await again.expect_close() == p.CLOSE_FORBIDDEN
+        assert await again.expect_close() == Close.FORBIDDEN
 
         # by peer id
         value = await ok(hub, REMOVE, {"meetingId": meeting_id, "peerId": jc.peer_id})
         assert value["removedPeers"] == [jc.peer_id]
-        assert await carol.expect_close() == p.CLOSE_FORBIDDEN
+        assert await carol.expect_close() == Close.FORBIDDEN
         status, body = await hub.call(REMOVE, {"meetingId": meeting_id, "peerId": jc.peer_id})
         assert_failed(spec, status, body, 404, "unknown-peer")
         value = await ok(hub, GET, {"meetingId": meeting_id})
@@ -182,7 +183,7 @@ async def test_end_meeting_ends_the_room(hub: HubHandle) -> None:
         assert value == {"success": True, "state": "concluded"}
         for client in (host, bob):
             assert (await client.expect(p.RoomEndedMsg)).reason == "ended by host"
-            assert await client.expect_close() == p.CLOSE_ROOM_ENDED
+            assert await client.expect_close() == Close.ROOM_ENDED
         value = await ok(hub, GET, {"meetingId": meeting_id}, user="bob")
         assert value["state"] == "concluded" and value["userPresence"] == "left"
         assert (value["participantCount"], value["activeWebRTCSessions"]) == (0, 0)
@@ -195,7 +196,7 @@ async def test_end_meeting_ends_the_room(hub: HubHandle) -> None:
         late = await WsClient.connect(hub.ws_url)
         try:
             await late.send({"type": "join", "token": hub.mint_token(room, "bob")})
-            assert await late.expect_close() == p.CLOSE_ROOM_ENDED
+            assert await late.expect_close() == Close.ROOM_ENDED
         finally:
             await late.aclose()
     finally:
@@ -222,7 +223,7 @@ async def test_end_initialised_but_unstarted_meeting_cancels_it(hub: HubHandle) 
     late = await WsClient.connect(hub.ws_url)
     try:
         await late.send({"type": "join", "token": hub.mint_token(room, "host", "host")})
-        assert await late.expect_close() == p.CLOSE_ROOM_ENDED
+        assert await late.expect_close() == Close.ROOM_ENDED
     finally:
         await late.aclose()
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from signaling import protocol as p
 from signaling.cli import main
+from signaling.codes import Close
 from signaling.tokens import TokenService
 from tests.support.wsclient import WsClient
 
@@ -207,7 +207,7 @@ async def test_serve_answers_and_shuts_down_gracefully() -> None:
             await client.join(join["token"])
             started = time.monotonic()
             os.kill(proc.pid, signal.SIGTERM)
-            assert await client.expect_close(timeout=5) == p.CLOSE_GOING_AWAY
+            assert await client.expect_close(timeout=5) == Close.GOING_AWAY
             assert await asyncio.wait_for(proc.wait(), 5) == 0
             assert time.monotonic() - started < 5
         finally:

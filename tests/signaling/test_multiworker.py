@@ -11,8 +11,11 @@ import aiohttp
 import pytest
 
 from signaling import protocol as p
-from tests.support.redis import RedisServer, free_port, run_redis
-from tests.support.workers import HubProcess, api, join_token, run_workers, start_meeting
+from signaling.codes import Close
+from signaling.testing.hub_process import HubProcess, run_workers
+from signaling.testing.meetings import api, join_token, start_meeting
+from signaling.testing.ports import free_port
+from signaling.testing.redis_server import RedisServer, run_redis
 from tests.support.wsclient import WsClient
 from tests.waiting import wait_until
 
@@ -195,7 +198,7 @@ async def test_redis_outage_under_live_rooms() -> None:
             await carol.send({"type": "join", "token": join_token(room_id, "carol")})
             error = await carol.expect(p.Error, timeout=10)
             assert error.code == "unavailable" and error.retryable
-            assert await carol.expect_close() == p.CLOSE_TRY_AGAIN_LATER
+            assert await carol.expect_close() == Close.TRY_AGAIN_LATER
             await carol.aclose()
             # The API answers 503 in the envelope; /readyz says not ready.
             status, body = await api(w.base_url, "queries/getMeeting", {"meetingId": meeting_id})
@@ -265,7 +268,7 @@ async def test_serve_workers_share_one_port(redis: RedisServer) -> None:
         assert (await a.expect(p.OfferFrom)).sdp == "v=0 one port"
         assert hub.proc is not None
         hub.proc.send_signal(signal.SIGTERM)
-        assert await a.expect_close(15) == p.CLOSE_GOING_AWAY
+        assert await a.expect_close(15) == Close.GOING_AWAY
         assert await asyncio.to_thread(hub.proc.wait, 20) == 0
         await a.aclose()
         await b.aclose()

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signaling import protocol as p
+from signaling.codes import Close
 from signaling.errors import BadRequest, Unauthenticated
+from signaling.testing.hub import HubHandle
 from signaling.tokens import ISSUER, JOIN_AUDIENCE, TokenService
 from tests.signaling.test_api_errors import alg_none_token, hmac_token
-from tests.support.hub import HubHandle
 from tests.support.wsclient import WsClient
 
 OLD = "old-secret-" + "o" * 32
@@ -312,7 +312,7 @@ async def test_tokens_never_logged(hub: HubHandle, caplog: pytest.LogCaptureFixt
         client = await WsClient.connect(hub.ws_url)
         try:
             await client.send({"type": "join", "token": token})
-            assert await client.expect_close() == p.CLOSE_UNAUTHENTICATED
+            assert await client.expect_close() == Close.UNAUTHENTICATED
         finally:
             await client.aclose()
     text = caplog.text

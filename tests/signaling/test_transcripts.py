@@ -8,18 +8,18 @@ import asyncio
 import pytest
 
 from signaling import protocol as p
+from signaling.app import HUB_KEY
 from signaling.memory_store import MemoryStore
 from signaling.redis_store import RedisStore, connect
 from signaling.store import Segment
 from signaling.tapjobs import MemoryTapJobs, RedisTapJobs, TapJob
-from signaling.ws import HUB_KEY
-from tests.support.hub import HubHandle
-from tests.support.redis import RedisServer
+from signaling.testing.hub import HubHandle
+from signaling.testing.redis_server import RedisServer
 from tests.support.wsclient import WsClient
 
 
 async def test_transcription_meeting_gets_a_tap_job(hub: HubHandle) -> None:
-    jobs = hub.app[HUB_KEY].tap_jobs
+    jobs = hub.app[HUB_KEY].transcripts.tap_jobs
     assert isinstance(jobs, MemoryTapJobs)
     meeting_id, room_id = await hub.create_room(transcription=True)
     job = await jobs.claim("tap-1", timeout_s=1)

@@ -14,7 +14,8 @@ import jwt
 import pytest
 
 from signaling import protocol as p
-from tests.support.hub import SECRET, HubHandle, start_hub, test_settings
+from signaling.codes import Close
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
 
 
@@ -160,7 +161,7 @@ async def test_join_timeout_closes_4408() -> None:
     client = await WsClient.connect(hub.ws_url)
     try:
         assert (await client.expect(p.Error)).code == "join-timeout"
-        assert await client.expect_close() == p.CLOSE_JOIN_TIMEOUT
+        assert await client.expect_close() == Close.JOIN_TIMEOUT
     finally:
         await client.aclose()
         await hub.aclose()
@@ -169,7 +170,7 @@ async def test_join_timeout_closes_4408() -> None:
 async def test_oversized_frame_closes_1009(room: Room) -> None:
     limit = room.hub.settings.limits.max_frame_bytes
     await room.bob.send({"type": "offer", "to": room.host.peer_id, "sdp": "x" * (limit + 10)})
-    assert await room.bob.expect_close() == p.CLOSE_FRAME_TOO_LARGE
+    assert await room.bob.expect_close() == Close.FRAME_TOO_LARGE
     # bob dropped (not left): host is not told until the resume grace ends.
     await room.host.send({"type": "ping"})
     await room.host.expect(p.Pong)
@@ -188,7 +189,7 @@ async def test_flood_beyond_rate_limit() -> None:
         for _ in range(40):
             await bob.send({"type": "ping"})
         errors_then_close = await bob.expect_close()
-        assert errors_then_close == p.CLOSE_RATE_LIMITED
+        assert errors_then_close == Close.RATE_LIMITED
         codes = {m.code for m in bob.seen(p.Error)}
         assert codes == {"rate-limited"}
         assert 1 <= len(bob.seen(p.Pong)) <= 12  # the burst got through, the flood did not
@@ -209,7 +210,7 @@ async def test_repeated_bad_frames_close_the_socket() -> None:
         await c.join(hub.mint_token(room_id, "host", "host"))
         for _ in range(3):
             await c.send("nope")
-        assert await c.expect_close() == p.CLOSE_BAD_JOIN
+        assert await c.expect_close() == Close.BAD_JOIN
         assert len(c.seen(p.Error)) == 3
         await c.aclose()
     finally:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from signaling import protocol as p
-from tests.support.hub import HubHandle
+from signaling.codes import Close
+from signaling.testing.hub import HubHandle
 from tests.support.wsclient import WsClient
 
 
@@ -65,18 +66,18 @@ async def test_kick_and_end(hub: HubHandle) -> None:
 
         await host.send({"type": "kick", "peerId": jb.peer_id})
         await bob.expect(p.Kicked)
-        assert await bob.expect_close() == p.CLOSE_FORBIDDEN
+        assert await bob.expect_close() == Close.FORBIDDEN
         left = await carol.expect(p.PeerLeft)
         assert left.peer_id == jb.peer_id and left.reason == "kicked"
         again = await WsClient.connect(hub.ws_url)
         clients.append(again)
         await again.send({"type": "join", "token": hub.mint_token(room, "bob")})
         assert (await again.expect(p.Error)).code == "removed"
-        assert await again.expect_close() == p.CLOSE_FORBIDDEN
+        assert await again.expect_close() == Close.FORBIDDEN
 
         await host.send({"type": "end"})
         assert (await carol.expect(p.RoomEndedMsg)).reason == "ended by host"
-        assert await carol.expect_close() == p.CLOSE_ROOM_ENDED
+        assert await carol.expect_close() == Close.ROOM_ENDED
         status, body = await hub.call("queries/getMeeting", {"meetingId": meeting})
         assert status == 200 and body["value"]["state"] == "concluded"
     finally:

@@ -6,7 +6,8 @@ import asyncio
 
 from signaling import protocol as p
 from signaling.app import STORE_KEY
-from tests.support.hub import HubHandle, start_hub, test_settings
+from signaling.codes import Close
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
 from tests.waiting import wait_until
 
@@ -141,7 +142,7 @@ async def test_max_connections_per_worker() -> None:
         clients.append(extra)
         error = await extra.expect(p.Error)
         assert error.code == "server-full" and error.retryable
-        assert await extra.expect_close() == p.CLOSE_TRY_AGAIN_LATER
+        assert await extra.expect_close() == Close.TRY_AGAIN_LATER
     finally:
         for c in clients:
             await c.aclose()

@@ -19,11 +19,12 @@ import pytest
 from media import FileSpec, MediaTimeoutError, PeerClient, PeerClientConfig, ToneSpec
 from media.tap.config import TapConfig
 from media.tap.worker import TapWorker
+from media.testing.speech import JFK_TEXT, WEATHER, WINDOW
+from media.testing.wer import normalise, word_error_rate
 from signaling import protocol
+from signaling.app import HUB_KEY
 from signaling.tapjobs import TapJob, TapJobs
-from signaling.ws import HUB_KEY
-from tests.media.tap.conftest import JFK_TEXT, WEATHER, WINDOW, normalise, word_error_rate
-from tests.support.hub import HubHandle, start_hub, test_settings
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -48,7 +49,7 @@ async def tap_hub() -> AsyncIterator[HubHandle]:
 @asynccontextmanager
 async def own_worker(hub: HubHandle, **config: Any) -> AsyncIterator[TapWorker]:
     """A tap worker with test settings on ``hub``'s job queue (the hub's own is off)."""
-    jobs: TapJobs = hub.app[HUB_KEY].tap_jobs
+    jobs: TapJobs = hub.app[HUB_KEY].transcripts.tap_jobs
     worker = TapWorker(jobs, hub_url=lambda: hub.ws_url, worker_id="tap-test",
                        config=TapConfig(pin_host_addresses=LOOPBACK, **config))
     await worker.start()
@@ -211,7 +212,7 @@ async def test_a_worker_shutting_down_leaves_its_rooms_but_not_its_jobs(hub: Hub
     """Regression: closing the worker ended the session's message stream, which the session
     took for the room ending, so the worker completed the job on its way out and the room
     was left without a tap for good. A clean shutdown must leave the job for another worker."""
-    jobs: TapJobs = hub.app[HUB_KEY].tap_jobs
+    jobs: TapJobs = hub.app[HUB_KEY].transcripts.tap_jobs
     _, room_id = await hub.create_room(host="alice", transcription=True)
     async with PeerClient(bot(hub, hub.mint_token(room_id, "alice", "host"),
                               audio=None)) as alice:

@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 
 from signaling import protocol as p
-from signaling.websocket import GUID, encode_frame, parse_upgrade, sweep
-from signaling.ws import HUB_KEY
-from tests.support.hub import HubHandle, start_hub, test_settings
+from signaling.app import HUB_KEY
+from signaling.rfc6455 import GUID, encode_frame, parse_upgrade, sweep
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_CONT = 1, 2, 8, 9, 10, 0

@@ -23,16 +23,14 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
 
+from .codes import Close
+
 logger = logging.getLogger(__name__)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_INVALID_DATA = 1007
-CLOSE_TOO_BIG = 1009
 #: Close codes a client may send (RFC 6455 7.4): 1000-1014 less the reserved ones, 3000-4999.
 _VALID_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
@@ -217,12 +215,12 @@ class WebSocketProtocol(asyncio.Protocol):
                 head += 8
             opcode = b0 & 0x0F
             if b0 & 0x70 or not b1 & 0x80:
-                return self._fail(CLOSE_PROTOCOL_ERROR, "reserved bits set or frame not masked")
+                return self._fail(Close.PROTOCOL_ERROR, "reserved bits set or frame not masked")
             if opcode >= OP_CLOSE:
                 if length > 125 or not b0 & 0x80:
-                    return self._fail(CLOSE_PROTOCOL_ERROR, "bad control frame")
+                    return self._fail(Close.PROTOCOL_ERROR, "bad control frame")
             elif length + self._parts_size > self.max_size:
-                return self._fail(CLOSE_TOO_BIG, f"message over {self.max_size} bytes")
+                return self._fail(Close.FRAME_TOO_LARGE, f"message over {self.max_size} bytes")
             if end - head < 4 + length:
                 break
             payload = unmask(data[head + 4:head + 4 + length], data[head:head + 4])
@@ -258,14 +256,14 @@ class WebSocketProtocol(asyncio.Protocol):
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode == OP_TEXT or opcode == OP_BINARY:
             if self._parts is not None:
-                return self._fail(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
+                return self._fail(Close.PROTOCOL_ERROR, "new message inside a fragmented one")
             if not fin:
                 self._parts, self._parts_size, self._parts_op = [payload], len(payload), opcode
                 return
             self._message(opcode, payload)
         elif opcode == OP_CONTINUATION:
             if self._parts is None:
-                return self._fail(CLOSE_PROTOCOL_ERROR, "continuation without a message")
+                return self._fail(Close.PROTOCOL_ERROR, "continuation without a message")
             self._parts.append(payload)
             self._parts_size += len(payload)
             if fin:
@@ -279,7 +277,7 @@ class WebSocketProtocol(asyncio.Protocol):
         elif opcode == OP_CLOSE:
             self._client_closed(payload)
         else:
-            self._fail(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
+            self._fail(Close.PROTOCOL_ERROR, f"unknown opcode {opcode}")
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if self._close_sent:
@@ -290,20 +288,21 @@ class WebSocketProtocol(asyncio.Protocol):
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
-            return self._fail(CLOSE_INVALID_DATA, "text frame is not UTF-8")
+            return self._fail(Close.INVALID_DATA, "text frame is not UTF-8")
         self.on_text(payload)
 
     def _client_closed(self, payload: bytes) -> None:
-        code = 1005
+        code: int = Close.NO_STATUS
         if len(payload) >= 2:
             code = int.from_bytes(payload[:2], "big")
             if not (code in _VALID_CODES or 3000 <= code <= 4999):
-                code = CLOSE_PROTOCOL_ERROR
+                code = Close.PROTOCOL_ERROR
         elif payload:
-            code = CLOSE_PROTOCOL_ERROR
+            code = Close.PROTOCOL_ERROR
         self.client_close_code = code
         if not self._close_sent:  # echo it (RFC 6455 5.5.1), then we close the TCP side
-            self.close_code = CLOSE_NORMAL if code in (1005, CLOSE_PROTOCOL_ERROR) else code
+            self.close_code = (Close.NORMAL if code in (Close.NO_STATUS, Close.PROTOCOL_ERROR)
+                               else code)
             self._close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(self.close_code)))
         self._end()

@@ -1,17 +1,23 @@
-"""``GET /ws``: the websocket endpoint.
+"""One websocket client of the hub: who it is, its limits, and a send that never blocks.
 
-:class:`HubSocket` reads a client's frames, enforces the limits (frame size, join timeout,
-message rate, abuse strikes, connections per worker) and hands decoded messages to the
-:class:`~signaling.hub.Hub`. Bad input is answered with an ``error`` frame; repeated abuse or a
-fatal error closes the socket with its 4xxx code. Nothing a client sends can raise out of it.
+A :class:`ClientSocket` *is* the socket's protocol (:class:`~signaling.rfc6455.WebSocketProtocol`
+does the RFC 6455 framing), so an idle client costs one object, not a task, a queue and a timer.
 
-Relays (offer/answer/candidate), nearly all of the traffic, are handled inline as their frame is
-parsed: no task, no await. Other messages (join, chat, media, kick, ...) may wait on the store;
-they run in a task while later frames of the same client queue behind them in order (reading
-pauses when ``INBOX_PAUSE`` are waiting).
+Reading: it enforces the limits (frame size, join timeout, message rate, abuse strikes,
+connections per worker) and hands decoded messages to the :class:`~signaling.hub.Hub`. Bad input
+is answered with an ``error`` frame; repeated abuse or a fatal error closes the socket with its
+4xxx code. Nothing a client sends can raise out of it. Relays (offer/answer/candidate), nearly
+all of the traffic, are handled inline as their frame is parsed: no task, no await. Other
+messages (join, chat, media, kick, ...) may wait on the store; they run in a task while later
+frames of the same client queue behind them in order (reading pauses when ``INBOX_PAUSE`` are
+waiting).
 
-The upgrade request is answered by :mod:`signaling.server`; the aiohttp route for ``/ws`` only
-answers requests that are not a valid websocket upgrade.
+Writing: frames go straight to the transport while the client reads; while it does not, at most
+``send_queue_frames`` frames are kept and one more cuts the client off (``slow-consumer``)
+instead of buffering without bound.
+
+The upgrade request is answered by :mod:`signaling.server` (or, on a kept-alive HTTP
+connection, by :func:`upgrade_handler` here).
 """
 
 from __future__ import annotations
@@ -19,34 +25,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from . import protocol as p
-from .connection import Connection, TokenBucket
+from .codes import Close, ErrorCode
 from .errors import BadJoin, HubError, JoinTimeout, ProtocolError, RateLimited, Unavailable
-from .hub import Hub
-from .websocket import CLOSE_TOO_BIG, accept_response, sweep, upgrade_key
+from .protocol import Features
+from .ratelimit import TokenBucket
+from .rfc6455 import WebSocketProtocol, accept_response, sweep, upgrade_key
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 logger = logging.getLogger(__name__)
 
-HUB_KEY = web.AppKey("hub", Hub)
-
 #: A client's frames waiting behind a message that waits on the store; reading pauses at this.
 INBOX_PAUSE = 32
-#: Ping a client silent this long; drop it if it does not answer within half of it.
-HEARTBEAT_S = 20.0
-#: How often the liveness sweep runs over every socket.
-SWEEP_S = 5.0
 
 _RELAYED = frozenset(p.RELAYED)
 
 
-class HubSocket(Connection):
-    """A client socket of this worker's hub."""
+class ClientSocket(WebSocketProtocol):
+    """A joined (or joining) websocket client of this worker's hub."""
 
     __slots__ = (
         "_bucket",
+        "_held",
         "_inbox",
         "_join_timer",
         "_joined",
@@ -54,14 +61,29 @@ class HubSocket(Connection):
         "_strikes",
         "_task",
         "_tracked",
+        "features",
+        "finished",
         "hub",
+        "name",
+        "peer_id",
+        "role",
+        "room_id",
+        "user_id",
     )
 
     def __init__(self, hub: Hub) -> None:
         limits = hub.settings.limits
-        super().__init__(max_frame_bytes=limits.max_frame_bytes,
-                         queue_frames=limits.send_queue_frames)
+        super().__init__(max_size=limits.max_frame_bytes, backlog_frames=limits.send_queue_frames)
         self.hub = hub
+        self.peer_id = ""
+        self.room_id = ""
+        self.user_id = ""
+        self.role = ""
+        self.name = ""
+        self.features = Features()
+        #: Set once the client said ``leave`` or was kicked/ended: no resume grace on close.
+        self.finished = False
+        self._held: list[bytes] | None = None
         self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
         self._strikes = 0
         self._joined = False
@@ -72,6 +94,11 @@ class HubSocket(Connection):
         self._paused_reading = False
         self._tracked = False
 
+    @property
+    def label(self) -> str:
+        """For log lines: room and peer."""
+        return f"room={self.room_id or '-'} peer={self.peer_id or '-'}"
+
     # --------------------------------------------------------------- lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,13 +106,13 @@ class HubSocket(Connection):
         hub = self.hub
         limits = hub.settings.limits
         if hub.closing:
-            self.close(p.CLOSE_GOING_AWAY, "server shutting down")
+            self.close(Close.GOING_AWAY, "server shutting down")
             return
         if hub.socket_count >= limits.max_connections:
             logger.warning("refusing websocket from %s: %d connections", self.remote,
                            hub.socket_count)
             self._refuse(Unavailable("this worker is at its connection limit",
-                                     code="server-full"))
+                                     code=ErrorCode.SERVER_FULL))
             return
         hub.track(self)
         self._tracked = True
@@ -107,23 +134,65 @@ class HubSocket(Connection):
         try:
             # Only the client's own close frame with 1000 means "I left"; a close we started
             # (shutdown 1001, kick) or a dropped connection keeps the seat for resume.
-            if (self.client_close_code == 1000 and self._joined and not self.finished
-                    and not hub.closing and self.close_code in (None, 1000)):
-                await hub.leave(self, "left")
+            if (self.client_close_code == Close.NORMAL and self._joined and not self.finished
+                    and not hub.closing and self.close_code in (None, Close.NORMAL)):
+                await hub.lifecycle.leave(self, "left")
             await hub.disconnected(self)
         except HubError as exc:  # e.g. the store became unreachable while the peer left
-            hub.needs_repair = True
+            hub.lifecycle.needs_repair = True
             logger.warning("%s cleanup after close failed: %s", self.label, exc)
 
     def _refuse(self, exc: HubError) -> None:
         """Tell the client why, then close with the error's code."""
         self.hub.send_error(self, exc)
-        self.close(exc.close_code or p.CLOSE_BAD_JOIN, exc.code)
+        self.close(exc.close_code or Close.BAD_JOIN, exc.code)
 
     def _join_timed_out(self) -> None:
         self._join_timer = None
         if not self._joined and self._task is None:
             self._refuse(JoinTimeout("no join within the join timeout"))
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close after the frames already sent (kicks, room end, leave, shutdown)."""
+        self.close(code, reason)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) until the socket is closed, e.g. after :meth:`close_soon`."""
+        await self.wait_closed(timeout)
+
+    async def aclose(self, code: int = Close.NORMAL, reason: str = "") -> None:
+        """Close the socket (if still open) and wait up to 1 s for it to end. Idempotent."""
+        self.close(code, reason, timeout=1.0)
+        await self.wait_closed(1.5)
+
+    # --------------------------------------------------------------- frames out
+
+    def hold(self) -> None:
+        """Keep frames back until :meth:`release`: a joining peer must see ``joined`` first,
+        while other peers may already address it."""
+        self._held = []
+
+    def release(self, first: bytes, keep: Callable[[bytes], bool]) -> None:
+        """Send ``first`` (the ``joined`` frame), then the held frames that ``keep`` accepts."""
+        held, self._held = self._held or [], None
+        if first:
+            self.send(first)
+        for frame in held:
+            if keep(frame):
+                self.send(frame)
+
+    def send(self, frame: bytes) -> None:
+        """Send one encoded frame now, or keep it while the client is not reading; cut the
+        client off when it has ``send_queue_frames`` frames waiting."""
+        if self._held is not None:
+            if len(self._held) < self.backlog_frames:
+                self._held.append(frame)
+            return
+        self.send_text(frame)
+
+    def on_slow_consumer(self, frames: int) -> None:
+        logger.warning("%s slow consumer: %d frames unsent, disconnecting", self.label, frames)
+        self.close_code = Close.POLICY
 
     # --------------------------------------------------------------- frames in
 
@@ -148,7 +217,7 @@ class HubSocket(Connection):
             return
         if type(message) in _RELAYED:  # the hot path: inline, no task
             try:
-                self.hub.relay(self, message)  # type: ignore[arg-type]
+                self.hub.router.relay(self, message)  # type: ignore[arg-type]
             except HubError as exc:
                 self.hub.send_error(self, exc)
             return
@@ -161,7 +230,7 @@ class HubSocket(Connection):
         self._strike(ProtocolError("binary frames are not accepted; send JSON text"))
 
     def on_protocol_error(self, code: int) -> None:
-        if code == CLOSE_TOO_BIG:
+        if code == Close.FRAME_TOO_LARGE:
             logger.info("%s frame over %d bytes", self.label, self.max_size)
 
     def _admit(self, data: bytes) -> p.ClientMessage | None:
@@ -190,14 +259,14 @@ class HubSocket(Connection):
 
     # --------------------------------------------------------------- messages that wait
 
-    def _start(self, work: object) -> None:
+    def _start(self, work: Awaitable[None]) -> None:
         self._inbox = deque()
-        self._task = asyncio.create_task(self._run(work))  # type: ignore[arg-type]
+        self._task = asyncio.create_task(self._run(work))
 
-    async def _run(self, work: object) -> None:
+    async def _run(self, work: Awaitable[None]) -> None:
         """Run ``work``, then the frames that queued behind it, in order."""
         try:
-            await work  # type: ignore[misc]
+            await work
             inbox = self._inbox
             while inbox and self._joined and not self.finished and not self.closing:
                 data = inbox.popleft()
@@ -208,7 +277,7 @@ class HubSocket(Connection):
                     await self._handle(message)
         except Exception:
             logger.exception("%s internal error handling a message", self.label)
-            self.close(1011, "internal-error")
+            self.close(Close.INTERNAL_ERROR, "internal-error")
         finally:
             self._inbox = None
             self._task = None
@@ -221,12 +290,11 @@ class HubSocket(Connection):
             self.transport.resume_reading()
 
     async def _join(self, data: bytes) -> None:
-        hub = self.hub
         try:
             join = p.decode_client(data)
             if not isinstance(join, p.Join):
                 raise BadJoin(f"the first frame must be join, not {p.message_type(join)}")
-            await hub.join(self, join)
+            await self.hub.admission.join(self, join)
         except ProtocolError as exc:
             self._refuse(BadJoin(f"bad join: {exc.message}"))
             return
@@ -245,31 +313,38 @@ class HubSocket(Connection):
             self.hub.send_error(self, exc)
 
 
-async def heartbeat(hub: Hub, every_s: float = SWEEP_S, idle_s: float = HEARTBEAT_S) -> None:
-    """Ping silent clients and drop the ones that stay silent: one sweep for every socket."""
-    sweeps = max(1, round(idle_s / every_s))
+async def liveness_sweeps(hub: Hub) -> None:
+    """Ping silent clients and drop the ones that stay silent: one sweep for every socket,
+    every ``limits.liveness_sweep_s``; a ping after ``limits.ping_after_s`` of silence."""
+    limits = hub.settings.limits
+    sweeps = max(1, round(limits.ping_after_s / limits.liveness_sweep_s))
     while True:
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(limits.liveness_sweep_s)
         sweep(hub.sockets(), sweeps)
 
 
-async def upgrade_on_http(request: web.Request) -> web.StreamResponse:
-    """``GET /ws`` that reached aiohttp. A websocket upgrade arrives here when it is not the
-    first request on its connection (a proxy reusing a kept-alive upstream connection, as
-    nginx does with ``keepalive``): the hub takes the connection over from aiohttp for the
-    socket's lifetime. Anything else is a bad upgrade: 400."""
-    headers = {name.lower(): ", ".join(request.headers.getall(name))
-               for name in request.headers}
-    key = upgrade_key(headers) if request.method == "GET" and request.version == (1, 1) \
-        else None
-    transport = request.transport
-    if key is None or transport is None or request.protocol is None:
-        return web.Response(
-            status=400, headers={"Sec-WebSocket-Version": "13"},
-            text="/ws is the websocket endpoint: send an RFC 6455 upgrade (Upgrade: websocket, "
-                 "Connection: Upgrade, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)\n")
-    sock = HubSocket(request.app[HUB_KEY])
-    transport.write(accept_response(key))
-    request.protocol.set_parser(sock.attach_behind(transport))  # type: ignore[arg-type]
-    await sock.wait_closed(float("inf"))
-    return web.Response(status=101)  # never sent: the connection is closed by now
+def upgrade_handler(hub: Hub) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of ``GET /ws``. A websocket upgrade arrives there when it is not the
+    first request on its connection (a proxy reusing a kept-alive upstream connection, as nginx
+    does with ``keepalive``): the hub takes the connection over from aiohttp for the socket's
+    lifetime. Anything else is a bad upgrade: 400."""
+
+    async def upgrade_on_http(request: web.Request) -> web.StreamResponse:
+        headers = {name.lower(): ", ".join(request.headers.getall(name))
+                   for name in request.headers}
+        key = upgrade_key(headers) if request.method == "GET" and request.version == (1, 1) \
+            else None
+        transport = request.transport
+        if key is None or transport is None or request.protocol is None:
+            return web.Response(
+                status=400, headers={"Sec-WebSocket-Version": "13"},
+                text="/ws is the websocket endpoint: send an RFC 6455 upgrade (Upgrade: "
+                     "websocket, Connection: Upgrade, Sec-WebSocket-Version: 13, "
+                     "Sec-WebSocket-Key)\n")
+        sock = ClientSocket(hub)
+        transport.write(accept_response(key))
+        request.protocol.set_parser(sock.attach_behind(transport))  # type: ignore[arg-type]
+        await sock.wait_closed(float("inf"))
+        return web.Response(status=101)  # never sent: the connection is closed by now
+
+    return upgrade_on_http
