@@ -15,6 +15,7 @@ from signaling.protocol import Features, MediaState
 from signaling.redis_bus import RedisBus
 from signaling.redis_store import RedisStore, connect
 from signaling.store import Meeting, Room, Seat
+from tests.waiting import wait_until
 
 BACKENDS = ["memory", "redis", "cluster"]
 
@@ -190,9 +191,13 @@ async def test_bus_delivers_in_order_between_workers(backend: tuple[Any, Any, An
     _, make_bus, _ = backend
     a, b = make_bus(), make_bus()
     got: list[Envelope] = []
+    probes: list[Envelope] = []
     done = asyncio.Event()
 
     async def on_b(env: Envelope) -> None:
+        if env.room_id == "room_probe":
+            probes.append(env)
+            return
         got.append(env)
         if len(got) == 200:
             done.set()
@@ -202,7 +207,13 @@ async def test_bus_delivers_in_order_between_workers(backend: tuple[Any, Any, An
 
     await a.start("wA", on_a)
     await b.start("wB", on_b)
-    await asyncio.sleep(0.3)  # subscriptions are live
+
+    def b_hears_a() -> bool:
+        # Redis pub/sub drops what is published before b's subscription is live: probe first.
+        a.send("wB", Envelope("deliver", "room_probe", ("p_0",), b"probe"))
+        return bool(probes)
+
+    await wait_until(b_hears_a, interval=0.05, what="b's subscription delivering a's envelopes")
     for i in range(200):
         a.send("wB", Envelope("deliver", "room_x", ("p_1",), f"frame-{i}".encode()))
     await asyncio.wait_for(done.wait(), 10)
