@@ -3,8 +3,6 @@ and the getTranscript API."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from signaling import protocol as p
@@ -16,6 +14,7 @@ from signaling.tapjobs import MemoryTapJobs, RedisTapJobs, TapJob
 from signaling.testing.hub import HubHandle
 from signaling.testing.redis_server import RedisServer
 from tests.support.wsclient import WsClient
+from tests.waiting import wait_until
 
 
 async def test_transcription_meeting_gets_a_tap_job(hub: HubHandle) -> None:
@@ -123,9 +122,10 @@ async def test_tap_jobs_survive_a_dead_worker(kind: str, request: pytest.Fixture
     assert first is not None and first.job_id == "tap_1"
     assert await jobs.renew("w1", first)
     assert await jobs.claim("w2", timeout_s=0.2) is None  # w1 is alive
-    await asyncio.sleep(0.8)  # w1 died: no renewals
-    second = await jobs.claim("w2", timeout_s=1)
-    assert second is not None and second.job_id == "tap_1"
+    # w1 died: no renewals. After reclaim_after_s the job is w2's to take.
+    second = await wait_until(lambda: jobs.claim("w2", timeout_s=0.2), timeout=10,
+                              what="w2 reclaiming the job w1 stopped renewing")
+    assert second.job_id == "tap_1"
     assert not await jobs.renew("w1", first)  # w1 lost it
     await jobs.complete(second)
     assert await jobs.claim("w3", timeout_s=0.2) is None
