@@ -51,7 +51,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	@ls bench/*.py >/dev/null 2>&1 && for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@for b in bench/*.py; do m=$$(basename $$b .py); [ "$$m" = __init__ ] && continue; \
+	  echo "== bench.$$m"; $(BIN)/python -m bench.$$m; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Cheap bots vs naive aiortc peers: the most 4-peer audio rooms each sustains on this machine.
 
-    .venv/bin/python bench/bots.py [--duration 10] [--max-rooms 64] [--json bench/out/bots.json]
+    .venv/bin/python -m bench.bots [--duration 10] [--max-rooms 64] [--json bench/out/bots.json]
 
 Starts a real hub (``connvo-rtc serve``, in-memory, on a free loopback port) and runs the real
 load tester (:mod:`media.loadtest`: one bot process per core, ICE pinned to 127.0.0.1, so all
@@ -38,23 +38,17 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file: bench/signaling.py would shadow the signaling package
+    sys.exit("run it as a module from the repository root: .venv/bin/python -m bench.bots")
 
 from media.loadtest import LoadTest, LoadTestConfig
+from signaling.testing.ports import free_port
 
 SECRET = "bench-bots-secret-0123456789abcdef-0123456789"
 HUB_ENV = {"CONNVO_RTC_AUTH_SECRET": SECRET, "CONNVO_RTC_TAP_ENABLED": "false",
            "CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "1000", "CONNVO_RTC_LOG_LEVEL": "WARNING"}
 PROFILES = (("naive aiortc", "naive"), ("cheap bots", "cheap"))
 MIN_DELIVERY_PCT = 95.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

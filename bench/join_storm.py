@@ -1,6 +1,6 @@
 """Join storm and relay latency: memory (1 worker) vs Redis (1 worker) vs Redis (2 workers).
 
-    .venv/bin/python bench/join_storm.py [--rooms 100] [--concurrency 100] [--relay-seconds 5]
+    .venv/bin/python -m bench.join_storm [--rooms 100] [--concurrency 100] [--relay-seconds 5]
     .venv/bin/python bench/join_storm.py ... --failover 3 [--dead-after 10 --reap-interval 2.5]
 
 Starts a real redis-server and real hub processes on loopback, creates ``rooms`` meetings, then
@@ -34,12 +34,15 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file: bench/signaling.py would shadow the signaling package
+    sys.exit("run it as a module from the repository root: .venv/bin/python -m bench.join_storm")
 
 from signaling import protocol as p
 from signaling.settings import RedisSettings
-from tests.support.redis import free_port, run_redis
-from tests.support.workers import HubProcess, join_token, start_meeting
+from signaling.testing.hub_process import HubProcess
+from signaling.testing.meetings import join_token, start_meeting
+from signaling.testing.ports import free_port
+from signaling.testing.redis_server import run_redis
 
 ENV = {"CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "100000",
        "CONNVO_RTC_LIMITS_MESSAGES_PER_SECOND": "100000",
@@ -79,7 +82,7 @@ def _start_memory(h: HubProcess) -> None:
     import subprocess
     import tempfile
 
-    from tests.support.hub import SECRET
+    from signaling.testing.hub import SECRET
 
     fd, h.log_path = tempfile.mkstemp(prefix="bench-hub-", suffix=".log")
     h.proc = subprocess.Popen(

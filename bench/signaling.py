@@ -1,7 +1,7 @@
 """Signalling cost: our hub (memory 1 worker, Redis 1 worker, Redis 2 workers) vs PeerJS server.
 
-    .venv/bin/python bench/signaling.py [--quick] [--json FILE]
-    .venv/bin/python bench/signaling.py --profile /tmp/hub.txt     # py-spy of the hub at 5k msg/s
+    .venv/bin/python -m bench.signaling [--quick] [--json FILE]
+    .venv/bin/python -m bench.signaling --profile /tmp/hub.txt     # py-spy of the hub at 5k msg/s
 
 Installs PeerJS server (npm ``peer@1.0.2``) into bench/.peerjs if missing, starts each server on
 127.0.0.1 and drives it with the same multi-process load generator (bench/loadgen/) speaking
@@ -43,15 +43,18 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file: bench/signaling.py would shadow the signaling package
+    sys.exit("run it as a module from the repository root: .venv/bin/python -m bench.signaling")
 
 from bench.loadgen.clients import ClientSpec
 from bench.loadgen.generator import Generator, loop_name
 from bench.loadgen.procfs import cpu_seconds, machine_busy_s, pct, rss_bytes
 from bench.loadgen.report import CONFIGS, render, render_notes, summarize_profile, targets
-from tests.support.hub import SECRET
-from tests.support.redis import free_port, run_redis
-from tests.support.workers import HubProcess, join_token, start_meeting
+from signaling.testing.hub import SECRET
+from signaling.testing.hub_process import HubProcess
+from signaling.testing.meetings import join_token, start_meeting
+from signaling.testing.ports import free_port
+from signaling.testing.redis_server import run_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Transcription tap: accuracy, latency, recogniser speed and the hub's loop lag, side by side.
 
-    .venv/bin/python bench/tap.py [--max-speakers 8] [--json FILE]
+    .venv/bin/python -m bench.tap [--max-speakers 8] [--json FILE]
 
 1. **Over WebRTC.** A hub with its in-process tap runs in *this* process (one event loop, as
    ``connvo-rtc serve`` runs them), and a separate bot process joins two transcription rooms:
@@ -48,8 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a file: bench/signaling.py would shadow the signaling package
+    sys.exit("run it as a module from the repository root: .venv/bin/python -m bench.tap")
 
+ROOT = Path(__file__).resolve().parents[1]
 JFK = str(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jfk.flac")
 LEAD_S = 1.0  # silence before the corpus
 GAP_S = 1.5  # silence between its clips
@@ -84,7 +86,7 @@ def make_corpus(workdir: Path) -> tuple[str, list[Clip]]:
     """jfk.flac and the espeak-ng sentences in one 48 kHz mono wav with silence between
     them, as the bot sends it; returns the wav and the clips with their times in it."""
     from media.sources import SAMPLE_RATE, decode_audio_file
-    from tests.media.tap.conftest import JFK_TEXT, SENTENCES, speak
+    from media.testing.speech import JFK_TEXT, SENTENCES, speak
 
     sources = [Clip("jfk", JFK, JFK_TEXT)]
     for i, sentence in enumerate(SENTENCES, 1):
@@ -125,7 +127,7 @@ def assign(clips: list[Clip], segments: list[tuple[float, float, str]]) -> dict[
 def wer_table(clips: list[Clip], texts: dict[str, str]) -> dict[str, Any]:
     """Per-clip WER and errors, and pooled WER (errors / reference words) over all clips, over
     jfk and over the sentences."""
-    from tests.media.tap.conftest import normalise, word_error_rate
+    from media.testing.wer import normalise, word_error_rate
 
     per: dict[str, float] = {}
     errors: dict[str, float] = {}
@@ -207,9 +209,9 @@ class LagProbe:
 
 async def over_webrtc(workdir: Path, corpus: str, clips: list[Clip]) -> dict[str, Any]:
     from media.tap import pipeline as tap_pipeline
+    from media.testing.speech import WEATHER, WINDOW, speak
     from signaling.app import STORE_KEY
-    from tests.media.tap.conftest import WEATHER, WINDOW, speak
-    from tests.support.hub import start_hub, test_settings
+    from signaling.testing.hub import start_hub, test_settings
 
     weather = speak(WEATHER, workdir / "weather.wav", lead_s=0.5, tail_s=4.0)
     window = speak(WINDOW, workdir / "window.wav", lead_s=4.5, tail_s=0.0)
@@ -245,7 +247,7 @@ async def over_webrtc(workdir: Path, corpus: str, clips: list[Clip]) -> dict[str
         ]}
         probe.start()
         bots = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--bots", json.dumps(spec),
+            sys.executable, "-m", "bench.tap", "--bots", json.dumps(spec), cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await bots.communicate()
         lag = await probe.stop()
@@ -288,7 +290,7 @@ def trim_digital_silence(pcm: bytes | bytearray) -> bytes:
 
 def direct(clips: list[Clip], heard_pcm: bytes, workdir: Path) -> dict[str, Any]:
     from media.tap.pocketsphinx_backend import decode_file_direct, direct_options
-    from tests.media.tap.test_pipeline import pcm16k
+    from media.testing.speech import pcm16k
 
     options = direct_options()
     texts = {clip.name: decode_file_direct(clip.path, **options) for clip in clips}
@@ -367,7 +369,7 @@ async def capacity(max_speakers: int) -> dict[str, Any]:
     from media.tap.pipeline import SpeakerPipeline
     from media.tap.pocketsphinx_backend import DEFAULT_DECODERS
     from media.tap.transcriber import BYTES_PER_SECOND, create_transcriber
-    from tests.media.tap.test_pipeline import pcm16k
+    from media.testing.speech import pcm16k
 
     speech = pcm16k(JFK) + bytes(BYTES_PER_SECOND)
     warm_up = pcm16k(JFK)[: 3 * BYTES_PER_SECOND] + bytes(BYTES_PER_SECOND)

@@ -6,9 +6,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from signaling.testing.hub import HubHandle, start_hub
+from signaling.testing.redis_server import (
+    RedisCluster,
+    RedisServer,
+    flush,
+    redis_cluster,
+    redis_server,
+)
 from tests.support.deps import missing
-from tests.support.hub import HubHandle, start_hub
-from tests.support.redis import RedisCluster, RedisServer, flush, redis_cluster, redis_server
 
 
 def require_binary(path: str) -> None:

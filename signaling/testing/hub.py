@@ -1,4 +1,10 @@
-"""A real hub on a free loopback port, in the test's event loop, and API helpers for tests."""
+"""Support code for tests and benchmarks: a real hub in the caller's event loop.
+
+:func:`start_hub` listens on a free loopback port; :func:`start_hub_on` on a given port with a
+given store, so a *restart* (what a client sees when its hub worker is redeployed) keeps the
+address and the state and clients can resume their seats. The :class:`HubHandle` has the
+URLs, mints tokens and makes meetings through the API.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ import aiohttp
 from aiohttp import web
 
 from signaling.app import LOCAL_URL_KEY, create_app
+from signaling.memory_store import MemoryStore
 from signaling.server import HubSite
 from signaling.settings import Settings, load_settings
 from signaling.tokens import TokenService
 
+#: The auth secret of :func:`test_settings` (and of ``hub_process``'s workers).
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
@@ -103,6 +111,25 @@ async def start_hub(settings: Settings | None = None, **kwargs: Any) -> HubHandl
     await site.start()
     port = runner.addresses[0][1]
     app[LOCAL_URL_KEY].url = f"ws://127.0.0.1:{port}/ws"
+    tokens = TokenService(secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s)
+    return HubHandle(runner, app, dataclasses.replace(settings), f"http://127.0.0.1:{port}",
+                     tokens)
+
+
+async def start_hub_on(port: int, *, store: MemoryStore,
+                       settings: Settings | None = None) -> HubHandle:
+    """Start a hub on ``127.0.0.1:port`` backed by ``store`` (shared across restarts)."""
+    settings = settings or test_settings()
+    app = create_app(settings, store=store)
+    runner = web.AppRunner(app, handle_signals=False,
+                           shutdown_timeout=settings.server.shutdown_timeout_s)
+    await runner.setup()
+    site = HubSite(runner, "127.0.0.1", port, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     tokens = TokenService(secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s)
     return HubHandle(runner, app, dataclasses.replace(settings), f"http://127.0.0.1:{port}",
                      tokens)

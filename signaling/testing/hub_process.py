@@ -1,5 +1,7 @@
-"""Hub worker processes (``connvo-rtc serve``) for multi-worker tests: started on free loopback
-ports against one Redis, stopped by PID (SIGTERM, or SIGKILL to simulate a crash)."""
+"""Support code for tests and benchmarks: hub worker processes (``connvo-rtc serve``) on free
+loopback ports against one Redis, stopped by PID (SIGTERM, or SIGKILL to simulate a crash).
+Their auth secret is :data:`signaling.testing.hub.SECRET`, so :mod:`signaling.testing.meetings`
+can call them."""
 
 from __future__ import annotations
 
@@ -13,18 +15,17 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 
-from signaling.tokens import TokenService
-from tests.support.hub import SECRET
-from tests.support.redis import free_port
+from signaling.testing.hub import SECRET
+from signaling.testing.ports import free_port
 
 
 @dataclass
 class HubProcess:
-    """One hub worker process."""
+    """One hub worker process: ``start()``, ``await wait_ready()``, then ``kill()`` or
+    ``cleanup()`` (which also deletes its log)."""
 
     port: int
     redis_url: str
@@ -97,39 +98,3 @@ async def run_workers(redis_url: str, count: int = 2, *, extra: Sequence[str] = 
     finally:
         for w in workers:
             w.cleanup()
-
-
-_tokens = TokenService(secrets=(SECRET,))
-
-
-async def api(base_url: str, path: str, args: dict[str, Any], user: str = "host",
-              session: aiohttp.ClientSession | None = None) -> tuple[int, dict[str, Any]]:
-    """POST ``{"args": args}`` to ``/api/run/meetings/<path>`` on a hub process as ``user``."""
-    headers = {"Authorization": "Bearer " + _tokens.mint_user(user, f"{user}@example.com", user)}
-    own = session is None
-    session = session or aiohttp.ClientSession()
-    try:
-        async with session.post(f"{base_url}/api/run/meetings/{path}", json={"args": args},
-                                headers=headers) as resp:
-            return resp.status, await resp.json()
-    finally:
-        if own:
-            await session.close()
-
-
-async def start_meeting(base_url: str, invite: Sequence[str] = (), host: str = "host",
-                        session: aiohttp.ClientSession | None = None) -> tuple[str, str]:
-    """Create and start a meeting on a hub process; ``(meeting_id, room_id)``."""
-    status, body = await api(base_url, "lifecycle/createMeeting", {
-        "title": "multi-worker", "participantEmails": [f"{u}@example.com" for u in invite]},
-        host, session)
-    assert status == 200, body
-    meeting_id = body["value"]["meetingId"]
-    status, body = await api(base_url, "lifecycle/startMeeting", {"meetingId": meeting_id}, host,
-                             session)
-    assert status == 200, body
-    return meeting_id, body["value"]["roomInfo"]["roomId"]
-
-
-def join_token(room_id: str, user: str, role: str = "participant") -> str:
-    return _tokens.mint_join(room_id, user, role, name=user, ttl_s=600)[0]

@@ -1,5 +1,6 @@
-"""Real ``redis-server`` processes on free loopback ports: a single server and a 3-master
-Cluster. Started and stopped by PID; nothing is persisted (``--save "" --appendonly no``)."""
+"""Support code for tests and benchmarks: real ``redis-server`` processes on free loopback
+ports, a single server and a 3-master Cluster. Started and stopped by PID; nothing is persisted
+(``--save "" --appendonly no``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+from signaling.testing.ports import free_port
+
 
 def _bindable(port: int) -> bool:
     with socket.socket() as s:
@@ -25,15 +28,10 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def free_port(cluster: bool = False) -> int:
-    """A free loopback port; for a Cluster node also its bus port (port + 10000) is free."""
+def _cluster_port() -> int:
+    """A free loopback port whose Cluster bus port (port + 10000) is free too."""
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if not cluster:
-            return port
-        port = 20000 + port % 30000
+        port = 20000 + free_port() % 30000
         if _bindable(port) and _bindable(port + 10000):
             return port
 
@@ -81,7 +79,7 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def _workdir() -> object:
+def _workdir() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="connvo-redis-")
     try:
         yield path
@@ -91,8 +89,9 @@ def _workdir() -> object:
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
+    """A server for the caller's ``with`` block."""
     with _workdir() as path:
-        server = RedisServer(free_port(), str(path))
+        server = RedisServer(free_port(), path)
         server.start()
         try:
             yield server
@@ -104,7 +103,7 @@ def redis_server() -> Iterator[RedisServer]:
 async def run_redis() -> AsyncIterator[RedisServer]:
     """A private server for one test (e.g. one the test stops and restarts)."""
     with _workdir() as path:
-        server = RedisServer(free_port(), str(path))
+        server = RedisServer(free_port(), path)
         await asyncio.to_thread(server.start)
         try:
             yield server
@@ -114,6 +113,8 @@ async def run_redis() -> AsyncIterator[RedisServer]:
 
 @dataclass
 class RedisCluster:
+    """The nodes of a Cluster (every node a master, no replicas)."""
+
     nodes: list[RedisServer]
 
     @property
@@ -128,7 +129,7 @@ def _create_cluster(nodes: list[RedisServer]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         out = subprocess.run(["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
-                             capture_output=True, text=True, timeout=5).stdout
+                             capture_output=True, text=True, timeout=5, check=False).stdout
         if "cluster_state:ok" in out:
             return
         time.sleep(0.1)
@@ -137,8 +138,9 @@ def _create_cluster(nodes: list[RedisServer]) -> None:
 
 @contextlib.contextmanager
 def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
+    """A Cluster of ``masters`` nodes, slots spread over them, for the caller's ``with`` block."""
     with _workdir() as path:
-        nodes = [RedisServer(free_port(cluster=True), str(path), cluster=True)
+        nodes = [RedisServer(_cluster_port(), path, cluster=True)
                  for _ in range(masters)]
         try:
             for node in nodes:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.browser import Chromium, chromium
-from tests.support.hub import HubHandle, start_hub, test_settings
 
 
 @pytest.fixture

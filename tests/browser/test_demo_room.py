@@ -11,8 +11,8 @@ import pytest
 from playwright.async_api import expect
 
 from signaling.meetings import mint_invite
+from signaling.testing.hub import HubHandle
 from tests.support.browser import REPO, Chromium, inbound
-from tests.support.hub import HubHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from signaling.meetings import mint_invite
-from tests.support.hub import HubHandle, start_hub, test_settings
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 
 
 async def dev_call(hub: HubHandle, path: str, args: dict[str, Any],

@@ -11,8 +11,8 @@ import pytest
 from playwright.async_api import expect
 
 from media import PeerClient, PeerClientConfig, ToneSpec
+from signaling.testing.hub import HubHandle
 from tests.support.browser import Chromium, inbound
-from tests.support.hub import HubHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

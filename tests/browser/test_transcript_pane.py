@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from media.testing.speech import WEATHER, speak
+from media.testing.wer import normalise, word_error_rate
+from signaling.testing.hub import HubHandle
 from tests.conftest import require_binary
-from tests.media.tap.conftest import WEATHER, normalise, speak, word_error_rate
 from tests.support.browser import Chromium, DemoPage, fake_audio_file_arg
-from tests.support.hub import HubHandle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from signaling.testing.hub import start_hub, test_settings
 from tests.support.browser import Chromium, inbound
-from tests.support.hub import start_hub, test_settings
 from tests.support.turnserver import run_turnserver
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

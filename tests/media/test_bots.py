@@ -16,7 +16,7 @@ import pytest
 
 from media.bots import Bot, BotResult, BotTimes, bot_client_config
 from media.sources import OpusSource, OpusSpec, ToneSpec, encode_opus_spec, open_audio_source
-from tests.support.hub import HubHandle
+from signaling.testing.hub import HubHandle
 from tests.support.wsclient import seated
 
 LOOPBACK = ("127.0.0.1",)

@@ -24,8 +24,8 @@ from media.loadtest.progress import ProgressDisplay
 from media.loadtest.provision import RetryPolicy, RoomPlan, provision_rooms
 from media.loadtest.report import TimelinePoint, distribution, percentile
 from media.loadtest.thresholds import evaluate
-from tests.support.hub import SECRET, HubHandle, start_hub, test_settings
-from tests.support.hubproc import free_tcp_port
+from signaling.testing.hub import SECRET, HubHandle, start_hub, test_settings
+from signaling.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "loadtest.md"
@@ -242,7 +242,7 @@ async def test_cli_exits_non_zero_when_a_threshold_is_missed(hub: HubHandle,
 
 
 async def test_cli_against_a_stopped_hub_fails_cleanly() -> None:
-    port = free_tcp_port()
+    port = free_port()
     code, _, stderr = await run_cli("--url", f"ws://127.0.0.1:{port}/ws", "--secret", SECRET,
                                     "--quiet")
     assert code == 3

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from tests.support.hub import SECRET, HubHandle, start_hub, test_settings
+from signaling.testing.hub import SECRET, HubHandle, start_hub, test_settings
 
 PLACEHOLDER = "meeting_123example"
 UNKNOWN = "meeting_doesnotexist"

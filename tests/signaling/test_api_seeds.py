@@ -18,7 +18,7 @@ import yaml
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from signaling import protocol as p
-from tests.support.hub import HubHandle
+from signaling.testing.hub import HubHandle
 from tests.support.paths import SEEDS as SEED_PATH
 from tests.support.wsclient import WsClient
 
@@ -207,7 +207,7 @@ async def test_seed_flow_in_order(hub: HubHandle) -> None:
 async def test_turn_credentials_validate_against_seed_ice_schema() -> None:
     """With STUN and TURN configured, roomInfo.iceServers carries username/credential and still
     validates against the seed schema (``urls`` string or list)."""
-    from tests.support.hub import start_hub, test_settings
+    from signaling.testing.hub import start_hub, test_settings
 
     settings = test_settings(ice={"stun_urls": "stun:127.0.0.1:3478",
                                   "turn_urls": "turn:127.0.0.1:3478?transport=udp",

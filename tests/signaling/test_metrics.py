@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from signaling import protocol as p
-from tests.support.hub import HubHandle
+from signaling.testing.hub import HubHandle
 from tests.support.wsclient import WsClient
 
 

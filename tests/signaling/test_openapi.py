@@ -11,9 +11,9 @@ from jsonschema.exceptions import SchemaError
 from openapi_schema_validator import OAS30Validator
 
 from signaling.openapi import EXTRA, build_spec
+from signaling.testing.hub import HubHandle
 from tests.signaling.test_api_errors import fetch_spec, spec_validator
 from tests.signaling.test_api_seeds import SEEDS, operation, seed
-from tests.support.hub import HubHandle
 from tests.support.wsclient import WsClient
 
 RUN = "/api/run/meetings/"

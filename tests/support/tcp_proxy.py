@@ -1,51 +1,11 @@
-"""Hub plumbing for client tests: restart a hub in place, cut the network in between.
-
-``tests.support.hub.start_hub`` picks a fresh port each time; a *restart* (what a client sees
-when its hub worker is redeployed) needs the same address and the same state, so clients can
-resume their seats: :func:`start_hub_on`. A dropped network is a :class:`TcpProxy` between the
-client and the hub whose connections are cut.
+"""A loopback TCP forwarder between a client and a hub whose connections can be cut: a dropped
+network, for the client's resume tests (the hub restarted in place is
+:func:`signaling.testing.hub.start_hub_on`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
-
-from aiohttp import web
-
-from signaling.app import create_app
-from signaling.memory_store import MemoryStore
-from signaling.server import HubSite
-from signaling.settings import Settings
-from signaling.tokens import TokenService
-from tests.support.hub import HubHandle, test_settings
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-async def start_hub_on(port: int, *, store: MemoryStore,
-                       settings: Settings | None = None) -> HubHandle:
-    """Start a hub on ``127.0.0.1:port`` backed by ``store`` (shared across restarts)."""
-    settings = settings or test_settings()
-    app = create_app(settings, store=store)
-    runner = web.AppRunner(app, handle_signals=False,
-                           shutdown_timeout=settings.server.shutdown_timeout_s)
-    await runner.setup()
-    site = HubSite(runner, "127.0.0.1", port, reuse_address=True)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    tokens = TokenService(secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s)
-    return HubHandle(runner, app, dataclasses.replace(settings), f"http://127.0.0.1:{port}",
-                     tokens)
 
 
 class TcpProxy:

@@ -13,7 +13,7 @@ import aiohttp
 from signaling import protocol as p
 
 if TYPE_CHECKING:
-    from tests.support.hub import HubHandle
+    from signaling.testing.hub import HubHandle
 
 
 class WsClient:

@@ -13,7 +13,7 @@ import pytest
 
 from media import OpusSpec, PeerClient, PeerClientConfig, TurnAuthError
 from signaling import protocol
-from tests.support.hub import HubHandle, start_hub, test_settings
+from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.turnserver import TurnServerHandle, run_turnserver
 from turn.credentials import issue_credential
 

@@ -28,12 +28,7 @@ from media.tap.transcriber import (
     RecognitionCallback,
     TranscriberStats,
 )
-
-
-def pcm16k(path: str | Path) -> bytes:
-    """A file as 16 kHz mono s16, through the same resampler the tap uses."""
-    resampler = Resampler()
-    return b"".join(resampler.resample(frame) for frame in decode_audio_file(str(path)))
+from media.testing.speech import pcm16k
 
 
 def segments(pcm: bytes, config: TapConfig | None = None) -> list[tuple[float, float]]:

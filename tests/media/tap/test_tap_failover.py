@@ -23,8 +23,10 @@ import redis.asyncio as aioredis
 from media import FileSpec, PeerClient, PeerClientConfig
 from signaling import protocol
 from signaling.tapjobs import GROUP, STREAM
-from tests.support.redis import RedisServer, free_port
-from tests.support.workers import HubProcess, api, join_token
+from signaling.testing.hub_process import HubProcess
+from signaling.testing.meetings import api, join_token
+from signaling.testing.ports import free_port
+from signaling.testing.redis_server import RedisServer
 
 RECLAIM_BOUND_S = 15.0
 

@@ -28,8 +28,9 @@ from media.tap.transcriber import (
     create_transcriber,
     resolve,
 )
-from tests.media.tap.conftest import JFK, JFK_TEXT, word_error_rate
-from tests.media.tap.test_pipeline import pcm16k
+from media.testing.speech import JFK_TEXT, pcm16k
+from media.testing.wer import word_error_rate
+from tests.support.paths import JFK
 
 COUNTING = "tests.media.tap.test_transcriber:CountingEngine"
 
