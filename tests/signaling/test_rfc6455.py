@@ -351,3 +351,20 @@ def test_server_frames_use_the_shortest_length_encoding() -> None:
     assert encode_frame(OP_TEXT, b"x" * 126)[:4] == bytes([0x81, 126, 0, 126])
     assert encode_frame(OP_TEXT, b"x" * 65536)[:10] == bytes([0x81, 127]) + (65536).to_bytes(
         8, "big")
+
+
+async def test_liveness_timings_are_settings() -> None:
+    """The ping interval and the sweep were module constants (20 s / 5 s); they are settings
+    (limits.ping_after_s, limits.liveness_sweep_s), and the hub's own sweep loop uses them."""
+    handle = await start_hub(test_settings(limits={"ping_after_s": 0.4,
+                                                   "liveness_sweep_s": 0.1}))
+    try:
+        _, room_id = await handle.create_room(invite=("ada",))
+        ada, _ = await joined(handle, room_id, "ada")
+        assert await ada.frame() == (OP_PING, b""), "a silent client is pinged"
+        assert await ada.eof(), "a client that does not answer the ping is dropped"
+    finally:
+        for ws in RawWs.opened:
+            ws.writer.close()
+        RawWs.opened.clear()
+        await handle.aclose()

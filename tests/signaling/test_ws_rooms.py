@@ -121,6 +121,28 @@ async def test_grace_expiry_tells_the_room() -> None:
         await hub.aclose()
 
 
+async def test_resume_while_the_old_socket_is_open_closes_it_as_taken_over(
+        hub: HubHandle) -> None:
+    """A seat resumed from another socket (a reloaded tab whose old socket the hub has not seen
+    drop yet) used to close the old socket with 4409, which both clients read as 'room full'
+    and the Python client retried. It is 4411, taken over, and the new socket has the seat."""
+    _, room_id = await hub.create_room(invite=("bob",))
+    old = await WsClient.connect(hub.ws_url)
+    new = await WsClient.connect(hub.ws_url)
+    try:
+        token = hub.mint_token(room_id, "bob")
+        first = await old.join(token)
+        again = await new.join(token, resume=first.resume_token)
+        assert again.resumed and again.peer_id == first.peer_id
+        assert await old.expect_close() == Close.TAKEN_OVER
+        await new.send({"type": "ping"})
+        await new.expect(p.Pong)
+        assert not new.seen(p.PeerLeft)
+    finally:
+        await old.aclose()
+        await new.aclose()
+
+
 async def test_resume_token_of_someone_else_is_refused(hub: HubHandle) -> None:
     _, room_id = await hub.create_room(invite=("bob", "eve"))
     bob = await WsClient.connect(hub.ws_url)
