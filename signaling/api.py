@@ -26,7 +26,6 @@ from .tokens import TokenService, UserIdentity
 
 logger = logging.getLogger(__name__)
 
-SERVICE_KEY = web.AppKey("meetings", MeetingService)
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
