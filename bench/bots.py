@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bots [--duration 10] [--max-rooms 64] [--json bench/out/bots.json]
 
 Starts a real hub (``connvo-rtc serve``, in-memory, on a free loopback port) and runs the real
-load tester (:mod:`media.loadtest`: one bot process per core, ICE pinned to 127.0.0.1, so all
+load tester (:mod:`media.bot_load`: one bot process per core, ICE pinned to 127.0.0.1, so all
 traffic stays on loopback) with two kinds of bots:
 
 - **naive aiortc**: a tone that aiortc Opus-encodes once per peer connection, every received
@@ -41,7 +41,7 @@ import aiohttp
 if not __package__:  # run as a file: bench/signaling.py would shadow the signaling package
     sys.exit("run it as a module from the repository root: .venv/bin/python -m bench.bots")
 
-from media.loadtest import LoadTest, LoadTestConfig
+from media.bot_load import LoadTest, LoadTestConfig
 from signaling.testing.ports import free_port
 
 SECRET = "bench-bots-secret-0123456789abcdef-0123456789"

@@ -1,7 +1,7 @@
 """Join storm and relay latency: memory (1 worker) vs Redis (1 worker) vs Redis (2 workers).
 
     .venv/bin/python -m bench.join_storm [--rooms 100] [--concurrency 100] [--relay-seconds 5]
-    .venv/bin/python bench/join_storm.py ... --failover 3 [--dead-after 10 --reap-interval 2.5]
+    .venv/bin/python -m bench.join_storm ... --failover 3 [--dead-after 10 --reap-interval 2.5]
 
 Starts a real redis-server and real hub processes on loopback, creates ``rooms`` meetings, then
 fires ``4 * rooms`` joins (``concurrency`` in flight) and times each join from the ``join`` frame

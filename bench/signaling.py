@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.signaling --profile /tmp/hub.txt     # py-spy of the hub at 5k msg/s
 
 Installs PeerJS server (npm ``peer@1.0.2``) into bench/.peerjs if missing, starts each server on
-127.0.0.1 and drives it with the same multi-process load generator (bench/loadgen/) speaking
+127.0.0.1 and drives it with the same multi-process load generator (bench/signaling_load/) speaking
 that server's protocol. Per configuration, in this order:
 
 1. RSS of the idle server, then ``--idle-clients`` clients connect/join (``--concurrency`` in
@@ -46,10 +46,10 @@ import aiohttp
 if not __package__:  # run as a file: bench/signaling.py would shadow the signaling package
     sys.exit("run it as a module from the repository root: .venv/bin/python -m bench.signaling")
 
-from bench.loadgen.clients import ClientSpec
-from bench.loadgen.generator import Generator, loop_name
-from bench.loadgen.procfs import cpu_seconds, machine_busy_s, pct, rss_bytes
-from bench.loadgen.report import CONFIGS, render, render_notes, summarize_profile, targets
+from bench.signaling_load.clients import ClientSpec
+from bench.signaling_load.generator import Generator, loop_name
+from bench.signaling_load.procfs import cpu_seconds, machine_busy_s, pct, rss_bytes
+from bench.signaling_load.report import CONFIGS, render, render_notes, summarize_profile, targets
 from signaling.testing.hub import SECRET
 from signaling.testing.hub_process import HubProcess
 from signaling.testing.meetings import join_token, start_meeting

@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands owned by the other packages register themselves.
     import importlib
 
-    for module in ("turn.cli", "media.loadtest.cli", "media.tap.cli"):
+    for module in ("turn.cli", "media.bot_load.cli", "media.tap.cli"):
         try:
             importlib.import_module(module).add_parser(sub)
         except ModuleNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""The orchestrator's handle on the generator processes (see :mod:`bench.loadgen.clients`)."""
+"""The orchestrator's handle on the generator processes (see :mod:`bench.signaling_load.clients`)."""
 
 from __future__ import annotations
 

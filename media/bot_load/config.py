@@ -1,7 +1,7 @@
 """Configuration of a load test: frozen dataclasses of plain values, validated on creation.
 
-Built once from the command line (:mod:`media.loadtest.cli`) or directly by a benchmark or a
-test; nothing in :mod:`media.loadtest` reads the hub's settings.
+Built once from the command line (:mod:`media.bot_load.cli`) or directly by a benchmark or a
+test; nothing in :mod:`media.bot_load` reads the hub's settings.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ MAX_PEERS_PER_ROOM = 4
 @dataclass(frozen=True)
 class Thresholds:
     """Pass/fail limits; ``None`` means "not checked". A run that misses any limit given here
-    exits non-zero (see :mod:`media.loadtest.thresholds`)."""
+    exits non-zero (see :mod:`media.bot_load.thresholds`)."""
 
     min_delivery_pct: float | None = None
     """Media delivery (packets received / expected over the window) must be at least this, %."""

@@ -1,7 +1,7 @@
 """The runner's side of the bot processes: start them, talk to them, always reap them.
 
-One :class:`WorkerProcess` per :class:`~media.loadtest.plan.WorkerPlan`: a
-``python -m media.loadtest.worker`` subprocess whose stdin carries the plan and the start
+One :class:`WorkerProcess` per :class:`~media.bot_load.plan.WorkerPlan`: a
+``python -m media.bot_load.worker`` subprocess whose stdin carries the plan and the start
 signal, whose stdout carries JSON-line reports, and whose stderr (its log) is kept as a bounded
 tail -- printed when the process dies without a result -- or echoed live when asked.
 :class:`WorkerPool` owns them all; its :meth:`~WorkerPool.aclose` stops, waits and finally
@@ -70,7 +70,7 @@ class WorkerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "media.loadtest.worker",
+            sys.executable, "-m", "media.bot_load.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=MAX_LINE_BYTES,
         )

@@ -1,6 +1,6 @@
 """Creating the meetings and join tokens a load test needs, through the hub's HTTP API.
 
-Three ways to get credentials (:class:`~media.loadtest.config.LoadTestConfig`):
+Three ways to get credentials (:class:`~media.bot_load.config.LoadTestConfig`):
 
 - ``secret``: the organizer's user token and the bots' join tokens are minted here with the
   hub's HS256 secret (one ``createMeeting`` + ``startMeeting`` per room; each bot is its own

@@ -3,9 +3,9 @@
 ::
 
     test = LoadTest(LoadTestConfig(ws_url="ws://127.0.0.1:8080/ws", secret=..., rooms=10))
-    report = await test.run()          # the JSON-ready dict of media.loadtest.report
+    report = await test.run()          # the JSON-ready dict of media.bot_load.report
 
-Stages: create the meetings and join tokens (:mod:`media.loadtest.provision`); spawn the bot
+Stages: create the meetings and join tokens (:mod:`media.bot_load.provision`); spawn the bot
 processes and wait until each has made its bots; send everyone the same start time; sample the
 processes' counts into the timeline while they run (``on_progress`` sees every point); collect
 each process' result; build the report. :meth:`LoadTest.stop` (the CLI's first Ctrl-C) makes
@@ -69,8 +69,8 @@ class LoadTest:
 
     async def run(self) -> dict[str, Any]:
         """Run once and return the report. Raises
-        :class:`~media.loadtest.provision.ProvisionError` when the hub refuses the meetings,
-        :class:`~media.loadtest.pool.WorkerError` when bot processes cannot start."""
+        :class:`~media.bot_load.provision.ProvisionError` when the hub refuses the meetings,
+        :class:`~media.bot_load.pool.WorkerError` when bot processes cannot start."""
         if self._ran:
             raise RuntimeError("a LoadTest runs once")
         self._ran = True

@@ -22,7 +22,7 @@ def _mib(value: int | None) -> str:
 
 
 def render_table(report: dict[str, Any]) -> str:
-    """A fixed-width summary of ``report`` (see :mod:`media.loadtest.report`)."""
+    """A fixed-width summary of ``report`` (see :mod:`media.bot_load.report`)."""
     c, t, m, r = report["config"], report["totals"], report["media"], report["resources"]
     rooms = f"{c['rooms']} room{'s' if c['rooms'] != 1 else ''}"
     title = (f"connvo-rtc loadtest: {rooms} x {c['peers_per_room']} {c['profile']} "

@@ -1,4 +1,4 @@
-"""Pass/fail checks of a report against :class:`~media.loadtest.config.Thresholds`.
+"""Pass/fail checks of a report against :class:`~media.bot_load.config.Thresholds`.
 
 Only limits given on the command line are checked. A figure that could not be measured (no
 delivery because no bot joined, no latency samples) fails its check: a deploy gate must not

@@ -1,9 +1,9 @@
-"""A bot process: ``python -m media.loadtest.worker``, started by the runner (not by hand).
+"""A bot process: ``python -m media.bot_load.worker``, started by the runner (not by hand).
 
-It reads its :class:`~media.loadtest.plan.WorkerPlan` from stdin, makes its bots, says
-:class:`~media.loadtest.plan.Ready`, waits for :class:`~media.loadtest.plan.Start`, runs every
-bot on its schedule while reporting :class:`~media.loadtest.plan.Progress`, and ends with one
-:class:`~media.loadtest.plan.Result` (see :mod:`media.loadtest.plan` for the protocol). stdin
+It reads its :class:`~media.bot_load.plan.WorkerPlan` from stdin, makes its bots, says
+:class:`~media.bot_load.plan.Ready`, waits for :class:`~media.bot_load.plan.Start`, runs every
+bot on its schedule while reporting :class:`~media.bot_load.plan.Progress`, and ends with one
+:class:`~media.bot_load.plan.Result` (see :mod:`media.bot_load.plan` for the protocol). stdin
 closing at any point stops the bots early; SIGINT is ignored (a Ctrl-C in the terminal reaches
 the whole process group; the runner decides and closes stdin).
 
@@ -233,7 +233,7 @@ async def _amain() -> int:
     try:
         plan = plan_decoder.decode(await control.readline())
     except msgspec.DecodeError as exc:
-        print(f"media.loadtest.worker: bad plan on stdin: {exc}", file=sys.stderr)
+        print(f"media.bot_load.worker: bad plan on stdin: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         stream=sys.stderr, level=plan.log_level.upper(),
@@ -244,7 +244,7 @@ async def _amain() -> int:
 
 
 def main() -> int:
-    """Entry point of ``python -m media.loadtest.worker``."""
+    """Entry point of ``python -m media.bot_load.worker``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return asyncio.run(_amain())
 

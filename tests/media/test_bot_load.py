@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from media.loadtest import LoadTest, LoadTestConfig, ProvisionError, Thresholds
-from media.loadtest.config import http_base_for, is_loopback_url
-from media.loadtest.plan import build_worker_plans
-from media.loadtest.progress import ProgressDisplay
-from media.loadtest.provision import RetryPolicy, RoomPlan, provision_rooms
-from media.loadtest.report import TimelinePoint, distribution, percentile
-from media.loadtest.thresholds import evaluate
+from media.bot_load import LoadTest, LoadTestConfig, ProvisionError, Thresholds
+from media.bot_load.config import http_base_for, is_loopback_url
+from media.bot_load.plan import build_worker_plans
+from media.bot_load.progress import ProgressDisplay
+from media.bot_load.provision import RetryPolicy, RoomPlan, provision_rooms
+from media.bot_load.report import TimelinePoint, distribution, percentile
+from media.bot_load.thresholds import evaluate
 from signaling.testing.hub import SECRET, HubHandle, start_hub, test_settings
 from signaling.testing.ports import free_port
 
