@@ -21,6 +21,7 @@ from signaling.app import HUB_KEY
 from signaling.rfc6455 import GUID, encode_frame, parse_upgrade, sweep
 from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
+from tests.waiting import wait_until
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_CONT = 1, 2, 8, 9, 10, 0
 
@@ -267,17 +268,17 @@ async def test_a_dropped_socket_keeps_the_seat(hub: HubHandle) -> None:
     ada, ada_id = await joined(hub, room_id, "ada")
     bob, _ = await joined(hub, room_id, "bob")
     ada.writer.transport.abort()  # no close frame: a network drop
-    for i in range(40):
+    seen: list[p.ServerMessage] = []
+
+    async def relay_to_ada_fails() -> bool:
         bob.send_json({"type": "offer", "to": ada_id, "sdp": "v=0"})
-        bob.send_json({"type": "ping", "ts": i})
-        seen = []
+        bob.send_json({"type": "ping", "ts": len(seen)})
         while not isinstance(message := await bob.message(), p.Pong):
             seen.append(message)
-        if any(isinstance(m, p.Error) and m.code == "peer-unavailable" for m in seen):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the dropped peer is still reachable")
+        return any(isinstance(m, p.Error) and m.code == "peer-unavailable" for m in seen)
+
+    await wait_until(relay_to_ada_fails, interval=0.05,
+                     what="the hub noticing ada's dropped socket (relays to her refused)")
     assert not any(isinstance(m, p.PeerLeft) for m in seen), "the seat is kept for resume"
     seats = await hub.app[HUB_KEY].store.seats(room_id)
     assert any(s.peer_id == ada_id and not s.connected for s in seats)
@@ -297,7 +298,9 @@ async def test_liveness_sweep_pings_silent_clients_and_drops_dead_ones(hub: HubH
             frame = await ws.frame()
         assert frame == (OP_PING, b"")
     ada.send(client_frame(OP_PONG, b""))  # ada answers, bob does not
-    await asyncio.sleep(0.1)
+    # The hub has read ada's pong once it answers a message she sent after it.
+    ada.send_json({"type": "ping", "ts": 2})
+    assert await ada.message() == p.Pong(ts=2)
     sweep(sockets, 2)
     assert await bob.eof(), "a client that does not answer the ping is cut off"
     ada.send_json({"type": "ping", "ts": 3})
