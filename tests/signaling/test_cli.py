@@ -19,6 +19,7 @@ from signaling.cli import main
 from signaling.codes import Close
 from signaling.tokens import TokenService
 from tests.support.wsclient import WsClient
+from tests.waiting import wait_until
 
 REPO = Path(__file__).parents[2]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -167,17 +168,15 @@ async def serving(port: int, env: dict[str, str]) -> AsyncIterator[asyncio.subpr
 
 async def wait_healthy(session: aiohttp.ClientSession, base: str,
                        proc: asyncio.subprocess.Process, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    async def healthy() -> bool:
         assert proc.returncode is None, "the server exited while starting"
         try:
             async with session.get(base + "/healthz") as resp:
-                if resp.status == 200 and (await resp.json()) == {"status": "ok"}:
-                    return
+                return resp.status == 200 and (await resp.json()) == {"status": "ok"}
         except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("the server did not answer /healthz in time")
+            return False
+
+    await wait_until(healthy, timeout, interval=0.05, what="the server answering /healthz")
 
 
 async def test_serve_answers_and_shuts_down_gracefully() -> None:
@@ -205,11 +204,9 @@ async def test_serve_answers_and_shuts_down_gracefully() -> None:
         client = await WsClient.connect(join["wsUrl"])
         try:
             await client.join(join["token"])
-            started = time.monotonic()
             os.kill(proc.pid, signal.SIGTERM)
             assert await client.expect_close(timeout=5) == Close.GOING_AWAY
             assert await asyncio.wait_for(proc.wait(), 5) == 0
-            assert time.monotonic() - started < 5
         finally:
             await client.aclose()
         assert proc.stderr is not None
