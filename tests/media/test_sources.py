@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import time
 from array import array
 
 import av
@@ -30,6 +29,23 @@ from media.sources import (
 from tests.support.paths import JFK
 
 
+class LoopClock:
+    """The running loop's clock, frozen for pacing tests: ``asyncio.sleep`` moves it on by the
+    delay at once and records the delay, so a pacing test checks the schedule exactly instead
+    of timing real sleeps (too slow on a loaded machine, never too fast)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        monkeypatch.setattr(asyncio.get_running_loop(), "time", lambda: self.now)
+        monkeypatch.setattr(asyncio, "sleep", self._sleep)
+
+    async def _sleep(self, delay: float, result: object = None) -> object:
+        self.sleeps.append(delay)
+        self.now += delay
+        return result
+
+
 def _peak(frame: av.AudioFrame) -> int:
     samples = array("h", bytes(frame.planes[0])[: frame.samples * 2 * len(frame.layout.channels)])
     return max(abs(s) for s in samples)
@@ -47,13 +63,12 @@ async def test_tone_frames_are_20ms_s16_mono_48k_with_running_pts() -> None:
     assert 0.45 * 32767 < _peak(frames[1]) <= 0.5 * 32767 + 1
 
 
-async def test_tone_is_paced_in_real_time() -> None:
+async def test_tone_is_paced_in_real_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = LoopClock(monkeypatch)
     track = ToneSource(ToneSpec()).create_track()
-    started = time.monotonic()
     for _ in range(11):  # the first frame is immediate, then one per 20 ms
         await track.recv()
-    elapsed = time.monotonic() - started
-    assert 0.18 <= elapsed < 0.4
+    assert clock.sleeps == pytest.approx([0.02] * 10)
 
 
 async def test_disabled_tone_sends_silence_and_keeps_the_clock() -> None:
@@ -71,14 +86,17 @@ def test_tone_spec_is_validated() -> None:
         ToneSource(ToneSpec(frequency_hz=30_000))
 
 
-async def test_pacer_rebases_instead_of_bursting_after_a_stall() -> None:
+async def test_pacer_rebases_instead_of_bursting_after_a_stall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = LoopClock(monkeypatch)
     pacer = Pacer(0.02, max_lag_s=0.05)
     await pacer.wait(0)
-    await asyncio.sleep(0.2)  # a stalled loop: frames 1..10 are late
-    started = time.monotonic()
+    clock.now += 0.2  # a stalled loop: frames 1..10 are late
     await pacer.wait(1)  # rebased: released now
+    assert clock.sleeps == []
     await pacer.wait(2)  # and the next one 20 ms later, not immediately
-    assert time.monotonic() - started >= 0.015
+    assert clock.sleeps == pytest.approx([0.02])
 
 
 async def test_file_track_decodes_jfk_to_eleven_seconds_of_48k_mono() -> None:
