@@ -7,7 +7,6 @@ client's own deadlines are what end the wait.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -64,10 +63,9 @@ async def black_hole() -> AsyncIterator[str]:
 async def test_no_joined_frame_is_a_join_timeout(silent_ws_server: str) -> None:
     client = PeerClient(PeerClientConfig(ws_url=silent_ws_server, token="t", audio=None,
                                          join_timeout_s=0.3))
-    started = time.monotonic()
-    with pytest.raises(JoinTimeoutError) as caught:
+    with pytest.raises(JoinTimeoutError) as caught:  # the client's deadline ended the wait
         await client.connect()
-    assert time.monotonic() - started < 1.5
+    assert "within 0.3 s" in str(caught.value)
     assert caught.value.retryable
     await client.aclose()
     assert client.state == "closed"
@@ -84,12 +82,11 @@ async def test_refusal_maps_the_close_code(silent_ws_server: str) -> None:
 async def test_unanswered_upgrade_is_unreachable_after_the_connect_timeout(
     black_hole: str,
 ) -> None:
-    started = time.monotonic()
-    with pytest.raises(HubUnreachableError):
+    with pytest.raises(HubUnreachableError) as caught:
         async with PeerClient(PeerClientConfig(ws_url=black_hole, token="t", audio=None,
                                                connect_timeout_s=0.3)):
             pass
-    assert time.monotonic() - started < 1.5
+    assert "no websocket within 0.3 s" in str(caught.value)  # the connect deadline, not a reset
 
 
 def test_config_is_validated() -> None:
