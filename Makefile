@@ -15,7 +15,7 @@ SYSTEM_DEPS := redis-server:redis-server turnserver:coturn chromium:chromium \
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet -e '.[tap,loadtest,test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -65,6 +65,13 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
         return 1
+    if settings.tap.enabled:  # the in-process tap is an aiortc peer: the tap extra
+        from .extras import missing, tap_modules
+
+        if absent := missing(tap_modules(settings.tap.recognizer)):
+            print(f"connvo-rtc: the transcription tap needs {', '.join(absent)}: "
+                  "install connvo-rtc[tap] or pass --no-tap", file=sys.stderr)
+            return 1
     if settings.server.workers > 1 and args.worker_index is None:
         from .multiworker import run_workers
 
@@ -155,14 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-v", "--verbose", action="store_true")
     t.set_defaults(func=token)
 
-    # Subcommands owned by the other packages register themselves.
+    # Subcommands owned by the other packages register themselves; one whose extra is not
+    # installed stands in with the command to install it.
     import importlib
 
-    for module in ("turn.cli", "media.bot_load.cli", "media.tap.cli"):
+    from .extras import EXTRAS, add_unavailable_command
+
+    for module, command, extra in (("turn.cli", "turn", ""),
+                                   ("media.bot_load.cli", "loadtest", "loadtest"),
+                                   ("media.tap.cli", "tap", "tap")):
         try:
             importlib.import_module(module).add_parser(sub)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
+            absent = (exc.name or "").split(".")[0]
+            if extra and absent in EXTRAS[extra]:
+                add_unavailable_command(sub, command, extra, absent)
+            elif exc.name is None or not module.startswith(exc.name):
                 raise
     return parser
 

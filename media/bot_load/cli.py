@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"connvo-rtc loadtest: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.plot and not plotting_available():
-        print("connvo-rtc loadtest: --plot needs matplotlib (pip install 'matplotlib>=3.8')",
+        print("connvo-rtc loadtest: --plot needs matplotlib: install connvo-rtc[loadtest]",
               file=sys.stderr)
         return EXIT_USAGE
     if args.audio and not os.path.isfile(args.audio):

@@ -58,6 +58,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from signaling.extras import missing, tap_modules
     from signaling.redis_store import connect
     from signaling.tapjobs import RedisTapJobs, TapJobs
 
@@ -75,6 +76,10 @@ async def _run(args: argparse.Namespace) -> int:
         resolve(config.recognizer)  # an unknown back-end fails now, not at the first room
     except ValueError as exc:
         print(f"connvo-rtc tap: configuration error: {exc}", file=sys.stderr)
+        return 1
+    if absent := missing(tap_modules(config.recognizer)):
+        print(f"connvo-rtc tap: needs {', '.join(absent)}: install connvo-rtc[tap]",
+              file=sys.stderr)
         return 1
     if not args.hub_url.startswith(("ws://", "wss://")):
         print("connvo-rtc tap: --hub-url must be ws:// or wss://", file=sys.stderr)
