@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import protocol as p
 from .clock import now_ms
-from .codes import ErrorCode
+from .codes import Close, ErrorCode
 from .errors import Forbidden, HubError, NotFound, RoomEnded
 from .metrics import Metrics
 from .resume import Resume, new_resume_secret
@@ -69,7 +69,7 @@ class Admission:
         """Admit ``conn`` (or resume its seat) and tell the room. Raises :class:`HubError` with
         the close code the socket must be closed with."""
         started = time.perf_counter()
-        claims = self.tokens.verify_join(msg.token, verify_exp=msg.resume is None)
+        claims = self.tokens.verify_join(msg.token)
         if msg.room_id is not None and msg.room_id != claims.room_id:
             raise Forbidden("the token is for another room", code=ErrorCode.WRONG_ROOM)
         room = await self.store.get_room(claims.room_id)
@@ -136,6 +136,12 @@ class Admission:
             self.resume.grace.cancel(old.peer_id)
             logger.info("room=%s peer=%s replaced by peer=%s (same user rejoined)",
                         room.room_id, old.peer_id, peer_id)
+        # A user holds one seat per room: the older socket, wherever it is, is told and closed.
+        self.router.close_peers(
+            room.room_id, [old for old in admission.replaced if old.connected],
+            p.Error(code=ErrorCode.TAKEN_OVER,
+                    message="you joined this room again from another tab or device"),
+            Close.TAKEN_OVER, ErrorCode.TAKEN_OVER)
         return seat, f"{peer_id}.{secret}", admission.replaced, admission.seats
 
     async def _settle(self, conn: ClientSocket, room: Room, seat: Seat,

@@ -16,12 +16,46 @@ if TYPE_CHECKING:
 
 #: Roles that only receive media.
 RECEIVE_ONLY_ROLES = ("observer", "tap")
-_SENDING_DIRECTIONS = ("a=sendrecv", "a=sendonly")
+_DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
+_SENDING = frozenset({"sendrecv", "sendonly"})
+
+
+def sending_kinds(sdp: str) -> set[str]:
+    """The media kinds (``audio``, ``video``) that an SDP offer or answer sends: every m-line's
+    effective direction, i.e. its own direction attribute, else the session-level one, else
+    ``sendrecv`` (RFC 4566 6), compared case-insensitively as browsers accept it. A rejected
+    m-line (port 0) sends nothing."""
+    session_direction = "sendrecv"
+    kinds: set[str] = set()
+    kind = ""  # the current m-line's kind ("" before the first m-line)
+    direction = ""
+    port_zero = False
+
+    def close_section() -> None:
+        if kind in ("audio", "video") and not port_zero \
+                and (direction or session_direction) in _SENDING:
+            kinds.add(kind)
+
+    for raw in sdp.splitlines():
+        line = raw.strip().lower()
+        if line.startswith("m="):
+            close_section()
+            fields = line[2:].split()
+            kind = fields[0] if fields else "?"
+            port_zero = len(fields) > 1 and fields[1] == "0"
+            direction = ""
+        elif line.startswith("a=") and line[2:] in _DIRECTIONS:
+            if kind:
+                direction = line[2:]
+            else:
+                session_direction = line[2:]
+    close_section()
+    return kinds
 
 
 def check_sdp(role: str, sdp: str) -> None:
     """Refuse an offer or answer that sends media from a receive-only role."""
-    if role in RECEIVE_ONLY_ROLES and any(d in sdp for d in _SENDING_DIRECTIONS):
+    if role in RECEIVE_ONLY_ROLES and sending_kinds(sdp):
         raise Forbidden(f"a {role} may only receive media (use recvonly)")
 
 

@@ -93,9 +93,8 @@ class MemoryStore:
             raise RoomEnded("the room has ended")
         if seat.user_id in state.banned:
             raise Forbidden("you were removed from this room by the host", code=ErrorCode.REMOVED)
-        replaced = tuple(
-            s for s in state.seats.values()
-            if s.user_id == seat.user_id and not s.connected and s.role == seat.role
+        replaced = () if seat.role == "tap" else tuple(  # a user holds one seat per room
+            s for s in state.seats.values() if s.user_id == seat.user_id and s.role != "tap"
         )
         others = [s for s in state.seats.values() if s not in replaced]
         if seat.role == "tap":

@@ -55,7 +55,7 @@ local all = redis.call('HGETALL', KEYS[2])
 local replaced, people, taps = {}, 0, 0
 for i = 1, #all, 2 do
   local s = cjson.decode(all[i + 1])
-  if s.user_id == ARGV[2] and s.connected == false and s.role == ARGV[3] then
+  if s.user_id == ARGV[2] and s.role ~= 'tap' and ARGV[3] ~= 'tap' then
     table.insert(replaced, all[i])
     table.insert(replaced, all[i + 1])
   elseif s.role == 'tap' then taps = taps + 1

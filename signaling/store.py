@@ -86,7 +86,7 @@ class Seat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Admission(msgspec.Struct, frozen=True):
-    """Result of :meth:`Store.admit`: the new seat, any detached seats of the same user it
+    """Result of :meth:`Store.admit`: the new seat, the seats of the same user it
     replaced (their owners must be told ``peer-left``), and every seat of the room afterwards
     in join order."""
 
@@ -141,7 +141,8 @@ class Store(Protocol):
     async def admit(self, seat: Seat) -> Admission:
         """Atomically give ``seat`` a place in its room: :class:`NotFound` (no room),
         :class:`RoomEnded`, :class:`Forbidden` (user removed by the host) or :class:`RoomFull`
-        (capacity non-tap seats, or a second tap). A detached seat of the same user is replaced.
+        (capacity non-tap seats, or a second tap). A user holds at most one seat per room: the
+        user's other seat (detached or not) is replaced, and its socket must be closed.
         A person's presence in the meeting becomes ``joined`` in the same step."""
 
     async def reattach(

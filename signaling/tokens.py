@@ -114,10 +114,11 @@ class TokenService:
         }
         return jwt.encode(claims, self.secrets[0], algorithm="HS256"), expires
 
-    def verify_join(self, token: str, *, verify_exp: bool = True) -> JoinClaims:
-        """Check a join token; raise :class:`Unauthenticated` (``token-expired``/``bad-token``)."""
+    def verify_join(self, token: str) -> JoinClaims:
+        """Check a join token, expiry included (a resume too: its seat does not vouch for the
+        token); raise :class:`Unauthenticated` (``token-expired``/``bad-token``)."""
         claims = self._decode_hs256(
-            token, audience=JOIN_AUDIENCE, issuer=ISSUER, verify_exp=verify_exp,
+            token, audience=JOIN_AUDIENCE, issuer=ISSUER, verify_exp=True,
             required=["exp", "iat", "sub", "room", "role"],
         )
         if claims["exp"] - claims["iat"] > self.max_ttl_s:

@@ -1,0 +1,119 @@
+"""Regression tests for what an outside attack on the hub found (issue 13). Each docstring tells
+the story; each runs against the real hub, with in-memory state and with Redis where the store
+is involved."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from signaling import protocol as p
+from signaling.codes import Close
+from signaling.testing.hub import HubHandle, start_hub, test_settings
+from tests.support.wsclient import WsClient
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state_hub(request: pytest.FixtureRequest) -> AsyncIterator[HubHandle]:
+    """A hub with in-memory state, and one with Redis state (a real redis-server)."""
+    sections = {}
+    if request.param == "redis":
+        server = request.getfixturevalue("redis")
+        sections["redis"] = {"url": server.url}
+    handle = await start_hub(test_settings(**sections))
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+async def test_an_expired_join_token_is_refused_even_with_a_resume(state_hub: HubHandle) -> None:
+    """`join {token: <expired>, resume: "x"}` was admitted, with tokens expired for days: the
+    expiry check was skipped when `resume` was present, and a failed resume then joined
+    afresh. A resume never bypasses token validation: an invalid token is 4401."""
+    hub = state_hub
+    _, room_id = await hub.create_room(invite=("bob",))
+    expired = hub.tokens.mint_join(room_id, "bob", "participant", ttl_s=60,
+                                   now=time.time() - 3 * 86_400)[0]
+    for resume in ("x", "p_nobody.secret", None):
+        client = await WsClient.connect(hub.ws_url)
+        try:
+            frame = {"type": "join", "token": expired}
+            if resume is not None:
+                frame["resume"] = resume
+            await client.send(frame)
+            assert await client.expect_close() == Close.UNAUTHENTICATED
+            assert not client.seen(p.Joined)
+        finally:
+            await client.aclose()
+
+
+#: An offer as Chromium writes it, with the direction lines taken out or replaced per case.
+_OFFER = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{session}"
+          "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n{audio}"
+          "a=rtpmap:111 opus/48000/2\r\n"
+          "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n{video}"
+          "a=rtpmap:96 VP8/90000\r\n")
+
+
+def offer(session: str = "", audio: str = "a=recvonly\r\n", video: str = "a=recvonly\r\n") -> str:
+    return _OFFER.format(session=session, audio=audio, video=video)
+
+
+@pytest.mark.parametrize("sdp", [
+    offer(audio=""),  # no direction attribute: the default is sendrecv
+    offer(video="a=SENDRECV\r\n"),  # another case: Chromium accepts it
+    offer(video="a=SendOnly\r\n"),
+    offer(session="a=sendrecv\r\n", audio="", video=""),  # the session-level direction
+    offer(session="a=recvonly\r\n", audio="a=sendonly\r\n"),  # the m-line's wins
+], ids=["no-direction", "upper-case", "mixed-case", "session-level", "m-line-overrides"])
+async def test_an_observer_offer_that_sends_is_refused_however_it_is_spelled(
+        hub: HubHandle, sdp: str) -> None:
+    """An observer's offer with no direction attribute (the default is sendrecv), or with
+    `a=SENDRECV` in another case, was relayed, and Chromium accepted the media: the check looked
+    for the strings "a=sendrecv"/"a=sendonly". Every m-line's effective direction is checked
+    now (session-level default, case-insensitive)."""
+    _, room_id = await hub.create_room(invite=("olga",))
+    host = await WsClient.connect(hub.ws_url)
+    olga = await WsClient.connect(hub.ws_url)
+    try:
+        jh = await host.join(hub.mint_token(room_id, "host", "host"))
+        await olga.join(hub.mint_token(room_id, "olga", "observer"))
+        await olga.send({"type": "offer", "to": jh.peer_id, "sdp": sdp})
+        assert (await olga.expect(p.Error)).code == "forbidden"
+        # What a receive-only observer really sends still goes through.
+        await olga.send({"type": "offer", "to": jh.peer_id, "sdp": offer()})
+        await host.expect(p.OfferFrom)
+        assert len(host.seen(p.OfferFrom)) == 1, "the sending offer must not have been relayed"
+    finally:
+        await host.aclose()
+        await olga.aclose()
+
+
+async def test_one_user_holds_one_seat_a_newer_join_takes_it_over(state_hub: HubHandle) -> None:
+    """The same participant token joined four times and the host then got `room-full`: one
+    user filled the room. A user holds at most one seat per room; a newer join of the same user
+    takes the seat over and the older socket is closed with 4411 (taken over). A reloaded page
+    also gets its seat back at once instead of after the resume grace."""
+    hub = state_hub
+    _, room_id = await hub.create_room(invite=("bob",))
+    token = hub.mint_token(room_id, "bob")
+    sockets: list[WsClient] = []
+    host = await WsClient.connect(hub.ws_url)
+    try:
+        for _ in range(4):
+            sock = await WsClient.connect(hub.ws_url)
+            sockets.append(sock)
+            await sock.join(token)
+        for older in sockets[:-1]:
+            assert await older.expect_close() == Close.TAKEN_OVER
+            assert [e.code for e in older.seen(p.Error)] == ["taken-over"]
+        joined = await host.join(hub.mint_token(room_id, "host", "host"))
+        assert [peer.user_id for peer in joined.peers] == ["bob"]
+        await host.send({"type": "offer", "to": joined.peers[0].peer_id, "sdp": offer()})
+        assert (await sockets[-1].expect(p.OfferFrom)).from_ == joined.peer_id
+    finally:
+        for sock in [host, *sockets]:
+            await sock.aclose()
