@@ -14,7 +14,10 @@ traffic stays on loopback) with two kinds of bots:
 
 For each kind it steps the number of rooms -- doubling until a step fails, then bisecting -- and
 reports the largest count *sustained*: every bot joined and connected to every other bot of its
-room, and media delivery (audio packets received / expected over the window) >= 95 %. A step
+room, and media delivery (audio packets received / expected over the window) >= 95 %. Each step
+also prints the bots' p95 latencies: ``join`` -> ``joined``, and from each peer connection's
+offer to ``connected`` and to its first audio (figures tests/media/test_peer_hub.py used to
+bound). A step
 that fails is tried again (up to ``--tries`` times) before it counts as failed: other jobs
 share this machine, and a burst of theirs stalls the bots for a second or two.
 The two searches alternate step by step so both see the same machine. Prints every step, then
@@ -101,6 +104,10 @@ class Step:
     loop_lag_ms: float
     load_avg: float
     tries: int
+    #: p95 latencies of the step's bots, ms (None when no bot got that far)
+    join_p95_ms: float | None = None
+    connect_p95_ms: float | None = None
+    first_audio_p95_ms: float | None = None
 
 
 @dataclass
@@ -144,8 +151,13 @@ async def run_step(ws_url: str, profile: str, rooms: int, args: argparse.Namespa
     return await LoadTest(config).run()
 
 
+def _p95_ms(distribution: dict[str, Any]) -> float | None:
+    return None if distribution["p95"] is None else distribution["p95"] * 1e3
+
+
 def to_step(rooms: int, report: dict[str, Any], tries: int) -> Step:
     totals, media, res = report["totals"], report["media"], report["resources"]
+    latency = report["latency"]
     delivery = media["delivery_pct"]
     sustained = (totals["fully_connected"] == totals["bots"] and delivery is not None
                  and delivery >= MIN_DELIVERY_PCT)
@@ -153,7 +165,14 @@ def to_step(rooms: int, report: dict[str, Any], tries: int) -> Step:
                 joined=totals["joined"], fully_connected=totals["fully_connected"],
                 bots=totals["bots"], cpu_pct_per_bot=res["cpu_pct_per_bot"],
                 cpu_pct_total=res["cpu_pct_total"], rss_bytes_per_bot=res["rss_bytes_per_bot"],
-                loop_lag_ms=res["window_loop_lag_ms"], load_avg=os.getloadavg()[0], tries=tries)
+                loop_lag_ms=res["window_loop_lag_ms"], load_avg=os.getloadavg()[0], tries=tries,
+                join_p95_ms=_p95_ms(latency["join_s"]),
+                connect_p95_ms=_p95_ms(latency["connect_s"]),
+                first_audio_p95_ms=_p95_ms(latency["first_audio_s"]))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
 
 
 def print_step(label: str, step: Step) -> None:
@@ -161,7 +180,9 @@ def print_step(label: str, step: Step) -> None:
     per_bot = "-" if step.cpu_pct_per_bot is None else f"{step.cpu_pct_per_bot:5.1f} %"
     print(f"  {label:<13} {step.rooms:>3} rooms ({step.bots:>3} bots): delivery {delivery}, "
           f"{step.fully_connected}/{step.bots} fully connected, CPU {step.cpu_pct_total:5.0f} % "
-          f"({per_bot}/bot), loop lag {step.loop_lag_ms:5.0f} ms, load {step.load_avg:.2f}"
+          f"({per_bot}/bot), loop lag {step.loop_lag_ms:5.0f} ms, load {step.load_avg:.2f}; "
+          f"p95 join {_ms(step.join_p95_ms)}, connect {_ms(step.connect_p95_ms)}, "
+          f"first audio {_ms(step.first_audio_p95_ms)}"
           f"{'' if step.sustained else '  -> not sustained'}"
           f"{f' (try {step.tries})' if step.tries > 1 else ''}", flush=True)
 
