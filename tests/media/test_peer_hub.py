@@ -40,6 +40,7 @@ from signaling.testing.ports import free_port
 from tests.support.paths import JFK
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.wsclient import seated
+from tests.waiting import wait_until
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -83,15 +84,25 @@ async def test_two_clients_connect_and_hear_each_other(hub: HubHandle) -> None:
                              bob.wait_connected(1, timeout=10))
         await asyncio.gather(alice.wait_audio_from([bob.peer_id], timeout=10),  # type: ignore[list-item]
                              bob.wait_audio_from(timeout=10))
-        await asyncio.sleep(0.5)  # let some RTP and a receiver report accumulate
-        snap = await bob.snapshot()
+
+        async def rtp_accumulated() -> Any:
+            """bob's snapshot once some RTP (and its jitter) has accumulated."""
+            snap = await bob.snapshot()
+            remote = snap.remote_peers[0]
+            inbound = [s for s in remote.rtp if s.direction == "inbound" and s.kind == "audio"]
+            return snap if (remote.audio_frames > 10 and inbound and inbound[0].packets > 10
+                            and inbound[0].jitter_ms is not None
+                            and remote.transport_bytes_received > 1000) else None
+
+        snap = await wait_until(rtp_accumulated, timeout=10, what="RTP stats from alice at bob")
         report = snap.to_dict()
     assert snap.state == "joined" and snap.role == "participant" and snap.errors == {}
-    assert snap.ws_connect_s is not None and snap.ws_connect_s < 1.0
-    assert snap.join_s is not None and snap.join_s < 1.0
+    # How long these take is measured by bench/bots.py (join, connect, first audio).
+    assert snap.ws_connect_s is not None and snap.ws_connect_s > 0
+    assert snap.join_s is not None and snap.join_s > 0
     (remote,) = snap.remote_peers
     assert remote.peer_id == alice.peer_id and remote.offerer and remote.state == "connected"
-    assert remote.connected_after_s is not None and 0 < remote.connected_after_s < 5
+    assert remote.connected_after_s is not None and remote.connected_after_s > 0
     assert remote.first_audio_after_s is not None
     assert remote.first_audio_after_s >= remote.connected_after_s
     assert remote.audio_frames > 10 and remote.audio_decoded
@@ -108,7 +119,8 @@ async def test_undecoded_receive_counts_frames_and_bytes(hub: HubHandle) -> None
                        config(hub, bob_token, decode_audio=False)) as (alice, bob):
         await bob.wait_connected(1, timeout=10)
         await bob.wait_audio_from([alice.peer_id], timeout=10)  # type: ignore[list-item]
-        await asyncio.sleep(0.3)
+        record = bob.stats.remote_peers[alice.peer_id]  # type: ignore[index]
+        await wait_until(lambda: record.audio_frames > 5, what="six frames from alice at bob")
         (remote,) = (await bob.snapshot()).remote_peers
     assert not remote.audio_decoded
     assert remote.audio_frames > 5
@@ -139,7 +151,12 @@ async def test_tap_receives_audio_only_and_sends_nothing(hub: HubHandle) -> None
         to_tap = alice.remote_peers[tap.peer_id]  # type: ignore[index]
         assert (to_tap.plan.audio, to_tap.plan.video) == ("sendonly", None)
         assert all(r.plan.video is None for r in tap.remote_peers.values())
-        await asyncio.sleep(0.3)
+        # Long enough for the tap's audio to have reached alice if it sent any: she has heard
+        # a dozen frames from bob, and the tap from both.
+        heard = [(alice, bob), (tap, alice), (tap, bob)]
+        await wait_until(lambda: all(
+            listener.stats.remote_peers[speaker.peer_id].audio_frames > 10  # type: ignore[index]
+            for listener, speaker in heard), what="a dozen audio frames on every sending path")
         snap = await alice.snapshot()
         tap_snap = await tap.snapshot()
     # The hub refuses a tap's SDP if it would send: no error frame means it was recvonly.
@@ -174,11 +191,8 @@ async def test_peer_left_closes_the_connection(hub: HubHandle) -> None:
             await bob.leave()
             left = await events.wait_for(protocol.PeerLeft, 5)
         assert left.peer_id == bob.peer_id and bob.state == "left"
-        for _ in range(100):
-            if not alice.remote_peers:
-                break
-            await asyncio.sleep(0.02)
-        assert not alice.remote_peers
+        await wait_until(lambda: not alice.remote_peers,
+                         what="alice closing her connection to bob")
         assert alice.stats.remote_peers[bob.peer_id].state == "closed"  # type: ignore[index]
 
 
@@ -193,7 +207,7 @@ async def test_chat_ping_and_media_announcements(hub: HubHandle) -> None:
             update = await events.wait_for(protocol.PeerUpdated, 5,
                                            lambda m: m.peer.peer_id == alice.peer_id)
             assert update.peer.media.audio is False
-        assert 0 <= await bob.ping() < 1.0
+        assert await bob.ping() >= 0
         with pytest.raises(ValueError):
             alice.set_media(video=True)  # video was not configured
 
@@ -204,11 +218,8 @@ async def test_video_is_sent_and_received(hub: HubHandle) -> None:
     async with clients(config(hub, alice_token, send_video=True),
                        config(hub, bob_token)) as (alice, bob):
         await bob.wait_connected(1, timeout=10)
-        for _ in range(250):
-            record = bob.stats.remote_peers[alice.peer_id]  # type: ignore[index]
-            if record.video_frames >= 3:
-                break
-            await asyncio.sleep(0.02)
+        record = bob.stats.remote_peers[alice.peer_id]  # type: ignore[index]
+        await wait_until(lambda: record.video_frames >= 3, what="three video frames at bob")
         snap = record.snapshot()
     assert snap.video_frames >= 3 and snap.first_video_after_s is not None
 
@@ -284,11 +295,10 @@ async def test_stopped_hub_is_unreachable_at_once(hub: HubHandle) -> None:
     _, room_id = await hub.create_room()
     token = hub.mint_token(room_id, "alice")
     await hub.runner.cleanup()
-    started = time.monotonic()
     with pytest.raises(HubUnreachableError) as caught:
         async with PeerClient(config(hub, token)):
             pass
-    assert time.monotonic() - started < 1.0
+    assert "no websocket within" not in str(caught.value)  # refused, not waited out
     assert caught.value.retryable
 
 
@@ -301,10 +311,9 @@ async def test_ice_failure_is_reported_not_hung(hub: HubHandle) -> None:
     async with clients(config(hub, alice_token, ice_timeout_s=2.0),
                        config(hub, bob_token, pin_host_addresses=("::1",),
                               ice_timeout_s=2.0)) as (_, bob):
-        started = time.monotonic()
+        # ICE's own timeout ends the wait (wait_connected's would raise MediaTimeoutError).
         with pytest.raises(IceFailedError) as caught:
             await bob.wait_connected(1, timeout=10)
-        assert time.monotonic() - started < 4.0
         assert caught.value.code == "ice-failed"
         assert bob.stats.errors["ice-failed"] >= 1
         assert bob.state == "joined"  # one failed connection does not end the client
@@ -334,16 +343,17 @@ async def test_network_drop_resumes_and_keeps_media_flowing(hub: HubHandle) -> N
             bob_id = bob.peer_id
             with alice.messages() as alice_events:
                 proxy.cut()  # both TCP legs reset: the hub sees an abnormal close
-                for _ in range(250):
-                    if bob.stats.resumes:
-                        break
-                    await asyncio.sleep(0.02)
+                await wait_until(lambda: bob.stats.resumes, what="bob resuming")
                 assert bob.stats.resumes == 1 and bob.peer_id == bob_id
                 assert bob.state == "joined"
-                before = bob.stats.remote_peers[alice.peer_id].audio_frames  # type: ignore[index]
-                await asyncio.sleep(0.3)
-                after = bob.stats.remote_peers[alice.peer_id].audio_frames  # type: ignore[index]
-                assert after > before  # the peer connection never noticed
+
+                def from_alice() -> int:
+                    return bob.stats.remote_peers[alice.peer_id].audio_frames  # type: ignore[index]
+
+                before = from_alice()
+                # the peer connection never noticed
+                await wait_until(lambda: from_alice() > before,
+                                 what="audio from alice after the resume")
                 assert bob.remote_peers[alice.peer_id].state == "connected"  # type: ignore[index]
                 bob.send_chat("still here")  # and the new socket works
                 seen = []
@@ -370,17 +380,19 @@ async def test_hub_restart_resumes_and_keeps_media_flowing() -> None:
             peer_ids = (alice.peer_id, bob.peer_id)
             await hub.aclose()  # closes every socket with 1001 "going away"
             hub = await start_hub_on(port, store=store)
-            for _ in range(250):
-                if alice.stats.resumes and bob.stats.resumes:
-                    break
-                await asyncio.sleep(0.02)
+            await wait_until(lambda: alice.stats.resumes and bob.stats.resumes,
+                             what="alice and bob resuming")
             assert (alice.stats.resumes, bob.stats.resumes) == (1, 1)
             assert (alice.peer_id, bob.peer_id) == peer_ids
             assert alice.state == bob.state == "joined"
-            before = bob.stats.remote_peers[alice.peer_id].audio_frames  # type: ignore[index]
-            await asyncio.sleep(0.3)
-            after = bob.stats.remote_peers[alice.peer_id].audio_frames  # type: ignore[index]
-            assert after > before  # the peer connection never noticed
+
+            def from_alice() -> int:
+                return bob.stats.remote_peers[alice.peer_id].audio_frames  # type: ignore[index]
+
+            before = from_alice()
+            # the peer connection never noticed
+            await wait_until(lambda: from_alice() > before,
+                             what="audio from alice after the restart")
             assert bob.remote_peers[alice.peer_id].state == "connected"  # type: ignore[index]
             bob.send_chat("still here")  # and the new socket works
             await alice.ping()
@@ -397,10 +409,9 @@ async def test_hub_gone_for_good_fails_after_bounded_resume() -> None:
         async with PeerClient(config(hub, token, resume_attempts=3,
                                      resume_backoff_s=0.05)) as alice:
             await hub.aclose()
-            started = time.monotonic()
+            # The client gives up after its resume attempts (not wait_connected's timeout).
             with pytest.raises(HubUnreachableError):
                 await alice.wait_connected(1, timeout=10)
-            assert time.monotonic() - started < 3.0
             assert alice.state == "failed"
             assert alice.stats.errors["hub-unreachable"] >= 3
     finally:
@@ -450,8 +461,6 @@ async def test_relay_only_with_refused_credentials_is_turn_auth_failed() -> None
         _, _, alice_token, bob_token = await two_in_a_room(hub)
         async with clients(config(hub, alice_token),
                            config(hub, bob_token, ice_transport_policy="relay")) as (_, bob):
-            started = time.monotonic()
-            with pytest.raises(TurnAuthError):
+            with pytest.raises(TurnAuthError):  # reported, not wait_connected's timeout
                 await bob.wait_connected(1, timeout=10)
-            assert time.monotonic() - started < 6.0
         assert turn.auth_failure_lines()
