@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from media.errors import TapConfigError
+
 
 @dataclass(frozen=True)
 class TapConfig:
@@ -97,6 +99,6 @@ class TapConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"tap config: {message}")
+                raise TapConfigError(f"tap config: {message}")
         for address in self.pin_host_addresses or ():
             ipaddress.ip_address(address)

@@ -56,6 +56,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from media.errors import EngineBusyError
+
 from .procpool import ProcessTranscriber
 from .transcriber import BYTES_PER_SECOND
 
@@ -83,10 +85,6 @@ def create(config: TapConfig) -> ProcessTranscriber:
     )
 
 
-class EngineBusyError(RuntimeError):
-    """Every decoder of this process is in a segment."""
-
-
 @dataclass
 class _Decoder:
     decoder: Any
@@ -102,7 +100,7 @@ class _Active:
 
 
 class PocketsphinxEngine:
-    """The :class:`~media.tap.procpool.Engine` for pocketsphinx (runs in a child process).
+    """The :class:`~media.tap.engine.Engine` for pocketsphinx (runs in a child process).
 
     Options: any ``pocketsphinx.Decoder`` keyword (``hmm``, ``lm``, ``dict``, ``beam``, ...)
     over :data:`DECODER_DEFAULTS`; ``decoders`` (default 6): decoders per process, i.e. speakers

@@ -9,7 +9,7 @@ that falls behind drops segments (counted in :class:`TranscriberStats`) rather t
 the event loop or buffering without bound.
 
 Engines that hold the GIL (pocketsphinx, Vosk, whisper.cpp bindings) implement the small
-synchronous :class:`~media.tap.procpool.Engine` instead and run inside
+synchronous :class:`~media.tap.engine.Engine` instead and run inside
 :class:`~media.tap.procpool.ProcessTranscriber`, which owns the processes, the framing, stream
 affinity, back-pressure and restarts. Network engines (a cloud API) implement
 :class:`Transcriber` directly. How to add one: docs/transcription.md.
@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
+
+from media.errors import UnknownTranscriberError
 
 if TYPE_CHECKING:
     from .config import TapConfig
@@ -137,10 +139,6 @@ BUILTIN: Mapping[str, str] = MappingProxyType({
 })
 
 ENTRY_POINT_GROUP = "connvo_rtc.transcribers"
-
-
-class UnknownTranscriberError(ValueError):
-    """``TapConfig.recognizer`` names nothing that can be loaded (a configuration error)."""
 
 
 def load_object(path: str) -> object:
