@@ -1,9 +1,11 @@
 """Recognition in separate processes: a :class:`Transcriber` for engines that hold the GIL.
 
-:class:`ProcessTranscriber` runs an :class:`Engine` in ``processes`` child processes (spawn
-context: no forked event loop, no inherited locks) and talks to each over a socket pair with
-length-prefixed msgpack frames. The tap's event loop only ever writes to a non-blocking socket
-and reads results in one task per process; decoding never happens there.
+:class:`ProcessTranscriber` runs an :class:`~media.tap.engine.Engine` in ``processes`` child
+processes (spawn context: no forked event loop, no inherited locks) and talks to each over a
+socket pair in the messages of :mod:`media.tap.procmsg` (length-prefixed msgpack frames). The
+tap's event loop only ever writes to a non-blocking socket and reads results in one task per
+process; decoding never happens there. Inside each process a
+:class:`~media.tap.child.RecogniserChild` drives the engine.
 
 - **Stream affinity.** A stream is pinned to one process for its life (the least loaded when
   it opens), so a speaker's partials and final come from one decoder and the engine can keep
@@ -18,12 +20,6 @@ and reads results in one task per process; decoding never happens there.
 - **Failure.** A process that dies is restarted with back-off; the segments it held end with
   empty, ``dropped`` finals. Children exit when the socket closes, so ``kill -9`` of the tap
   leaves no orphans.
-
-Wire format, parent -> child: ``("b", stream, segment)`` begin, ``("a", stream, pcm)`` audio,
-``("e", stream)`` end, ``("f", stream)`` forget, ``("q",)`` quit. Child -> parent:
-``("ready", pid)``, ``("r", stream, segment, text, final, segment_audio_s, audio_s, cpu_s)``,
-``("x", stream, segment, error, audio_s, cpu_s)`` (segment failed), ``("p", audio_s, cpu_s)``
-progress (totals since the process started).
 """
 
 from __future__ import annotations
@@ -33,275 +29,30 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import os
-import select
-import signal
 import socket
-import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import msgspec
+from media.errors import RecogniserStartError, TapConfigError, TranscriberNotRunningError
 
+from . import procmsg
+from .child import child_main
+from .engine import Engine
+from .procmsg import Audio, Begin, End, Failed, Forget, Progress, Quit, Ready, Result
 from .transcriber import (
     BYTES_PER_SECOND,
     Recognition,
     RecognitionCallback,
     TranscriberStats,
-    load_object,
 )
 
+# Engine lives in media.tap.engine; it is named here too because engines written against
+# this module (docs/transcription.md) import it from here.
+__all__ = ["Engine", "ProcessTranscriber"]
+
 logger = logging.getLogger(__name__)
-
-_LEN = struct.Struct(">I")
-MAX_FRAME = 8 << 20
-PROGRESS_EVERY_S = 0.25
-"""Audio seconds between progress reports from a child (the parent's view of its backlog)."""
-BATCH_BYTES = 1 << 20
-"""Input a child reads before handling it (about 30 s of audio): the most one batch holds."""
-IDLE_AFTER_S = 0.2
-"""A child with no input for this long lets the engine do set-up work (``idle()``)."""
-
-
-class Engine(Protocol):
-    """A speech recogniser inside one recogniser process: synchronous, single-threaded.
-
-    Calls for one stream come in order ``begin``, ``accept``\\*, (``partial``), ``end``; calls for
-    different streams interleave, so an engine that can decode only one utterance at a time
-    keeps one decoder per active stream. Raising from a call drops that segment only.
-    The factory is named by an import path (``package.module:Class``) because it is loaded in
-    the child; it is called with the back-end's options mapping.
-
-    Optional: ``idle() -> bool``, called when the process has had no input for
-    :data:`IDLE_AFTER_S`, for set-up that would otherwise delay a speaker (pocketsphinx makes a
-    spare decoder there); it returns whether to call it again at the next idle moment. Its CPU
-    time is not counted as recognition.
-    """
-
-    def begin(self, stream_id: str) -> None:
-        """A segment of ``stream_id`` starts."""
-        ...
-
-    def accept(self, stream_id: str, pcm: bytes) -> None:
-        """Audio of the current segment (16 kHz mono s16)."""
-        ...
-
-    def partial(self, stream_id: str) -> str:
-        """The best hypothesis so far ("" if none)."""
-        ...
-
-    def end(self, stream_id: str) -> str:
-        """Finish the segment; its final text."""
-        ...
-
-    def forget(self, stream_id: str) -> None:
-        """Drop the stream's state (the speaker left)."""
-        ...
-
-    def close(self) -> None:
-        """Release everything (the process is ending)."""
-        ...
-
-
-# --------------------------------------------------------------------------- the child
-
-
-@dataclass
-class _Segment:
-    segment_id: str
-    audio_s: float = 0.0
-    since_partial_s: float = 0.0
-    last_partial: str = ""
-
-
-class _FrameReader:
-    """The child's side of the socket: length-prefixed frames, as many as have arrived."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buffer = bytearray()
-        self.closed = False
-
-    def wait(self, timeout_s: float) -> bool:
-        """Whether there is input within ``timeout_s`` (a frame, a closed socket)."""
-        if self._buffer:
-            return True
-        readable, _, _ = select.select([self._sock], [], [], timeout_s)
-        return bool(readable)
-
-    def read(self) -> list[bytes]:
-        """Every complete frame that has arrived, up to about :data:`BATCH_BYTES`; blocks
-        until there is one. Empty once the socket has closed (``closed``)."""
-        self._take(block=False)
-        frames = self._frames()
-        while not frames and not self.closed:
-            self._take(block=True)
-            self._take(block=False)
-            frames = self._frames()
-        return frames
-
-    def _take(self, *, block: bool) -> None:
-        while not self.closed and len(self._buffer) < BATCH_BYTES:
-            try:
-                data = self._sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError:  # reset: the parent is gone
-                data = b""
-            if not data:
-                self.closed = True
-                return
-            self._buffer += data
-            if block:
-                return
-
-    def _frames(self) -> list[bytes]:
-        frames: list[bytes] = []
-        offset, buffer = 0, self._buffer
-        while len(buffer) - offset >= _LEN.size:
-            (size,) = _LEN.unpack_from(buffer, offset)
-            if len(buffer) - offset - _LEN.size < size:
-                break
-            frames.append(bytes(buffer[offset + _LEN.size : offset + _LEN.size + size]))
-            offset += _LEN.size + size
-        del buffer[:offset]
-        return frames
-
-
-def child_main(sock: socket.socket, engine_path: str, options: dict[str, Any],
-               partial_interval_s: float) -> None:
-    """Entry point of a recogniser process: serve frames until the socket closes or ``q``.
-
-    Input is handled in batches: everything that has arrived since the last batch. Within a
-    batch each stream's audio is joined and handed to the engine in one call, in order and
-    before that stream's next begin/end; a segment's end is handled as soon as its batch is
-    read, ahead of other speakers' audio that arrived before it. So a process that has fallen
-    behind (a burst of speakers, a busy machine) delivers finals after one speaker's backlog
-    rather than everyone's, which is what the end-of-speech latency target needs. A process
-    that keeps up sees batches of one frame and behaves as before. When nothing has arrived
-    for :data:`IDLE_AFTER_S`, the engine's optional ``idle()`` does set-up work (pocketsphinx:
-    makes a spare decoder); that CPU is not counted as recognition.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    encoder = msgspec.msgpack.Encoder()
-    decoder = msgspec.msgpack.Decoder()
-
-    def send(message: tuple[Any, ...]) -> None:
-        body = encoder.encode(message)
-        sock.sendall(_LEN.pack(len(body)) + body)
-
-    engine: Engine = load_object(engine_path)(options)  # type: ignore[operator]
-    engine_idle = getattr(engine, "idle", None)
-    cpu_start = time.process_time()  # report decoding time, not start-up
-    setup_cpu = 0.0  # idle-time set-up (not decoding either)
-
-    def cpu() -> float:
-        return time.process_time() - cpu_start - setup_cpu
-
-    send(("ready", os.getpid()))
-    reader = _FrameReader(sock)
-    active: dict[str, _Segment] = {}
-    audio_total = 0.0
-    reported = 0.0
-
-    def fail(stream: str, segment: _Segment, exc: BaseException) -> None:
-        logger.warning("recogniser pid=%d stream=%s segment=%s failed: %r", os.getpid(), stream,
-                       segment.segment_id, exc)
-        send(("x", stream, segment.segment_id, repr(exc)[:200], audio_total,
-              cpu()))
-
-    def audio(stream: str, pcm: bytes) -> None:
-        nonlocal audio_total, reported
-        seconds = len(pcm) / BYTES_PER_SECOND
-        audio_total += seconds
-        segment = active.get(stream)
-        if segment is not None:
-            try:
-                engine.accept(stream, pcm)
-                segment.audio_s += seconds
-                segment.since_partial_s += seconds
-                if 0 < partial_interval_s <= segment.since_partial_s:
-                    segment.since_partial_s = 0.0
-                    text = engine.partial(stream)
-                    if text and text != segment.last_partial:
-                        segment.last_partial = text
-                        send(("r", stream, segment.segment_id, text, False, segment.audio_s,
-                              audio_total, cpu()))
-            except Exception as exc:  # noqa: BLE001 - one bad segment must not end the process
-                del active[stream]
-                fail(stream, segment, exc)
-                with contextlib.suppress(Exception):
-                    engine.forget(stream)
-        if audio_total - reported >= PROGRESS_EVERY_S:
-            reported = audio_total
-            send(("p", audio_total, cpu()))
-
-    def control(message: list[Any]) -> None:
-        kind, stream = message[0], message[1]
-        if kind == "b":
-            segment = _Segment(message[2])
-            try:
-                engine.begin(stream)
-            except Exception as exc:  # noqa: BLE001
-                fail(stream, segment, exc)
-                return
-            active[stream] = segment
-        elif kind == "e":
-            ended = active.pop(stream, None)
-            if ended is None:
-                return
-            try:
-                text = engine.end(stream)
-            except Exception as exc:  # noqa: BLE001
-                fail(stream, ended, exc)
-                return
-            send(("r", stream, ended.segment_id, text, True, ended.audio_s, audio_total,
-                  cpu()))
-        elif kind == "f":
-            active.pop(stream, None)
-            engine.forget(stream)
-
-    idle_work = engine_idle is not None
-    try:
-        while True:
-            if idle_work and not reader.wait(IDLE_AFTER_S):
-                started = time.process_time()
-                idle_work = bool(engine_idle())  # type: ignore[misc]
-                setup_cpu += time.process_time() - started
-                continue
-            frames = reader.read()
-            if not frames:
-                break  # the socket closed
-            idle_work = engine_idle is not None
-            pending: dict[str, list[bytes]] = {}  # stream -> audio not yet handed over
-            quit_ = False
-            for body in frames:
-                message = decoder.decode(body)
-                if message[0] == "a":
-                    pending.setdefault(message[1], []).append(message[2])
-                    continue
-                if message[0] == "q":
-                    quit_ = True
-                    break
-                chunks = pending.pop(message[1], None)
-                if chunks:
-                    audio(message[1], b"".join(chunks))
-                control(message)
-            for stream, chunks in pending.items():
-                audio(stream, b"".join(chunks))
-            if quit_:
-                break
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the parent is gone
-    finally:
-        engine.close()
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
-# --------------------------------------------------------------------------- the parent
 
 
 @dataclass
@@ -321,20 +72,31 @@ class _Process:
 
     @property
     def backlog_s(self) -> float:
+        """Audio seconds written to the process but not yet reported consumed."""
         return max(0.0, self.sent_audio_s - self.done_audio_s)
 
     @property
     def up(self) -> bool:
+        """The process has said ready and its socket is open."""
         return self.writer is not None and self.ready is not None and self.ready.done() \
             and not self.ready.cancelled() and self.ready.exception() is None
 
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder()
+    def send(self, message: procmsg.ToChild) -> bool:
+        """Write ``message`` to the process; False (nothing written) when it is not up."""
+        if not self.up or self.writer is None or self.writer.is_closing():
+            return False
+        self.writer.write(procmsg.frame(message))
+        return True
 
 
 class ProcessTranscriber:
-    """Runs ``engine`` (an import path to an :class:`Engine` factory) in child processes."""
+    """Runs ``engine`` (an import path to an :class:`Engine` factory) in child processes.
+
+    ``options`` go to the engine's factory; ``partial_interval_s`` is the audio seconds between
+    partials (0: none); ``max_backlog_s`` the audio seconds a process may fall behind before
+    segments are dropped; ``start_timeout_s`` how long a process may take to load the engine;
+    ``name`` labels log lines and process names.
+    """
 
     def __init__(
         self,
@@ -348,7 +110,7 @@ class ProcessTranscriber:
         name: str = "recogniser",
     ) -> None:
         if processes < 1:
-            raise ValueError("processes must be at least 1")
+            raise TapConfigError("processes must be at least 1")
         self.engine = engine
         self.options = dict(options or {})
         self.partial_interval_s = partial_interval_s
@@ -366,6 +128,7 @@ class ProcessTranscriber:
 
     @property
     def stats(self) -> TranscriberStats:
+        """Counters since start (shared by every stream)."""
         return self._stats
 
     @property
@@ -378,6 +141,8 @@ class ProcessTranscriber:
         return [p.backlog_s for p in self._procs]
 
     async def start(self) -> None:
+        """Start every process; returns when all are ready. Raises
+        :class:`~media.errors.RecogniserStartError` when one is not."""
         if self._started:
             return
         self._started = True
@@ -398,7 +163,7 @@ class ProcessTranscriber:
         finally:
             child_sock.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock,
-                                                            limit=MAX_FRAME)
+                                                            limit=procmsg.MAX_FRAME)
         proc.process, proc.writer = process, writer
         proc.sent_audio_s = proc.done_audio_s = proc.seen_audio_s = proc.seen_cpu_s = 0.0
         proc.ready = loop.create_future()
@@ -408,8 +173,8 @@ class ProcessTranscriber:
                 await asyncio.shield(proc.ready)
         except TimeoutError:
             await self._stop_process(proc, timeout_s=1.0)
-            raise RuntimeError(f"{self.name}-{proc.index}: not ready within "
-                               f"{self.start_timeout_s} s") from None
+            raise RecogniserStartError(f"{self.name}-{proc.index}: not ready within "
+                                       f"{self.start_timeout_s} s") from None
         except BaseException:
             await self._stop_process(proc, timeout_s=1.0)
             raise
@@ -423,22 +188,20 @@ class ProcessTranscriber:
     # ------------------------------------------------------------------ streams
 
     def open_stream(self, on_result: RecognitionCallback, *, name: str = "") -> _Stream:
+        """A new stream on the least loaded process (see
+        :meth:`~media.tap.transcriber.Transcriber.open_stream`). Raises
+        :class:`~media.errors.TranscriberNotRunningError` before :meth:`start` or once
+        closing."""
         if not self._started or self._closing:
-            raise RuntimeError(f"{self.name} is not running")
+            raise TranscriberNotRunningError(f"{self.name} is not running")
         proc = min(self._procs, key=lambda p: (len(p.streams), p.backlog_s))
-        stream = _Stream(self, f"s{next(self._ids)}", proc, on_result, name)
+        stream = _Stream(f"s{next(self._ids)}", proc, on_result, name, stats=self._stats,
+                         max_backlog_s=self.max_backlog_s, on_finished=self._stream_finished)
         proc.streams.add(stream.stream_id)
         self._streams[stream.stream_id] = stream
         return stream
 
-    def _send(self, proc: _Process, message: tuple[Any, ...]) -> bool:
-        if not proc.up or proc.writer is None or proc.writer.is_closing():
-            return False
-        body = _encoder.encode(message)
-        proc.writer.write(_LEN.pack(len(body)) + body)
-        return True
-
-    def _forget(self, stream: _Stream) -> None:
+    def _stream_finished(self, stream: _Stream) -> None:
         self._streams.pop(stream.stream_id, None)
         stream.proc.streams.discard(stream.stream_id)
 
@@ -447,10 +210,8 @@ class ProcessTranscriber:
     async def _read(self, proc: _Process, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                header = await reader.readexactly(_LEN.size)
-                (size,) = _LEN.unpack(header)
-                message = _decoder.decode(await reader.readexactly(size))
-                self._on_message(proc, message)
+                body = await procmsg.read_frame(reader)
+                self._on_message(proc, procmsg.decode_to_parent(body))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
@@ -458,7 +219,7 @@ class ProcessTranscriber:
         if proc.ready is not None and not proc.ready.done():
             # Died while starting (bad model path, missing module): start() reports it.
             code = proc.process.exitcode if proc.process is not None else None
-            proc.ready.set_exception(RuntimeError(
+            proc.ready.set_exception(RecogniserStartError(
                 f"{self.name}-{proc.index}: recogniser process exited while starting "
                 f"(exit {code}); see its error above"))
         elif not self._closing:
@@ -470,27 +231,27 @@ class ProcessTranscriber:
         self._stats.cpu_s += max(0.0, cpu_s - proc.seen_cpu_s)
         proc.seen_audio_s, proc.seen_cpu_s = audio_s, cpu_s
 
-    def _on_message(self, proc: _Process, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == "p":
-            self._account(proc, message[1], message[2])
-        elif kind == "r":
-            _, stream_id, segment_id, text, final, segment_audio_s, audio_s, cpu_s = message
-            self._account(proc, audio_s, cpu_s)
-            stream = self._streams.get(stream_id)
-            if stream is not None:
-                stream.deliver(Recognition(segment_id, text, final, segment_audio_s))
-        elif kind == "x":
-            _, stream_id, segment_id, error, audio_s, cpu_s = message
-            self._account(proc, audio_s, cpu_s)
-            logger.warning("%s-%d: segment %s failed in the recogniser: %s", self.name,
-                           proc.index, segment_id, error)
-            self._stats.dropped_segments += 1
-            stream = self._streams.get(stream_id)
-            if stream is not None:
-                stream.deliver(Recognition(segment_id, "", True, dropped=True))
-        elif kind == "ready" and proc.ready is not None and not proc.ready.done():
-            proc.ready.set_result(message[1])
+    def _on_message(self, proc: _Process, message: procmsg.ToParent) -> None:
+        match message:
+            case Progress():
+                self._account(proc, message.audio_s, message.cpu_s)
+            case Result():
+                self._account(proc, message.audio_s, message.cpu_s)
+                stream = self._streams.get(message.stream)
+                if stream is not None:
+                    stream.deliver(Recognition(message.segment, message.text, message.final,
+                                               message.segment_audio_s))
+            case Failed():
+                self._account(proc, message.audio_s, message.cpu_s)
+                logger.warning("%s-%d: segment %s failed in the recogniser: %s", self.name,
+                               proc.index, message.segment, message.error)
+                self._stats.dropped_segments += 1
+                stream = self._streams.get(message.stream)
+                if stream is not None:
+                    stream.deliver(Recognition(message.segment, "", True, dropped=True))
+            case Ready():
+                if proc.ready is not None and not proc.ready.done():
+                    proc.ready.set_result(message.pid)
 
     async def _restart(self, proc: _Process) -> None:
         pid = proc.process.pid if proc.process is not None else None
@@ -519,8 +280,7 @@ class ProcessTranscriber:
     async def _stop_process(self, proc: _Process, *, timeout_s: float) -> None:
         if proc.writer is not None:
             with contextlib.suppress(Exception):
-                if proc.up:
-                    self._send(proc, ("q",))
+                proc.send(Quit())
                 proc.writer.close()
             proc.writer = None
         if proc.ready is not None and not proc.ready.done():
@@ -535,6 +295,8 @@ class ProcessTranscriber:
                 await asyncio.to_thread(process.join, 5.0)
 
     async def aclose(self) -> None:
+        """Stop every process and task (idempotent; concurrent calls wait for the same close).
+        Results still in flight are abandoned."""
         if self._close_task is None:
             self._close_task = asyncio.get_running_loop().create_task(self._aclose())
         await asyncio.shield(self._close_task)
@@ -552,57 +314,68 @@ class ProcessTranscriber:
 
 
 class _Stream:
-    """One speaker's :class:`~media.tap.transcriber.SpeechStream` on a process."""
+    """One speaker's :class:`~media.tap.transcriber.SpeechStream` on a process.
 
-    def __init__(self, owner: ProcessTranscriber, stream_id: str, proc: _Process,
-                 on_result: RecognitionCallback, name: str) -> None:
-        self.owner = owner
+    It writes to its process through :meth:`_Process.send`, counts into the transcriber's
+    shared ``stats`` and calls ``on_finished`` once it is closed and has no final pending, so
+    the transcriber can forget it.
+    """
+
+    def __init__(self, stream_id: str, proc: _Process, on_result: RecognitionCallback,
+                 name: str, *, stats: TranscriberStats, max_backlog_s: float,
+                 on_finished: Callable[[_Stream], None]) -> None:
         self.stream_id = stream_id
         self.proc = proc
         self.name = name or stream_id
         self._on_result = on_result
+        self._stats = stats
+        self._max_backlog_s = max_backlog_s
+        self._on_finished = on_finished
         self._segment: str | None = None
         self._refused = False  # current segment is not being sent
         self._pending: dict[str, float | None] = {}  # segment -> when it ended (awaiting final)
         self._closed = False
 
     def start_segment(self, segment_id: str) -> bool:
+        """See :meth:`~media.tap.transcriber.SpeechStream.start_segment`."""
         if self._closed:
             return False
         if self._segment is not None:
             self.end_segment()
-        owner, proc = self.owner, self.proc
-        owner.stats.segments += 1
+        proc = self.proc
+        self._stats.segments += 1
         self._segment = segment_id
         self._pending[segment_id] = None
-        if proc.backlog_s > owner.max_backlog_s or not owner._send(
-            proc, ("b", self.stream_id, segment_id)
+        if proc.backlog_s > self._max_backlog_s or not proc.send(
+            Begin(self.stream_id, segment_id)
         ):
             logger.warning("%s: segment %s dropped (recogniser %d %s, backlog %.1f s)",
                            self.name, segment_id, proc.index, "up" if proc.up else "down",
                            proc.backlog_s)
-            owner.stats.dropped_segments += 1
+            self._stats.dropped_segments += 1
             self._refused = True
             return False
         self._refused = False
         return True
 
     def write(self, pcm: bytes) -> None:
+        """See :meth:`~media.tap.transcriber.SpeechStream.write`."""
         if self._segment is None or self._refused or not pcm:
             return
-        owner, proc = self.owner, self.proc
-        if proc.backlog_s > 2 * owner.max_backlog_s:
+        proc = self.proc
+        if proc.backlog_s > 2 * self._max_backlog_s:
             logger.warning("%s: segment %s cut short (backlog %.1f s)", self.name,
                            self._segment, proc.backlog_s)
-            owner.stats.dropped_segments += 1
-            owner._send(proc, ("e", self.stream_id))
+            self._stats.dropped_segments += 1
+            proc.send(End(self.stream_id))
             self._pending[self._segment] = time.monotonic()
             self._refused = True
             return
-        if owner._send(proc, ("a", self.stream_id, pcm)):
+        if proc.send(Audio(self.stream_id, pcm)):
             proc.sent_audio_s += len(pcm) / BYTES_PER_SECOND
 
     def end_segment(self) -> None:
+        """See :meth:`~media.tap.transcriber.SpeechStream.end_segment`."""
         segment, self._segment = self._segment, None
         if segment is None:
             return
@@ -611,17 +384,18 @@ class _Stream:
                 self.deliver(Recognition(segment, "", True, dropped=True))
             return
         self._pending[segment] = time.monotonic()
-        if not self.owner._send(self.proc, ("e", self.stream_id)):
+        if not self.proc.send(End(self.stream_id)):
             self.deliver(Recognition(segment, "", True, dropped=True))
 
     def close(self) -> None:
+        """See :meth:`~media.tap.transcriber.SpeechStream.close`."""
         if self._closed:
             return
         self.end_segment()
         self._closed = True
-        self.owner._send(self.proc, ("f", self.stream_id))
+        self.proc.send(Forget(self.stream_id))
         if not self._pending:
-            self.owner._forget(self)
+            self._on_finished(self)
 
     def lost(self) -> None:
         """The process died: every segment in flight ends empty."""
@@ -630,7 +404,9 @@ class _Stream:
             self.deliver(Recognition(segment, "", True, dropped=True))
 
     def deliver(self, result: Recognition) -> None:
-        stats = self.owner.stats
+        """A result for one of this stream's segments (from the process, or made up when the
+        segment was dropped): counted, then passed to the callback unless stale."""
+        stats = self._stats
         if result.final:
             if result.segment_id not in self._pending:
                 return  # already finished (e.g. lost, then a late result)
@@ -649,4 +425,4 @@ class _Stream:
         except Exception:
             logger.exception("%s: result callback failed", self.name)
         if self._closed and not self._pending:
-            self.owner._forget(self)
+            self._on_finished(self)
