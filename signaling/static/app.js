@@ -324,6 +324,7 @@ async function submitLobby() {
     let join;
     if (getJoin) {
       join = await getJoin();
+      state.fetchJoin = getJoin;
       state.title = join.title;
       state.inviteLink = location.href;
     } else {
@@ -333,6 +334,7 @@ async function submitLobby() {
         transcriptionEnabled: $('transcribe').checked });
       await state.api.startMeeting(meeting.meetingId);
       join = await state.api.createJoinToken(meeting.meetingId);
+      state.fetchJoin = () => state.api.createJoinToken(meeting.meetingId);
       const { invite } = await state.api.createInvite(meeting.meetingId);
       state.invite = invite;
       state.title = title;
@@ -385,6 +387,8 @@ async function enterRoom(join) {
     video: state.camOn,
     videoConstraints: config.video,
     name: state.name,
+    // A resume needs an unexpired join token: fetch a fresh one for a long meeting.
+    refreshToken: async () => (await state.fetchJoin()).token,
   });
   state.room = room;
   bindRoom(room);

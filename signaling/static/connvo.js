@@ -26,6 +26,16 @@ const FATAL_CLOSE = {
   4429: 'rate-limited', 1009: 'frame-too-large',
 };
 
+/** Seconds until a JWT's `exp` (Infinity when it has none or cannot be read). */
+function tokenSecondsLeft(token) {
+  try {
+    const payload = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+    return typeof payload.exp === 'number' ? payload.exp - Date.now() / 1000 : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -374,6 +384,7 @@ export class Room extends Emitter {
         }
         if (this.state !== 'reconnecting') return;
         try {
+          await this.#freshToken();
           const joined = await this.#connect(this.resumeToken);
           this.emit('reconnected', { resumed: Boolean(joined.resumed) });
           return;
@@ -387,6 +398,17 @@ export class Room extends Emitter {
       this.#fail(new ConnvoError('disconnected', 'Lost the connection to the server.', { fatal: true }));
     } finally {
       this.#reconnecting = false;
+    }
+  }
+
+  /** The hub checks the join token on a resume too: one that expires within a minute is
+   * replaced through `options.refreshToken` (when given) before the socket is reopened. */
+  async #freshToken() {
+    if (!this.options.refreshToken || tokenSecondsLeft(this.token) > 60) return;
+    try {
+      this.token = await this.options.refreshToken();
+    } catch {
+      // keep the old one: the hub's verdict (token-expired) then reaches the app as usual
     }
   }
 
