@@ -18,6 +18,7 @@ from media.bots import Bot, BotResult, BotTimes, bot_client_config
 from media.sources import OpusSource, OpusSpec, ToneSpec, encode_opus_spec, open_audio_source
 from signaling.testing.hub import HubHandle
 from tests.support.wsclient import seated
+from tests.waiting import wait_until
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -167,10 +168,7 @@ async def test_bot_whose_hub_dies_mid_run_reports_it(
     _, room_id = await hub.create_room()
     bot = make_bot(hub, hub.mint_token(room_id, "alice"), 0, room_id, expected_peers=1)
     run = asyncio.create_task(bot.run(times(window_in=0.5, window_s=0.5)))
-    for _ in range(200):
-        if bot.phase == "joined":
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: bot.phase == "joined", what="the bot joining")
     await hub.runner.cleanup()  # closes every socket with 1001
     async with asyncio.timeout(10):
         result = await run
@@ -183,7 +181,8 @@ async def test_stop_ends_a_waiting_bot_at_once(hub: HubHandle) -> None:
     _, room_id = await hub.create_room()
     bot = make_bot(hub, hub.mint_token(room_id, "alice"), 0, room_id, expected_peers=1)
     run = asyncio.create_task(bot.run(times(join_in=60, window_in=61, window_s=60)))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one turn of the loop: run() starts and parks in its wait to join
+    assert not run.done() and bot.phase == "waiting"
     bot.stop()
     async with asyncio.timeout(5):
         result = await run
