@@ -26,6 +26,7 @@ from media.bot_load.report import TimelinePoint, distribution, percentile
 from media.bot_load.thresholds import evaluate
 from signaling.testing.hub import SECRET, HubHandle, start_hub, test_settings
 from signaling.testing.ports import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "loadtest.md"
@@ -261,9 +262,8 @@ async def test_stop_makes_the_bots_leave_and_still_reports(hub: HubHandle) -> No
                             pin_host_addresses=("127.0.0.1",))
     test = LoadTest(config)
     run = asyncio.create_task(test.run())
-    async with asyncio.timeout(30):
-        while not any(p.connected == 2 for p in test.timeline):
-            await asyncio.sleep(0.1)
+    await wait_until(lambda: any(p.connected == 2 for p in test.timeline), timeout=30,
+                     interval=0.1, what="both bots connected")
     test.stop()
     async with asyncio.timeout(20):  # well inside the 120 s window: stop() cut it short
         report = await run
