@@ -12,11 +12,11 @@ Negotiation rules (DESIGN "Websocket protocol"):
   offer: the impolite side (the newcomer, which is the offerer here) ignores the remote offer
   and the candidates that follow it; if a polite instance ever collides (a hub bug), it
   emulates the rollback by replacing its still-unconnected peer connection and answering.
-- Browser candidates arrive trickled (``candidate`` frames, ``null`` = end); they are parsed with
-  aiortc's ``candidate_from_sdp`` after stripping ``candidate:``, and held back until the remote
-  description is set. aiortc puts all its own candidates into its SDP, so none are sent.
+- Browser candidates arrive trickled and are held back until the remote description is set
+  (:mod:`media.candidates`). aiortc puts all its own candidates into its SDP, so none are sent.
 
-Who sends what by role is :func:`media.plan.plan_media`.
+Who sends what by role is :func:`media.plan.plan_media`; :mod:`media.transceivers` applies it to
+the connection's media lines.
 
 Failure: the connection going to ``failed``, or not reaching ``connected`` within
 ``ice_timeout_s`` of the offer, is ``ice-failed``; with ``ice_transport_policy='relay'`` a local
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -36,19 +35,17 @@ from typing import Any
 import av
 from aiortc import (
     RTCConfiguration,
-    RTCIceCandidate,
     RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
-from aiortc.sdp import candidate_from_sdp
 
 from signaling import protocol
 from signaling.tasks import TaskSet
 
+from .candidates import RemoteCandidates, parse_candidate
 from .errors import (
     IceFailedError,
     NegotiationError,
@@ -58,9 +55,19 @@ from .errors import (
 )
 from .local import LocalMedia
 from .loopback import pin_host_addresses
-from .plan import direction, plan_media, receives, sends
+from .plan import plan_media
 from .receive import consume_track, skip_decoding
 from .stats import RemotePeerStats
+from .transceivers import Transceivers
+
+__all__ = [
+    "AudioFrameCallback",
+    "ConnectionOptions",
+    "RemotePeer",
+    "SignalMessage",
+    "parse_candidate",  # lives in media.candidates; still importable from here
+    "rtc_configuration",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -104,29 +111,6 @@ def rtc_configuration(options: ConnectionOptions) -> RTCConfiguration:
     )
 
 
-def parse_candidate(candidate: protocol.IceCandidate) -> RTCIceCandidate | None:
-    """A browser ``RTCIceCandidateInit`` as aiortc's candidate; ``None`` for the empty
-    end-of-candidates marker. Raises :class:`NegotiationError` on garbage."""
-    text = candidate.candidate.strip()
-    text = text.removeprefix("a=")
-    text = text.removeprefix("candidate:")
-    if not text:
-        return None
-    bits = text.split()
-    # aiortc asserts on short input; check first (never assert on what a peer sends).
-    if len(bits) < 8 or not bits[1].isdigit() or not bits[3].isdigit() or not bits[5].isdigit():
-        raise NegotiationError(f"malformed candidate {candidate.candidate[:120]!r}")
-    try:
-        parsed = candidate_from_sdp(text)
-    except (ValueError, IndexError):  # e.g. "rport x"
-        raise NegotiationError(f"malformed candidate {candidate.candidate[:120]!r}") from None
-    parsed.sdpMid = candidate.sdp_mid
-    parsed.sdpMLineIndex = candidate.sdp_m_line_index
-    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
-        parsed.sdpMLineIndex = 0  # bundled: the first line carries the transport
-    return parsed
-
-
 # --------------------------------------------------------------------------- the connection
 
 _MAKE_OFFER = object()
@@ -167,18 +151,16 @@ class RemotePeer:
         self.error: PeerClientError | None = None
         self.stats = stats
         self._options = options
-        self._local = local_media
         self._send = send
         self._on_change = on_change
         self._on_audio_frame = on_audio_frame
         self._log = f"{log_prefix} remote={peer_id}".strip()
         self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=options.signal_queue_size)
-        self._pending: deque[RTCIceCandidate | None] = deque(maxlen=options.pending_candidates)
+        self._candidates = RemoteCandidates(max_pending=options.pending_candidates,
+                                            log_prefix=self._log)
         self._tasks = TaskSet(self._log, logger=logger, on_crash=lambda exc: self._fail(
             PeerClientError(f"internal error: {exc!r}")))
-        self._tracks: list[MediaStreamTrack] = []
-        self._configured: set[int] = set()
-        self._send_kinds: set[str] = set()
+        self._transceivers = Transceivers(local_media, self.plan)
         self._ignore_offer = False
         self._connected = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
@@ -210,16 +192,9 @@ class RemotePeer:
     def apply_media(self) -> None:
         """After :meth:`LocalMedia.set_enabled`: give video senders a track if video was
         turned on for the first time (no renegotiation: the line is already ``sendrecv``)."""
-        if self.state in ("failed", "closed") or not self._local.video_enabled:
+        if self.state in ("failed", "closed"):
             return
-        for transceiver in self._pc.getTransceivers():
-            if (transceiver.kind == "video" and sends(transceiver.direction)
-                    and transceiver.sender.track is None):
-                track = self._local.video_track()
-                if track is not None:
-                    transceiver.sender.replaceTrack(track)
-                    self._tracks.append(track)
-                break
+        self._transceivers.apply_media(self._pc)
 
     async def collect_stats(self) -> None:
         """Pull ``getStats()`` into :attr:`stats`."""
@@ -364,21 +339,7 @@ class RemotePeer:
     async def _make_offer(self) -> None:
         self.stats.negotiation_started()
         pc = self._pc
-        audio = self._local.audio_track() if sends(self.plan.audio) else None
-        transceiver = pc.addTransceiver(audio or "audio", direction=self.plan.audio)
-        self._configured.add(id(transceiver))
-        if audio is not None:
-            self._tracks.append(audio)
-        if sends(self.plan.audio):
-            self._send_kinds.add("audio")
-        if self.plan.video is not None:
-            video = self._local.video_track() if sends(self.plan.video) else None
-            transceiver = pc.addTransceiver(video or "video", direction=self.plan.video)
-            self._configured.add(id(transceiver))
-            if video is not None:
-                self._tracks.append(video)
-            if sends(self.plan.video):
-                self._send_kinds.add("video")
+        self._transceivers.add_for_offer(pc)
         sdp = await self._set_local(await pc.createOffer())
         self._deliver(protocol.Offer(to=self.peer_id, sdp=sdp))
         logger.info("%s offer sent", self._log)
@@ -395,30 +356,12 @@ class RemotePeer:
         self._ignore_offer = False
         self.stats.negotiation_started()
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="offer"))
-        self._configure_answer()
+        self._transceivers.configure_answer(self._pc)
         sdp = await self._set_local(await self._pc.createAnswer())
         self._deliver(protocol.Answer(to=self.peer_id, sdp=sdp))
         logger.info("%s answer sent", self._log)
-        await self._flush_candidates()
+        await self._candidates.flush(self._pc)
         self._start_watchdog()
-
-    def _configure_answer(self) -> None:
-        """Directions and tracks for transceivers the remote offer created."""
-        for transceiver in self._pc.getTransceivers():
-            if id(transceiver) in self._configured:
-                continue
-            self._configured.add(id(transceiver))
-            kind = transceiver.kind
-            wanted = self.plan.audio if kind == "audio" else self.plan.video
-            send = sends(wanted) and kind not in self._send_kinds
-            transceiver.direction = direction(send, receives(wanted))
-            if not send:
-                continue
-            self._send_kinds.add(kind)
-            track = self._local.audio_track() if kind == "audio" else self._local.video_track()
-            if track is not None:
-                transceiver.sender.replaceTrack(track)
-                self._tracks.append(track)
 
     async def _on_answer(self, message: protocol.AnswerFrom) -> None:
         if self._pc.signalingState != "have-local-offer":
@@ -426,46 +369,18 @@ class RemotePeer:
             return
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type="answer"))
         logger.info("%s answer applied", self._log)
-        await self._flush_candidates()
+        await self._candidates.flush(self._pc)
 
     async def _on_candidate(self, message: protocol.CandidateFrom) -> None:
         if self._ignore_offer:
-            return
-        candidate = None
-        if message.candidate is not None:
-            try:
-                candidate = parse_candidate(message.candidate)
-            except NegotiationError as exc:
-                logger.warning("%s skipping candidate: %s", self._log, exc.message)
-                return
-        if self._pc.remoteDescription is None:
-            if len(self._pending) == self._pending.maxlen:
-                logger.warning("%s too many early candidates; dropping the oldest", self._log)
-            self._pending.append(candidate)
-            return
-        await self._add_candidate(candidate)
-
-    async def _add_candidate(self, candidate: RTCIceCandidate | None) -> None:
-        # One unusable candidate (an unresolvable mDNS name, a family we cannot bind) must not
-        # end the connection: the others may well work, and the ICE watchdog still applies.
-        try:
-            await self._pc.addIceCandidate(candidate)
-        except (OSError, ValueError, InvalidStateError) as exc:
-            logger.warning("%s could not add candidate %s: %r", self._log,
-                           candidate.ip if candidate else "end", exc)
-
-    async def _flush_candidates(self) -> None:
-        while self._pending:
-            await self._add_candidate(self._pending.popleft())
+            return  # they belong to the remote offer we ignored
+        await self._candidates.receive(self._pc, message)
 
     async def _replace_pc(self) -> None:
+        # aiortc has no rollback: a polite collision starts over on a fresh connection.
         old, self._pc = self._pc, self._new_pc()
-        self._configured.clear()
-        self._send_kinds.clear()
-        self._pending.clear()
-        for track in self._tracks:
-            track.stop()
-        self._tracks.clear()
+        self._transceivers.stop()
+        self._candidates.clear()
         await self._close_pc(old)
 
     def _start_watchdog(self) -> None:
@@ -495,9 +410,7 @@ class RemotePeer:
         await self._tasks.aclose()
         await self.collect_stats()
         await self._close_pc(self._pc)
-        for track in self._tracks:
-            track.stop()
-        self._tracks.clear()
+        self._transceivers.stop()
         if self.error is None:
             self.stats.state = "closed"
         self.state = "closed"
