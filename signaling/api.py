@@ -277,7 +277,7 @@ class Api:
             raise BadRequest(f"request body over {limit} bytes", code=ErrorCode.BODY_TOO_LARGE)
         try:
             body = decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             # msgspec raises UnicodeDecodeError, not DecodeError, for invalid UTF-8 in a string
             raise BadRequest(f"request body is not a JSON object: {exc}",
                              code=ErrorCode.INVALID_JSON) from None

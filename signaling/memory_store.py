@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from .codes import ErrorCode, meeting_state_code
-from .errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull
+from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull
 from .protocol import MediaState
 from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
 
@@ -179,7 +179,9 @@ class MemoryStore:
     async def segments(self, meeting_id: str, *, after: str = "", limit: int = 100
                        ) -> tuple[list[Segment], str]:
         stored = self._segments.get(meeting_id, [])
-        start = int(after) if after.isdigit() else 0
+        if after and not (after.isascii() and after.isdigit() and len(after) <= 18):
+            raise BadRequest("invalid cursor", code=ErrorCode.INVALID_CURSOR)
+        start = int(after) if after else 0
         page = stored[start:start + limit]
         end = start + len(page)
         return page, str(end) if end < len(stored) else ""

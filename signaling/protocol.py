@@ -268,6 +268,8 @@ def _decode(decoder: msgspec.json.Decoder, data: str | bytes) -> object:
                 raise ProtocolError(f"unknown message type ({text})", code=ErrorCode.UNKNOWN_TYPE) from None
             raise ProtocolError(text, code=ErrorCode.INVALID_MESSAGE) from None
         raise ProtocolError(f"not JSON: {text}", code=ErrorCode.INVALID_JSON) from None
+    except RecursionError:  # msgspec's nesting limit: ~1,000 levels deep
+        raise ProtocolError("JSON nested too deeply", code=ErrorCode.INVALID_JSON) from None
 
 
 def decode_client(data: str | bytes) -> ClientMessage:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -37,6 +38,9 @@ from .protocol import MediaState
 from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
 
 logger = logging.getLogger(__name__)
+
+#: A transcript cursor: a stream entry id (``<ms>-<seq>``, ASCII digits only).
+_CURSOR = re.compile(r"[0-9]{1,18}(-[0-9]{1,18})?", re.ASCII)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -382,6 +386,8 @@ class RedisStore:
     async def segments(self, meeting_id: str, *, after: str = "", limit: int = 100
                        ) -> tuple[list[Segment], str]:
         key = _keys(meeting_id)["transcript"]
+        if after and not _CURSOR.fullmatch(after):
+            raise BadRequest("invalid cursor", code=ErrorCode.INVALID_CURSOR)
         start = f"({after}" if after else "-"
         try:
             entries = await self.client.xrange(key, min=start, max="+", count=limit + 1)

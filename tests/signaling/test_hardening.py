@@ -117,3 +117,35 @@ async def test_one_user_holds_one_seat_a_newer_join_takes_it_over(state_hub: Hub
     finally:
         for sock in [host, *sockets]:
             await sock.aclose()
+
+
+DEEP = "[" * 5_000 + "]" * 5_000
+
+
+async def test_json_nested_too_deeply_is_a_clear_error_everywhere(hub: HubHandle) -> None:
+    """JSON nested ~1,000 deep gave HTTP 500 (RecursionError); as a first websocket frame it
+    closed 1011 with a traceback; on a joined socket the transport died with no close frame.
+    Now: 400 `invalid-json`, close 4400, and an `error` frame with the socket kept."""
+    _, room_id = await hub.create_room()
+    session = await hub.session()
+    async with session.post(f"{hub.api_url}/queries/getMeeting",
+                            data=f'{{"args": {{"meetingId": {DEEP}}}}}',
+                            headers={"Authorization": f"Bearer {hub.user_token('host')}",
+                                     "Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["errorData"]["code"] == "invalid-json"
+    first = await WsClient.connect(hub.ws_url)
+    try:
+        await first.send(f'{{"type": "join", "token": {DEEP}}}')
+        assert await first.expect_close() == Close.BAD_JOIN
+    finally:
+        await first.aclose()
+    joined = await WsClient.connect(hub.ws_url)
+    try:
+        await joined.join(hub.mint_token(room_id, "host", "host"))
+        await joined.send(f'{{"type": "chat", "text": "hi", "extra": {DEEP}}}')
+        assert (await joined.expect(p.Error)).code == "invalid-json"
+        await joined.send({"type": "ping", "ts": 1})
+        assert (await joined.expect(p.Pong)).ts == 1
+    finally:
+        await joined.aclose()

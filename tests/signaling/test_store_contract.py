@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from signaling.bus import Envelope, MemoryBus
-from signaling.errors import Conflict, Forbidden, NotFound, RoomEnded, RoomFull
+from signaling.errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull
 from signaling.memory_store import MemoryStore
 from signaling.protocol import Features, MediaState
 from signaling.redis_bus import RedisBus
@@ -221,3 +221,14 @@ async def test_bus_delivers_in_order_between_workers(backend: tuple[Any, Any, An
     assert got[0].room_id == "room_x" and got[0].to == ("p_1",)
     await a.aclose()
     await b.aclose()
+
+
+@pytest.mark.parametrize("cursor", ["\u00b9", "abc", "12x", "-1", "1" * 40, "\uff11"])
+async def test_a_bad_transcript_cursor_is_refused_alike(backend: tuple[Any, Any, Any],
+                                                         cursor: str) -> None:
+    """`getTranscript {cursor: "¹"}` was a 500 on the memory store ("¹".isdigit() is true, int()
+    refuses it) and a 400 on Redis: both stores now refuse a bad cursor the same way."""
+    store, _, _ = backend
+    with pytest.raises(BadRequest) as caught:
+        await store.segments("meeting_0001abc", after=cursor)
+    assert caught.value.code == "invalid-cursor"
