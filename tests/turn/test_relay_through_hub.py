@@ -89,10 +89,9 @@ async def relay_refused(hub: HubHandle, ice: tuple[protocol.IceServer, ...]) -> 
                                       audio=OpusSpec(tone_duration_s=1.0),
                                       pin_host_addresses=("127.0.0.1",)),
                      relay_config(hub, bob_token, ice)) as (_, bob):
-        started = time.monotonic()
+        # A clear error, not a hang: TurnAuthError, not wait_connected's MediaTimeoutError.
         with pytest.raises(TurnAuthError) as caught:
             await bob.wait_connected(1, timeout=10)
-        assert time.monotonic() - started < 6.0  # a clear error, not a hang
     assert caught.value.code == "turn-auth-failed"
     return caught.value
 
