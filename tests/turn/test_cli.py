@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.turnserver import free_port, free_port_range, require_turnserver
+from tests.waiting import wait_until
 from turn.cli import ENV_SECRET, add_parser, run
 from turn.credentials import issue_credential
 from turn.probe import probe_turn
@@ -188,10 +189,13 @@ async def test_runs_turnserver_until_sigterm() -> None:
     try:
         cred = issue_credential("cli", ["cli-secret-2"], ttl_s=60)
         url = f"turn:127.0.0.1:{port}?transport=udp"
-        async with asyncio.timeout(15):
-            while (await probe_turn(url, cred.username, cred.credential, timeout=0.3)).code != "ok":
-                assert proc.returncode is None, "turn CLI exited early"
-                await asyncio.sleep(0.05)
+
+        async def relay_allocated() -> bool:
+            assert proc.returncode is None, "turn CLI exited early"
+            return (await probe_turn(url, cred.username, cred.credential, timeout=0.3)).ok
+
+        await wait_until(relay_allocated, timeout=15, interval=0.05,
+                         what="the CLI's turnserver allocating a relay")
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             stderr = (await stderr_task).decode()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.turnserver import free_port, free_port_range, require_turnserver
+from tests.waiting import wait_until
 from turn.coturn import TurnServerConfig
 from turn.credentials import issue_credential
 from turn.errors import TurnServerNotFound
@@ -67,9 +68,8 @@ async def test_restarts_after_kill_and_stops_cleanly(caplog: pytest.LogCaptureFi
 
         os.kill(pid, signal.SIGKILL)
         # The dying process may still accept for a moment: wait for the restart first.
-        async with asyncio.timeout(10):
-            while supervisor.starts < 2:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: supervisor.starts >= 2, timeout=10, interval=0.01,
+                         what="the supervisor restarting turnserver")
         new_pid = await supervisor.wait_ready(timeout=10)
         assert new_pid != pid
         assert supervisor.starts == 2
@@ -104,9 +104,8 @@ async def test_back_off_grows_and_is_capped(
         loopback_config(), binary=str(crashing), min_backoff_s=0.02, max_backoff_s=0.08
     )
     async with supervisor:
-        async with asyncio.timeout(10):
-            while supervisor.starts < 6:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: supervisor.starts >= 6, timeout=10, interval=0.01,
+                         what="six starts of the crashing child")
     delays = [
         float(match.group(1))
         for record in caplog.records
