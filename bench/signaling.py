@@ -49,7 +49,14 @@ if not __package__:  # run as a file: bench/signaling.py would shadow the signal
 from bench.signaling_load.clients import ClientSpec
 from bench.signaling_load.generator import Generator, loop_name
 from bench.signaling_load.procfs import cpu_seconds, machine_busy_s, pct, rss_bytes
-from bench.signaling_load.report import CONFIGS, render, render_notes, summarize_profile, targets
+from bench.signaling_load.report import (
+    CONFIGS,
+    render,
+    render_baseline,
+    render_notes,
+    summarize_profile,
+    targets,
+)
 from signaling.testing.hub import SECRET
 from signaling.testing.hub_process import HubProcess
 from signaling.testing.meetings import join_token, start_meeting
@@ -59,6 +66,8 @@ from signaling.testing.redis_server import run_redis
 ROOT = Path(__file__).resolve().parents[1]
 
 PEERJS_DIR = ROOT / "bench" / ".peerjs"
+#: Name prefix of a configuration run from ``--baseline-tree``.
+BASELINE = "baseline:"
 PEERJS_VERSION = "1.0.2"
 HUB_ENV = {
     "CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "1000000",
@@ -94,10 +103,12 @@ class MemoryHub(HubProcess):
 
     def start(self) -> None:
         fd, self.log_path = tempfile.mkstemp(prefix=f"bench-hub-{self.port}-", suffix=".log")
+        env = {**os.environ, "CONNVO_RTC_AUTH_SECRET": SECRET, **self.env}
+        if self.tree:
+            env["PYTHONPATH"] = self.tree
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "signaling.cli", "serve", "--port", str(self.port)],
-            stdout=fd, stderr=fd, cwd=ROOT,
-            env={**os.environ, "CONNVO_RTC_AUTH_SECRET": SECRET, **self.env})
+            stdout=fd, stderr=fd, cwd=self.tree or ROOT, env=env)
         os.close(fd)
 
 
@@ -105,9 +116,11 @@ class MemoryHub(HubProcess):
 async def hub_setup(name: str, redis_pid: int | None, redis_url: str | None,
                     workers: int, args: argparse.Namespace) -> AsyncIterator[Setup]:
     env = {**HUB_ENV, "CONNVO_RTC_LOG_LEVEL": args.hub_log_level}
+    tree = args.baseline_tree if name.startswith(BASELINE) else None
     procs: list[HubProcess] = [
-        MemoryHub(free_port(), "", env=dict(env)) if redis_url is None
-        else HubProcess(free_port(), redis_url, env=dict(env)) for _ in range(workers)]
+        MemoryHub(free_port(), "", env=dict(env), tree=tree) if redis_url is None
+        else HubProcess(free_port(), redis_url, env=dict(env), tree=tree)
+        for _ in range(workers)]
     try:
         for h in procs:
             h.start()
@@ -169,17 +182,18 @@ async def peerjs_setup() -> AsyncIterator[Setup]:
 
 @contextlib.asynccontextmanager
 async def setup_for(name: str, args: argparse.Namespace) -> AsyncIterator[Setup]:
+    config = name.removeprefix(BASELINE)
     if name == "peerjs":
         async with peerjs_setup() as s:
             yield s
-    elif name == "memory-1w":
+    elif config == "memory-1w":
         async with hub_setup(name, None, None, 1, args) as s:
             yield s
     else:
         async with run_redis() as redis:
             assert redis.proc is not None
             async with hub_setup(name, redis.proc.pid, redis.url,
-                                 2 if name == "redis-2w" else 1, args) as s:
+                                 2 if config == "redis-2w" else 1, args) as s:
                 yield s
 
 
@@ -586,6 +600,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--procs", type=int, default=2, help="generator processes")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="joins/connects in flight (over all generator processes)")
+    parser.add_argument("--baseline-tree", metavar="DIR",
+                        help="also run every hub configuration from this source tree (e.g. a "
+                             "`git worktree` of an older commit), interleaved with this one, "
+                             "and print before/after ratios")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the hub workers' logs here")
     parser.add_argument("--hub-log-level", default="WARNING",
@@ -618,6 +636,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.configs) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+    if args.baseline_tree:
+        if not (Path(args.baseline_tree) / "signaling" / "cli.py").is_file():
+            parser.error(f"--baseline-tree {args.baseline_tree}: no signaling/cli.py there")
+        # Each hub configuration runs twice, interleaved: from the baseline tree and from this.
+        args.configs += [BASELINE + c for c in args.configs if c != "peerjs"]
     if args.clients % 4 or args.idle_clients % 4:
         parser.error("--clients and --idle-clients must be multiples of 4 (groups of 4)")
     return args
@@ -657,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
     print(render(results, args))
     print()
     print(render_notes(results, checks, args))
+    if args.baseline_tree:
+        print()
+        print(render_baseline(results, args, BASELINE))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "header": header, "machine": {"cores": os.cpu_count(), "load_before": load0,

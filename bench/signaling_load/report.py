@@ -84,9 +84,9 @@ def _fmt(v: float | None) -> str:
 
 
 def render(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
-    names = [n for n in CONFIGS if n in results]
+    names = [n for n in CONFIGS if n in results] + [n for n in results if n not in CONFIGS]
     ratio = "memory-1w" in results and "peerjs" in results
-    head = ["metric", *(LABELS[n] for n in names)] + (["ratio memory/PeerJS"] if ratio else [])
+    head = ["metric", *(LABELS.get(n, n) for n in names)] + (["ratio memory/PeerJS"] if ratio else [])
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, values in rows(results, args):
         cells = [_fmt(values.get(n)) for n in names]
@@ -212,3 +212,22 @@ def _short(frame: str) -> str:
             head, _, tail = frame.partition(marker)
             frame = head + tail.split("/", 1)[-1] if marker.startswith("/lib") else head + tail
     return frame
+
+
+def render_baseline(results: dict[str, dict[str, Any]], args: argparse.Namespace,
+                    prefix: str) -> str:
+    """Before/after: each hub configuration from ``--baseline-tree`` (before) and from this
+    tree (after), with after/before ratios, from one interleaved run."""
+    pairs = [(n, prefix + n) for n in CONFIGS if n in results and prefix + n in results]
+    head = ["metric"]
+    for name, _ in pairs:
+        head += [f"{LABELS[name]} before", "after", "after/before"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, values in rows(results, args):
+        cells = []
+        for after, before in pairs:
+            a, b = values.get(after), values.get(before)
+            ok = a is not None and b and not math.isnan(a) and not math.isnan(b)
+            cells += [_fmt(b), _fmt(a), f"{a / b:.3f}" if ok else "-"]  # type: ignore[operator]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "before = --baseline-tree, after = this tree\n\n" + "\n".join(lines)

@@ -33,6 +33,8 @@ class HubProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    #: Run the hub from this source tree instead of the installed one (a benchmark's baseline).
+    tree: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -48,7 +50,9 @@ class HubProcess:
                 "--redis", self.redis_url, *self.extra]
         env = {**os.environ, "CONNVO_RTC_AUTH_SECRET": SECRET, "CONNVO_RTC_TAP_ENABLED": "false",
                **self.env}
-        self.proc = subprocess.Popen(args, stdout=fd, stderr=fd, env=env)
+        if self.tree:  # `python -m` puts the working directory first on sys.path
+            env["PYTHONPATH"] = self.tree
+        self.proc = subprocess.Popen(args, stdout=fd, stderr=fd, env=env, cwd=self.tree)
         os.close(fd)
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
