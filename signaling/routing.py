@@ -18,7 +18,7 @@ from . import protocol as p
 from .bus import Bus, Envelope
 from .codes import ErrorCode
 from .errors import NotFound, PeerUnavailable
-from .media_state import check_sdp
+from .media_state import RECEIVE_ONLY_ROLES, check_sdp
 from .metrics import Metrics
 from .store import Room, Seat, Store
 
@@ -132,7 +132,8 @@ class Router:
         if isinstance(msg, p.Candidate):
             out = p.CandidateFrom(from_=conn.peer_id, candidate=msg.candidate)
         else:
-            check_sdp(conn.role, msg.sdp)
+            if conn.role in RECEIVE_ONLY_ROLES:  # a participant's offer costs no SDP scan
+                check_sdp(conn.role, msg.sdp)
             cls = p.OfferFrom if isinstance(msg, p.Offer) else p.AnswerFrom
             out = cls(from_=conn.peer_id, sdp=msg.sdp)
         if not target.connected:
