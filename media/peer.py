@@ -18,7 +18,10 @@ on ``peer-left``; consumes every incoming track; records timings and RTP stats p
 which do not depend on the socket. Deliberate verdicts (bad token, room full, room ended,
 kicked) end the client with a typed error (:mod:`media.errors`).
 
-Negotiation details live in :mod:`media.connection`, the socket in :mod:`media.hublink`.
+This module is the app-facing object: its lifecycle, sending, waiting and the messages feed.
+The parts it is made of: the seat at the hub and the resume loop in :mod:`media.session` (over
+the socket in :mod:`media.hublink`), the connections to the other peers in :mod:`media.mesh`,
+one connection's negotiation in :mod:`media.connection`.
 """
 
 from __future__ import annotations
@@ -26,34 +29,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import types
-from collections import deque
 from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Self
-
-import aiohttp
 
 from signaling import protocol
 
 from .config import PeerClientConfig
-from .connection import AudioFrameCallback, ConnectionOptions, RemotePeer
+from .connection import AudioFrameCallback, RemotePeer
 from .errors import (
-    RESUMABLE_CLOSE_CODES,
     ClientClosedError,
-    HubUnreachableError,
-    KickedError,
     MediaTimeoutError,
     PeerClientError,
-    RoomEndedError,
-    SendQueueFullError,
-    error_for_close,
 )
 from .events import Subscription
-from .hublink import HubLink, LinkEnd, LinkOptions
 from .local import LocalMedia
+from .mesh import Mesh
 from .plan import SENDING_ROLES
+from .session import HubSession
 from .sources import open_audio_source
 from .stats import ClientSnapshot, ClientStats
+
+__all__ = ["PeerClient", "PeerClientConfig"]  # PeerClientConfig lives in media.config
 
 logger = logging.getLogger(__name__)
 
@@ -77,26 +73,25 @@ class PeerClient:
         self.config = config
         #: Timings, errors and per-remote-peer records (:meth:`snapshot` for a frozen copy).
         self.stats = ClientStats()
-        self._on_audio_frame = on_audio_frame
         self._state = "new"
         self._error: PeerClientError | None = None
-        self._terminal: PeerClientError | None = None
-        self._joined: protocol.Joined | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._link: HubLink | None = None
         self._local: LocalMedia | None = None
-        self._conn_options: ConnectionOptions | None = None
         self._session_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        # Every background task but the session's runs here, whoever started it (the session
+        # closing a link after a verdict, the mesh closing a dropped connection): one owner
+        # cancels and awaits them all.
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._remotes: dict[str, RemotePeer] = {}
-        self._known: dict[str, protocol.PeerInfo] = {}
-        self._earlier: set[str] = set()  # joined before us: we offer to them, we are impolite
-        self._failures: deque[PeerClientError] = deque(maxlen=32)  # for wait_connected
-        self._held: deque[protocol._Msg] = deque(maxlen=64)  # frames sent while resuming
         self._subscribers: set[Subscription] = set()
         self._changed = asyncio.Event()
-        self._log = f"room=? peer=? {config.name}".strip()
+        self._session = HubSession(
+            config, self.stats, on_message=self._on_message, on_resuming=self._on_resuming,
+            on_resumed=self._on_resumed, spawn=self._spawn,
+        )
+        self._mesh = Mesh(
+            config, self.stats, send=self.send, on_change=self._notify, spawn=self._spawn,
+            on_audio_frame=on_audio_frame,
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -112,29 +107,36 @@ class PeerClient:
     @property
     def joined(self) -> protocol.Joined | None:
         """The latest ``joined`` frame (replaced on resume)."""
-        return self._joined
+        return self._session.joined
 
     @property
     def peer_id(self) -> str | None:
-        return self._joined.peer_id if self._joined else None
+        joined = self._session.joined
+        return joined.peer_id if joined else None
 
     @property
     def room_id(self) -> str | None:
-        return self._joined.room_id if self._joined else None
+        joined = self._session.joined
+        return joined.room_id if joined else None
 
     @property
     def role(self) -> str | None:
-        return self._joined.role if self._joined else None
+        joined = self._session.joined
+        return joined.role if joined else None
 
     @property
     def remote_peers(self) -> Mapping[str, RemotePeer]:
         """Open connections by remote peer id (read-only view)."""
-        return types.MappingProxyType(self._remotes)
+        return self._mesh.remotes
 
     @property
     def room_peers(self) -> Mapping[str, protocol.PeerInfo]:
         """Other peers in the room as last announced by the hub (read-only view)."""
-        return types.MappingProxyType(self._known)
+        return self._mesh.room_peers
+
+    @property
+    def _log(self) -> str:
+        return self._session.log_prefix
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,28 +164,24 @@ class PeerClient:
         try:
             audio_source = await open_audio_source(self.config.audio)
             self._local = LocalMedia(audio_source, video=self.config.send_video)
-            self._http = aiohttp.ClientSession()
-            link, joined = await HubLink.open(
-                self._http, self._link_options(), protocol.Join(token=self.config.token),
-                log_prefix=self._log,
-            )
+            link, joined = await self._session.open()
         except PeerClientError as exc:
             self.stats.error(exc.code)
             self._error, self._state = exc, "failed"
             logger.info("%s join failed (%s): %s", self._log, exc.code, exc.message)
-            await self._close_http()
+            await self._session.aclose()
             raise
         except BaseException:
             self._state = "failed"
-            await self._close_http()
+            await self._session.aclose()
             raise
-        self._adopt(link, joined)
+        self._seat(joined)
         logger.info("%s joined as %s with %d peers (ws %.3f s, join %.3f s)", self._log,
                     joined.role, len(joined.peers), link.connect_s, link.join_s)
         self._session_task = asyncio.get_running_loop().create_task(
             self._run_session(), name=f"hub-session {self._log}"
         )
-        self._greet_peers(joined)
+        self._mesh.greet(joined)
         self._announce_media()
         return joined
 
@@ -195,14 +193,7 @@ class PeerClient:
         self._state = "leaving"
         if resuming and self._session_task is not None:
             self._session_task.cancel()  # stop reconnecting; there is nothing to say goodbye on
-        link = self._link
-        if link is not None:
-            try:
-                link.send(protocol.Leave())
-                await link.flush(1.0)
-            except PeerClientError:
-                pass
-            await link.aclose()
+        await self._session.leave()
         if self._session_task is not None:
             await asyncio.gather(self._session_task, return_exceptions=True)
         await self._close_remotes()
@@ -232,9 +223,7 @@ class PeerClient:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._close_remotes()
-        if self._link is not None:
-            await self._link.aclose()
-        await self._close_http()
+        await self._session.aclose()
         self._end_subscriptions()
         self._state = "closed"
         self._notify()
@@ -256,11 +245,12 @@ class PeerClient:
         """Send any client frame (``kick``, ``end``, ``ping`` ...). Held briefly while a
         dropped socket is being resumed."""
         if self._state == "resuming":
-            self._held.append(message)
+            self._session.hold(message)
             return
-        if self._state != "joined" or self._link is None:
+        link = self._session.link
+        if self._state != "joined" or link is None:
             raise ClientClosedError(f"cannot send in state {self._state!r}")
-        self._link.send(message)
+        link.send(message)
 
     def send_chat(self, text: str) -> None:
         """Post a chat message to the room."""
@@ -285,8 +275,7 @@ class PeerClient:
         if audio and self._local.audio_source is None:
             raise ValueError("no audio source configured")
         self._local.set_enabled(audio=audio, video=video)
-        for remote in self._remotes.values():
-            remote.apply_media()
+        self._mesh.apply_media()
         self._announce_media()
 
     async def wait_connected(self, peer_count: int | None = None, timeout: float = 15.0) -> None:
@@ -300,17 +289,12 @@ class PeerClient:
             async with asyncio.timeout(timeout):
                 while True:
                     self._raise_if_dead()
-                    want = len(self._remotes) if peer_count is None else peer_count
-                    states = [r.state for r in self._remotes.values()]
-                    if states.count("connected") >= want:
+                    if self._mesh.connected(peer_count):
                         return
-                    hopeful = sum(s in ("new", "connecting", "connected") for s in states)
-                    if self._failures and hopeful < want:
-                        raise self._failures[-1]
                     await self._wait_change(None)
         except TimeoutError:
             raise MediaTimeoutError(
-                f"{self._log}: remote peers {({p: r.state for p, r in self._remotes.items()})} "
+                f"{self._log}: remote peers {self._mesh.states()} "
                 f"after {timeout} s "
                 f"(wanted {peer_count if peer_count is not None else 'all'} connected)"
             ) from None
@@ -326,18 +310,7 @@ class PeerClient:
             async with asyncio.timeout(timeout):
                 while True:
                     self._raise_if_dead()
-                    ids = wanted if wanted is not None else {
-                        pid for pid, r in self._remotes.items() if r.plan.audio in
-                        ("sendrecv", "recvonly")
-                    }
-                    missing = set()
-                    for pid in ids:
-                        remote = self._remotes.get(pid)
-                        if remote is not None and remote.error is not None:
-                            raise remote.error
-                        record = self.stats.remote_peers.get(pid)
-                        if record is None or record.first_audio_at_s is None:
-                            missing.add(pid)
+                    missing = self._mesh.missing_audio(wanted)
                     if not missing:
                         return
                     # Frames do not signal; poll at a frame's pace.
@@ -349,42 +322,16 @@ class PeerClient:
 
     async def snapshot(self) -> ClientSnapshot:
         """Pull ``getStats()`` from every open connection and return a frozen snapshot."""
-        await asyncio.gather(*(r.collect_stats() for r in list(self._remotes.values())))
+        await self._mesh.collect_stats()
         return self.stats.snapshot(self._state)
 
-    # ------------------------------------------------------------------ session
+    # ------------------------------------------------------------------ session events
 
-    def _link_options(self) -> LinkOptions:
-        c = self.config
-        return LinkOptions(
-            ws_url=c.ws_url, connect_timeout_s=c.connect_timeout_s,
-            join_timeout_s=c.join_timeout_s, heartbeat_s=c.heartbeat_s,
-            send_queue_size=c.send_queue_size,
-        )
-
-    def _adopt(self, link: HubLink, joined: protocol.Joined) -> None:
-        self._link, self._joined, self._state = link, joined, "joined"
-        self._log = f"room={joined.room_id} peer={joined.peer_id} {self.config.name}".strip()
-        link.log_prefix = self._log
-        self.stats.joined(peer_id=joined.peer_id, room_id=joined.room_id, role=joined.role,
-                          ws_connect_s=link.connect_s, join_s=link.join_s)
-        c = self.config
-        servers = c.ice_servers if c.ice_servers is not None else tuple(joined.ice_servers)
-        self._conn_options = ConnectionOptions(
-            ice_servers=servers, ice_transport_policy=c.ice_transport_policy,
-            ice_timeout_s=c.ice_timeout_s, pin_host_addresses=c.pin_host_addresses,
-            decode_audio=c.decode_audio, decode_video=c.decode_video,
-        )
+    def _seat(self, joined: protocol.Joined) -> None:
+        """Joined (or rejoined) as ``joined``: the mesh opens connections under this seat."""
+        self._state = "joined"
+        self._mesh.seat(joined, self._local, self._log)
         self._notify()
-
-    def _greet_peers(self, joined: protocol.Joined) -> None:
-        """As the newcomer: offer to everyone already in the room."""
-        for info in joined.peers:
-            if info.peer_id == joined.peer_id:
-                continue
-            self._known[info.peer_id] = info
-            self._earlier.add(info.peer_id)
-            self._open_remote(info.peer_id, info.role, offerer=True)
 
     def _announce_media(self) -> None:
         if self._local is None or self.role not in SENDING_ROLES or self._state != "joined":
@@ -396,78 +343,20 @@ class PeerClient:
             logger.info("%s media frame not sent: %s", self._log, exc.message)
 
     async def _run_session(self) -> None:
-        while True:
-            link = self._link
-            if link is None:
-                return
-            end = await link.run(self._on_message)
-            if self._state not in _LIVE_STATES:
-                return  # leave() or aclose() closed the link
-            if self._terminal is not None:
-                await self._fail(self._terminal)
-                return
-            if self._resumable(end):
-                logger.warning("%s socket dropped (code %s %s); resuming", self._log,
-                               end.close_code, end.reason)
-                if await self._resume():
-                    continue
-                return
-            await self._fail(end.error or error_for_close(end.close_code, end.reason))
-            return
+        error = await self._session.run()
+        if error is not None:
+            await self._fail(error)
 
-    def _resumable(self, end: LinkEnd) -> bool:
-        if self.config.resume_attempts == 0:
-            return False
-        if end.error is not None:
-            return isinstance(end.error, SendQueueFullError)
-        return end.close_code in RESUMABLE_CLOSE_CODES
-
-    async def _resume(self) -> bool:
-        if self._http is None or self._joined is None:
-            return False
-        self._state, self._link = "resuming", None
+    def _on_resuming(self) -> None:
+        self._state = "resuming"
         self._notify()
-        delay = self.config.resume_backoff_s
-        last: PeerClientError = HubUnreachableError("socket dropped")
-        for attempt in range(1, self.config.resume_attempts + 1):
-            if attempt > 1:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            join = protocol.Join(token=self.config.token, resume=self._joined.resume_token or None)
-            try:
-                link, joined = await HubLink.open(self._http, self._link_options(), join,
-                                                  log_prefix=self._log)
-            except PeerClientError as exc:
-                self.stats.error(exc.code)
-                last = exc
-                logger.info("%s resume attempt %d failed (%s)", self._log, attempt, exc.code)
-                if not exc.retryable:
-                    break
-                continue
-            self._on_resumed(link, joined)
-            return True
-        await self._fail(last)
-        return False
 
-    def _on_resumed(self, link: HubLink, joined: protocol.Joined) -> None:
-        same = joined.resumed and joined.peer_id == self.peer_id
-        self._adopt(link, joined)
-        while self._held:
-            link.send(self._held.popleft())
-        listed = {p.peer_id: p for p in joined.peers if p.peer_id != joined.peer_id}
-        if same:
-            self.stats.resumes += 1
-            logger.info("%s resumed", self._log)
-            for peer_id in [p for p in self._remotes if p not in listed]:
-                self._drop_remote(peer_id)  # left while we were away
-            self._known = dict(listed)  # newcomers since will offer to us
-            return
-        logger.warning("%s hub started a new session; renegotiating everything", self._log)
-        for peer_id in list(self._remotes):
-            self._drop_remote(peer_id)
-        self._known.clear()
-        self._earlier.clear()
-        self._greet_peers(joined)
+    def _on_resumed(self, joined: protocol.Joined, same_seat: bool) -> None:
+        self._seat(joined)
+        if same_seat:
+            self._mesh.resumed(joined)
+        else:
+            self._mesh.restart(joined)
 
     async def _fail(self, error: PeerClientError) -> None:
         if self._state in ("failed", "closing", "closed", "left"):
@@ -479,86 +368,20 @@ class PeerClient:
         self._end_subscriptions()
         self._notify()
 
-    # ------------------------------------------------------------------ messages
-
     def _on_message(self, message: protocol.ServerMessage) -> None:
         if isinstance(message, (protocol.OfferFrom, protocol.AnswerFrom, protocol.CandidateFrom)):
-            self._route_signal(message)
+            self._mesh.route(message)
             return
         if isinstance(message, (protocol.PeerJoined, protocol.PeerUpdated)):
-            info = message.peer
-            if info.peer_id != self.peer_id:
-                self._known[info.peer_id] = info
+            self._mesh.peer_seen(message.peer)
         elif isinstance(message, protocol.PeerLeft):
-            self._known.pop(message.peer_id, None)
-            self._drop_remote(message.peer_id)
-        elif isinstance(message, (protocol.Kicked, protocol.RoomEndedMsg)):
-            kind = KickedError if isinstance(message, protocol.Kicked) else RoomEndedError
-            self._terminal = kind(message.reason)
-            if self._link is not None:  # do not wait for the hub to close: we are done
-                self._spawn(self._link.aclose(), "close-link")
+            self._mesh.peer_left(message.peer_id)
         elif isinstance(message, protocol.Error):
             self.stats.error(message.code)
             logger.info("%s hub error %s: %s", self._log, message.code, message.message)
+        # kicked and room-ended reach us too, after the session noted them (it will not resume)
         for subscription in list(self._subscribers):
             subscription.publish(message)
-
-    def _route_signal(self, message: protocol.OfferFrom | protocol.AnswerFrom |
-                      protocol.CandidateFrom) -> None:
-        remote = self._remotes.get(message.from_)
-        if isinstance(message, protocol.OfferFrom) and (
-            remote is None or remote.state in ("failed", "closed")
-        ):
-            if remote is not None:
-                self._drop_remote(message.from_)
-            info = self._known.get(message.from_)
-            remote = self._open_remote(message.from_, info.role if info else "participant",
-                                       offerer=False)
-        if remote is None:
-            logger.debug("%s %s from unknown peer %s dropped", self._log,
-                         type(message).__name__, message.from_)
-            return
-        remote.post(message)
-
-    # ------------------------------------------------------------------ remote peers
-
-    def _open_remote(self, peer_id: str, role: str, *, offerer: bool) -> RemotePeer:
-        if self._local is None or self._conn_options is None or self.role is None:
-            raise ClientClosedError("not joined")
-        remote = RemotePeer(
-            peer_id=peer_id, remote_role=role, local_role=self.role, offerer=offerer,
-            polite=peer_id not in self._earlier, options=self._conn_options,
-            local_media=self._local,
-            stats=self.stats.remote(peer_id, role, offerer=offerer),
-            send=self.send, on_change=self._on_remote_change,
-            on_audio_frame=self._on_audio_frame, log_prefix=self._log,
-        )
-        self._remotes[peer_id] = remote
-        remote.start()
-        self._notify()
-        return remote
-
-    def _on_remote_change(self, remote: RemotePeer) -> None:
-        if remote.state == "failed" and remote.error is not None:
-            self._failures.append(remote.error)
-            self.stats.error(remote.error.code)
-            if self._remotes.get(remote.peer_id) is remote:
-                self._drop_remote(remote.peer_id)
-        self._notify()
-
-    def _drop_remote(self, peer_id: str) -> None:
-        remote = self._remotes.pop(peer_id, None)
-        if remote is not None:
-            self._spawn(remote.aclose(), f"drop {peer_id}")
-            self._notify()
-
-    async def _close_remotes(self) -> None:
-        remotes = list(self._remotes.values())
-        self._remotes.clear()
-        await asyncio.gather(*(r.aclose() for r in remotes), return_exceptions=True)
-        # Connections dropped earlier may still be closing in their own tasks.
-        pending = list(self._tasks)
-        await asyncio.gather(*pending, return_exceptions=True)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -566,6 +389,12 @@ class PeerClient:
         task = asyncio.get_running_loop().create_task(coro, name=f"{what} {self._log}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _close_remotes(self) -> None:
+        await self._mesh.close_all()
+        # Connections dropped earlier may still be closing in their own tasks.
+        pending = list(self._tasks)
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -591,8 +420,3 @@ class PeerClient:
         for subscription in list(self._subscribers):
             subscription.end()
         self._subscribers.clear()
-
-    async def _close_http(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
