@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from media.tap.transcriber import (
 from media.testing.speech import JFK_TEXT, pcm16k
 from media.testing.wer import word_error_rate
 from tests.support.paths import JFK
+from tests.waiting import wait_until
 
 COUNTING = "tests.media.tap.test_transcriber:CountingEngine"
 
@@ -38,11 +40,13 @@ COUNTING = "tests.media.tap.test_transcriber:CountingEngine"
 class CountingEngine:
     """A test engine for :class:`ProcessTranscriber`: "hears" the number of bytes it got.
     Options: ``seconds_per_second`` makes it that slow (sleeps), ``fail`` makes ``begin``
-    raise."""
+    raise, ``hold`` (a directory) makes the first ``accept`` create ``busy`` there and wait for
+    ``go``: the test sees when the engine is busy and says when it is done."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.slow = float(options.get("seconds_per_second", 0.0))
         self.fail = bool(options.get("fail", False))
+        self.hold = Path(options["hold"]) if options.get("hold") else None
         self.bytes: dict[str, int] = {}
 
     def begin(self, stream_id: str) -> None:
@@ -52,6 +56,14 @@ class CountingEngine:
 
     def accept(self, stream_id: str, pcm: bytes) -> None:
         self.bytes[stream_id] += len(pcm)
+        if self.hold is not None:
+            hold, self.hold = self.hold, None
+            (hold / "busy").touch()
+            deadline = time.monotonic() + 30
+            while not (hold / "go").exists():  # a busy engine: the parent's input queues up
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the test never said go")
+                time.sleep(0.005)
         if self.slow:
             time.sleep(len(pcm) / BYTES_PER_SECOND * self.slow)
 
@@ -203,9 +215,8 @@ async def test_a_killed_recogniser_is_restarted_and_its_segments_end_empty() -> 
         os.kill(pid, signal.SIGKILL)
         (final,) = await results.wait_finals(1)
         assert final.segment_id == "doomed" and final.dropped and final.text == ""
-        async with asyncio.timeout(30):
-            while not pool.processes:
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: pool.processes, timeout=30, interval=0.05,
+                         what="the recogniser process being restarted")
         assert pool.processes != [pid] and pool.stats.restarts == 1
         stream.start_segment("after")
         stream.write(bytes(3200))
@@ -236,35 +247,43 @@ async def test_engine_errors_drop_one_segment_and_start_failures_are_reported() 
     await broken.aclose()
 
 
-async def test_a_segment_end_goes_ahead_of_other_speakers_queued_audio() -> None:
+async def test_a_segment_end_goes_ahead_of_other_speakers_queued_audio(tmp_path: Path) -> None:
     """Regression (bench/tap.py, 4 speakers on one process): the child handled its input in
     arrival order, so once it had fallen behind, a speaker's end of segment waited for every
     other speaker's queued audio to be decoded and the final came seconds late. Now a batch
     hands each speaker's audio over in one call and an end goes ahead of the others' audio."""
-    slow = ProcessTranscriber(COUNTING, options={"seconds_per_second": 0.5},
-                              partial_interval_s=0)
+    # A partial after every 0.1 s of audio handed to the engine: its text (the counting
+    # engine's byte count) says how much of the talker's audio had been decoded at any point.
+    slow = ProcessTranscriber(COUNTING, options={"seconds_per_second": 0.5,
+                                                 "hold": str(tmp_path)},
+                              partial_interval_s=0.1)
     await slow.start()
     try:
-        arrived: dict[str, float] = {}
+        events: list[tuple[str, bool, str]] = []  # (segment, final, text), in arrival order
 
         def record(result: Recognition) -> None:
-            if result.final:
-                arrived[result.segment_id] = time.monotonic()
+            events.append((result.segment_id, result.final, result.text))
 
         talker, quick = slow.open_stream(record), slow.open_stream(record)
         assert talker.start_segment("long")
-        talker.write(bytes(BYTES_PER_SECOND))  # the child is busy with this for 0.5 s ...
-        await asyncio.sleep(0.1)
+        talker.write(bytes(BYTES_PER_SECOND))  # the child is busy with this ...
+        await wait_until(lambda: (tmp_path / "busy").exists(),
+                         what="the engine busy with the talker's first second")
         for _ in range(30):  # ... while 3 s more (1.5 s of work) queue up behind it
             talker.write(bytes(BYTES_PER_SECOND // 10))
         assert quick.start_segment("short")
         quick.write(bytes(3200))
         quick.end_segment()
         talker.end_segment()
-        async with asyncio.timeout(20):
-            while len(arrived) < 2:
-                await asyncio.sleep(0.01)
-        assert arrived["long"] - arrived["short"] > 1.0  # not behind the 1.5 s of queued work
+        (tmp_path / "go").touch()
+        await wait_until(lambda: sum(final for _, final, _ in events) == 2, timeout=20,
+                         what="both finals")
+        short_at = events.index(("short", True, "3200 bytes"))
+        decoded = [int(text) for segment, final, text in events[:short_at]
+                   if segment == "long" and not final]
+        # Not behind the queued work: only the talker's first second was decoded before it.
+        assert max(decoded, default=0) <= BYTES_PER_SECOND, events
+        assert events[-1] == ("long", True, f"{4 * BYTES_PER_SECOND} bytes")
     finally:
         await slow.aclose()
 
@@ -283,9 +302,8 @@ async def test_a_segment_failing_while_its_speaker_still_talks(speech_dir: Any) 
         for offset in range(0, len(pcm), 640):
             pipeline.push_pcm(pcm[offset:offset + 640])
             if offset == BYTES_PER_SECOND * 2:  # mid-sentence: let the failure arrive
-                async with asyncio.timeout(10):
-                    while not finals:
-                        await asyncio.sleep(0.01)
+                await wait_until(lambda: finals, timeout=10, interval=0.01,
+                                 what="the failed segment's final")
         pipeline.close()
     finally:
         await failing.aclose()
@@ -336,9 +354,8 @@ async def test_pocketsphinx_on_jfk_directly_and_through_the_pipeline() -> None:
         for offset in range(0, len(pcm), 640):
             pipeline.push_pcm(pcm[offset:offset + 640])
         pipeline.close()
-        async with asyncio.timeout(40):
-            while pipeline.open_results:
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: not pipeline.open_results, timeout=40, interval=0.05,
+                         what="every segment's final")
     finally:
         await transcriber.aclose()
     text = " ".join(r.text for _, r in sorted(finals, key=lambda f: f[0].start_s))
