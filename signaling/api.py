@@ -22,7 +22,7 @@ from .meetings import MeetingService, user_id_for_email
 from .metrics import Metrics
 from .ratelimit import KeyedBuckets
 from .settings import Settings
-from .tokens import TokenService, UserIdentity
+from .tokens import TokenService, UserIdentity, normalize_email
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class Api:
         return await self.service.join_by_invite(caller, args.invite, self.ws_url(request))
 
     async def _dev_login(self, _: UserIdentity | None, args: Any, __: web.Request) -> Any:
-        email = args.email.strip().lower()
+        email = normalize_email(args.email)
         user_id = user_id_for_email(email)
         name = args.name or email.split("@")[0]
         return {"token": self.tokens.mint_user(user_id, email, name), "userId": user_id,

@@ -26,7 +26,7 @@ from .lifecycle import RoomLifecycle
 from .protocol import MESH_LIMIT, Features, IceServer
 from .settings import Settings
 from .store import Meeting, MeetingState, Room, Store
-from .tokens import TokenService, UserIdentity
+from .tokens import TokenService, UserIdentity, normalize_email
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ def room_id_for(meeting_id: str) -> str:
 
 
 def user_id_for_email(email: str) -> str:
-    """A stable user id for dev logins (real deployments take ``sub`` from their IdP)."""
-    return "user_" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+    """A stable user id for dev logins (real deployments take ``sub`` from their IdP). Emails
+    are normalised ASCII-only (:func:`~signaling.tokens.normalize_email`): with ``str.lower()``
+    ``\u212aate@example.com`` logged in as ``kate@example.com``'s user."""
+    return "user_" + hashlib.sha256(normalize_email(email).encode()).hexdigest()[:16]
 
 
 #: Audience of dev-mode invite links (never accepted as a join or user token).
@@ -123,9 +125,13 @@ class MeetingService:
 
     @staticmethod
     def role_of(meeting: Meeting, caller: UserIdentity) -> str | None:
+        """``host`` (by ``sub``), ``participant`` (by a verified email on the invitation list,
+        compared ASCII-case-insensitively, see :func:`~signaling.tokens.normalize_email`) or
+        ``None``."""
         if caller.user_id == meeting.organizer_id:
             return "host"
-        if caller.email and caller.email in meeting.participant_emails:
+        email = normalize_email(caller.email)
+        if email and email in meeting.participant_emails:
             return "participant"
         return None
 
@@ -142,7 +148,7 @@ class MeetingService:
     async def create_meeting(self, caller: UserIdentity, args: Any) -> dict[str, Any]:
         if args.organizer_id is not None and args.organizer_id != caller.user_id:
             raise Forbidden("organizerId must be the caller", code=ErrorCode.ORGANIZER_MISMATCH)
-        emails = tuple(dict.fromkeys(e.strip().lower() for e in args.participant_emails))
+        emails = tuple(dict.fromkeys(normalize_email(e) for e in args.participant_emails))
         ts = now_ms()
         meeting = Meeting(
             meeting_id=new_id("meeting"), title=args.title.strip(), organizer_id=caller.user_id,

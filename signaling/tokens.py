@@ -5,6 +5,9 @@ so secrets rotate without dropping calls. They carry ``aud = "connvo-rtc:join"``
 accepted as user tokens (and user tokens never as join tokens). User tokens are HS256 with the same
 secret list, or RS256 verified against a JWKS file or URL. Only those two algorithms are accepted:
 ``alg: none`` and everything else is refused before any key is looked at.
+
+A user token's ``email`` is the caller's only when the token vouches for it (see
+:func:`email_verified`), and every email the hub compares goes through :func:`normalize_email`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import json
 import logging
 import secrets
+import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +35,34 @@ ISSUER = "connvo-rtc"
 #: Clock skew tolerated between machines, seconds.
 LEEWAY_S = 10
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def normalize_email(email: str) -> str:
+    """An email address as the hub stores and compares it: ASCII whitespace around it dropped and
+    the ASCII letters ``A-Z`` lower-cased, nothing else.
+
+    ``str.lower()`` folds Unicode look-alikes onto ASCII (the Kelvin sign ``\u212a`` becomes
+    ``k``), which let ``\u212aate@example.com`` in as the invitee ``kate@example.com``. With
+    ASCII-only lower-casing an address with any non-ASCII character never equals an ASCII one.
+    """
+    return email.strip(" \t\r\n\f\v").translate(_ASCII_LOWER)
+
+
+def email_verified(claims: dict[str, Any], alg: str) -> bool:
+    """Whether a verified user token vouches for its ``email`` claim.
+
+    ``email_verified: false`` (or ``"false"``) never does. An absent claim is trusted on HS256
+    tokens, which only the deployment's own backend can sign with its secrets, and not on RS256
+    tokens from an identity provider, which must say ``email_verified: true`` (or ``"true"``).
+    """
+    if "email_verified" not in claims:
+        return alg == "HS256"
+    flag = claims["email_verified"]
+    if isinstance(flag, str):
+        return flag.strip().lower() == "true"
+    return flag is True
+
 
 @dataclass(frozen=True)
 class JoinClaims:
@@ -46,7 +78,9 @@ class JoinClaims:
 
 @dataclass(frozen=True)
 class UserIdentity:
-    """The caller of the HTTP API, from a verified user token."""
+    """The caller of the HTTP API, from a verified user token. ``email`` is normalised
+    (:func:`normalize_email`) and empty unless the token vouches for it (:func:`email_verified`),
+    so an unverified address is never matched against a meeting's invitations."""
 
     user_id: str
     email: str = ""
@@ -185,9 +219,10 @@ class TokenService:
         sub, email, name = claims.get("sub"), claims.get("email", ""), claims.get("name", "")
         if not isinstance(sub, str) or not sub or len(sub) > 128:
             raise Unauthenticated("token subject malformed", code=ErrorCode.BAD_TOKEN)
+        trusted = isinstance(email, str) and email_verified(claims, alg)
         return UserIdentity(
             user_id=sub,
-            email=email.lower() if isinstance(email, str) else "",
+            email=normalize_email(email) if trusted else "",
             name=name if isinstance(name, str) else "",
         )
 

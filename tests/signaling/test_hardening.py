@@ -149,3 +149,73 @@ async def test_json_nested_too_deeply_is_a_clear_error_everywhere(hub: HubHandle
         assert (await joined.expect(p.Pong)).ts == 1
     finally:
         await joined.aclose()
+
+
+def _user_token(sub: str, **claims: object) -> str:
+    """An HS256 user token signed with the hub's secret, with exactly ``claims``."""
+    import jwt
+
+    from signaling.testing.hub import SECRET
+
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 600, **claims}, SECRET,
+                      algorithm="HS256")
+
+
+async def _get_meeting(hub: HubHandle, meeting_id: str, token: str) -> tuple[int, dict]:
+    session = await hub.session()
+    async with session.post(f"{hub.api_url}/queries/getMeeting",
+                            json={"args": {"meetingId": meeting_id}},
+                            headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_an_unverified_or_look_alike_email_is_not_the_invitee(hub: HubHandle) -> None:
+    """A user token whose `email` was the invitee's but whose `email_verified` was false was
+    admitted as that participant, and so was `\\u212aate@example.com` (Kelvin sign): Python's
+    `str.lower()` folds it onto `kate@example.com`. Now an email counts only when the token
+    vouches for it (an explicit false never does), only ASCII letters are lower-cased, and a
+    non-ASCII address never matches an ASCII invitation."""
+    meeting_id, _ = await hub.create_room(invite=("kate",))
+    for claims in ({"email": "kate@example.com", "email_verified": False},
+                   {"email": "kate@example.com", "email_verified": "false"},
+                   {"email": "\u212aate@example.com"},
+                   {"email": "\u212aATE@EXAMPLE.COM", "email_verified": True},
+                   {"email": "kate@example.com\u3000"}):
+        status, body = await _get_meeting(hub, meeting_id, _user_token("mallory", **claims))
+        assert (status, body["errorData"]["code"]) == (403, "not-invited"), claims
+    # The real invitee, however her backend writes the ASCII case, is still a participant.
+    for claims in ({"email": "Kate@Example.COM"},
+                   {"email": "kate@example.com", "email_verified": True}):
+        status, body = await _get_meeting(hub, meeting_id, _user_token("kate", **claims))
+        assert (status, body["value"]["userRole"]) == (200, "participant"), (claims, body)
+    # An invitation written with the look-alike invites that address only, not kate.
+    status, body = await hub.call("lifecycle/createMeeting", {
+        "title": "look-alike", "participantEmails": ["\u212aATE@Example.com"]})
+    assert status == 200, body
+    other = body["value"]["meetingId"]
+    status, _ = await _get_meeting(hub, other, _user_token("kate", email="kate@example.com"))
+    assert status == 403
+    status, body = await _get_meeting(hub, other, _user_token("k", email="\u212aate@example.com"))
+    assert (status, body["value"]["userRole"]) == (200, "participant")
+
+
+async def test_dev_login_does_not_fold_a_look_alike_onto_another_user() -> None:
+    """Dev login derived the user id from `email.strip().lower()`: `\\u212aate@example.com`
+    logged in as `kate@example.com`'s user, host of her meetings. Only ASCII letters are
+    lower-cased now, so the look-alike is a different user."""
+    hub = await start_hub(test_settings(auth={"dev_login": True}))
+    try:
+        session = await hub.session()
+
+        async def login(email: str) -> dict:
+            async with session.post(hub.base_url + "/api/dev/login",
+                                    json={"args": {"email": email}}) as resp:
+                assert resp.status == 200
+                return (await resp.json())["value"]  # type: ignore[no-any-return]
+
+        kate, upper, kelvin = [await login(e) for e in (
+            "kate@example.com", "KATE@Example.com", "\u212aate@example.com")]
+        assert kate["userId"] == upper["userId"] and upper["email"] == "kate@example.com"
+        assert kelvin["userId"] != kate["userId"] and kelvin["email"] == "\u212aate@example.com"
+    finally:
+        await hub.aclose()

@@ -204,8 +204,8 @@ def write_jwks(path: Path, keys: dict[str, rsa.RSAPrivateKey]) -> Path:
 
 def rs_token(key: rsa.RSAPrivateKey, kid: str | None, **over: Any) -> str:
     now = int(time.time())
-    claims = {"sub": "user_rs", "email": "RS@Example.com", "name": "Rs", "iat": now,
-              "exp": now + 300, **over}
+    claims = {"sub": "user_rs", "email": "RS@Example.com", "email_verified": True, "name": "Rs",
+              "iat": now, "exp": now + 300, **over}
     headers = {"kid": kid} if kid is not None else None
     return jwt.encode(claims, key, algorithm="RS256", headers=headers)
 
@@ -320,3 +320,50 @@ async def test_tokens_never_logged(hub: HubHandle, caplog: pytest.LogCaptureFixt
             if len(part) > 16:
                 assert part not in text
     assert hub.settings.auth.secrets[0] not in text
+
+
+@pytest.mark.parametrize(("over", "email"), [
+    ({}, "rs@example.com"),
+    ({"email_verified": "true"}, "rs@example.com"),  # some identity providers send a string
+    ({"email_verified": False}, ""),
+    ({"email_verified": "false"}, ""),
+    ({"email_verified": None}, ""),
+    ({"email_verified": 1}, ""),
+    ({"email_verified": "__absent__"}, ""),  # an identity provider's token must vouch
+    ({"email": "\u212aate@Example.com"}, "\u212aate@example.com"),  # ASCII letters only
+], ids=["true", "string-true", "false", "string-false", "null", "one", "absent", "kelvin"])
+def test_rs256_email_counts_only_when_verified(
+        tmp_path: Path, rsa_keys: dict[str, rsa.RSAPrivateKey], over: dict[str, Any],
+        email: str) -> None:
+    """An identity provider's (RS256) token whose `email_verified` is false or missing was
+    admitted as the invitee its `email` named; `email.lower()` also folded the Kelvin sign onto
+    `k`. The caller's email is now empty unless the token says `email_verified: true`, and
+    only ASCII letters are lower-cased."""
+    jwks = write_jwks(tmp_path / "jwks.json", {"k1": rsa_keys["k1"]})
+    service = TokenService(secrets=(NEW,), jwks=str(jwks))
+    if over.get("email_verified") == "__absent__":
+        now = int(time.time())
+        token = jwt.encode({"sub": "user_rs", "email": "rs@example.com", "exp": now + 60},
+                           rsa_keys["k1"], algorithm="RS256", headers={"kid": "k1"})
+    else:
+        token = rs_token(rsa_keys["k1"], "k1", **over)
+    identity = verify_user(service, token)
+    assert (identity.user_id, identity.email) == ("user_rs", email)
+
+
+@pytest.mark.parametrize(("over", "email"), [
+    ({}, "bob@example.com"),  # the deployment's own backend signed it: an absent flag is trusted
+    ({"email_verified": True}, "bob@example.com"),
+    ({"email_verified": False}, ""),
+    ({"email_verified": "FALSE"}, ""),
+    ({"email": " Bob@EXAMPLE.com "}, "bob@example.com"),
+    ({"email": "bob@\u212aexample.com"}, "bob@\u212aexample.com"),
+], ids=["absent", "true", "false", "string-false", "ascii-case", "kelvin"])
+def test_hs256_email_unless_explicitly_unverified(over: dict[str, Any], email: str) -> None:
+    """HS256 user tokens are signed with the deployment's own secrets, and its backend often
+    leaves `email_verified` out: absent is trusted, an explicit false never is."""
+    service = TokenService(secrets=(NEW,))
+    now = int(time.time())
+    claims = {"sub": "bob", "email": "bob@example.com", "exp": now + 60, **over}
+    identity = verify_user(service, jwt.encode(claims, NEW, algorithm="HS256"))
+    assert (identity.user_id, identity.email) == ("bob", email)
