@@ -10,30 +10,36 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from media.tap import procmsg
-from media.tap.child import IDLE_AFTER_S, FrameReader, child_main
+from media.tap.child import FrameReader, child_main
 from media.tap.procmsg import Audio, Begin, End, Failed, Progress, Quit, Ready, Result
 from media.tap.transcriber import BYTES_PER_SECOND
 from tests.media.tap.test_transcriber import COUNTING, CountingEngine
+from tests.waiting import wait_until
 
 
 class IdleEngine(CountingEngine):
     """A :class:`CountingEngine` with set-up work for idle moments: three calls of 0.1 CPU
-    seconds each. A final's text says how many it has had."""
+    seconds each. A final's text says how many it has had; option ``done`` is a file it
+    creates after the third."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
         self.idle_calls = 0
+        self.done = Path(options["done"]) if options.get("done") else None
 
     def idle(self) -> bool:
         self.idle_calls += 1
         started = time.process_time()
         while time.process_time() - started < 0.1:
             pass
+        if self.idle_calls == 3 and self.done is not None:
+            self.done.touch()
         return self.idle_calls < 3
 
     def end(self, stream_id: str) -> str:
@@ -127,17 +133,22 @@ def test_an_engine_error_fails_one_segment_and_the_process_lives_on() -> None:
         assert process.exitcode == 0
 
 
-def test_a_segment_end_is_handled_before_other_speakers_queued_audio() -> None:
+async def test_a_segment_end_is_handled_before_other_speakers_queued_audio(
+    tmp_path: Path,
+) -> None:
     """A batch holding one speaker's queued audio and another speaker's whole segment: the
     segment's final reports the process's audio total without the queued audio, so it was
     sent before that audio went to the (slow) engine."""
     second = bytes(BYTES_PER_SECOND)
-    with recogniser(options={"seconds_per_second": 0.5}) as (link, _process):
+    options = {"seconds_per_second": 0.5, "hold": str(tmp_path)}
+    with recogniser(options=options) as (link, _process):
         assert isinstance(link.receive(), Ready)
-        link.send(Begin("talker", "long"), Audio("talker", second))  # busy for 0.5 s ...
-        time.sleep(0.1)
+        link.send(Begin("talker", "long"), Audio("talker", second))  # busy with this ...
+        await wait_until(lambda: (tmp_path / "busy").exists(),
+                         what="the engine busy with the talker's first second")
         link.send(Audio("talker", second), Begin("quick", "short"),  # ... while these queue
                   Audio("quick", second[:3200]), End("quick"))
+        (tmp_path / "go").touch()
         short = link.until_final()[-1]
         assert isinstance(short, Result) and short.segment == "short"
         assert short.text == "3200 bytes" and short.audio_s <= 1.1 + 1e-6
@@ -146,10 +157,14 @@ def test_a_segment_end_is_handled_before_other_speakers_queued_audio() -> None:
         assert isinstance(long, Result) and long.text == f"{2 * len(second)} bytes"
 
 
-def test_idle_set_up_runs_while_nothing_arrives_and_is_not_counted_as_recognition() -> None:
-    with recogniser("tests.media.tap.test_child:IdleEngine") as (link, _process):
+async def test_idle_set_up_runs_while_nothing_arrives_and_is_not_counted_as_recognition(
+    tmp_path: Path,
+) -> None:
+    done = tmp_path / "done"
+    with recogniser("tests.media.tap.test_child:IdleEngine",
+                    {"done": str(done)}) as (link, _process):
         assert isinstance(link.receive(), Ready)
-        time.sleep(3 * IDLE_AFTER_S + 1.5)  # three idle moments (and some slack)
+        await wait_until(done.exists, timeout=10, what="three idle moments of set-up")
         link.send(Begin("s1", "seg-1"), End("s1"))
         final = link.until_final()[-1]
         assert isinstance(final, Result) and final.text == "idle 3"  # then it said "done"
