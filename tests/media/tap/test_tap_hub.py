@@ -18,6 +18,7 @@ import pytest
 
 from media import FileSpec, MediaTimeoutError, PeerClient, PeerClientConfig, ToneSpec
 from media.tap.config import TapConfig
+from media.tap.pipeline import FRAME_S
 from media.tap.worker import TapWorker
 from media.testing.speech import JFK_TEXT, WEATHER, WINDOW
 from media.testing.wer import normalise, word_error_rate
@@ -25,6 +26,7 @@ from signaling import protocol
 from signaling.app import HUB_KEY
 from signaling.tapjobs import TapJob, TapJobs
 from signaling.testing.hub import HubHandle, start_hub, test_settings
+from tests.waiting import wait_until
 
 LOOPBACK = ("127.0.0.1",)
 
@@ -168,20 +170,20 @@ async def test_silent_participant_costs_no_recognition_and_tap_leaves_ended_room
         config = bot(hub, hub.mint_token(room_id, "alice", "host"),
                      audio=ToneSpec(amplitude=0.0))  # a muted microphone: digital silence
         async with PeerClient(config) as alice:
-            async with asyncio.timeout(20):
-                while not (room_id in worker.sessions
-                           and alice.peer_id in worker.sessions[room_id].pipelines):
-                    await asyncio.sleep(0.1)
-            await asyncio.sleep(2.0)
+            await wait_until(lambda: room_id in worker.sessions
+                             and alice.peer_id in worker.sessions[room_id].pipelines,
+                             timeout=20, interval=0.1, what="the tap listening to alice")
             pipeline = worker.sessions[room_id].pipelines[alice.peer_id]  # type: ignore[index]
+            # Two seconds of her silence: what the checks below say nothing came of.
+            await wait_until(lambda: pipeline.segmenter.frames_seen >= 2 / FRAME_S, timeout=20,
+                             interval=0.1, what="two seconds of alice's audio at the tap")
             assert pipeline.segmenter.frames_seen > 40  # it hears her ...
             assert pipeline.segmenter.frames_vad == 0  # ... the level gate answers alone
             assert pipeline.segments == 0 and worker.transcriber is not None
             assert worker.transcriber.stats.audio_s == 0
             alice.send(protocol.End())
-            async with asyncio.timeout(10):
-                while worker.sessions or worker.completed < 1:
-                    await asyncio.sleep(0.1)
+            await wait_until(lambda: not worker.sessions and worker.completed >= 1,
+                             timeout=10, interval=0.1, what="the tap leaving the ended room")
         assert worker.claimed == 1 and worker.completed == 1
         assert await stored(hub, meeting_id, "alice") == []
 
@@ -194,16 +196,15 @@ async def test_tap_leaves_an_empty_room_and_comes_back_with_the_next_participant
         _, room_id = await hub.create_room(host="alice", transcription=True)
         token = hub.mint_token(room_id, "alice", "host")
         async with PeerClient(bot(hub, token, audio=None)) as alice:
-            async with asyncio.timeout(20):
-                while not any(p.role == "tap" for p in alice.room_peers.values()):
-                    await asyncio.sleep(0.1)
-        async with asyncio.timeout(10):  # alice left: the tap follows after linger_empty_s
-            while worker.sessions or worker.completed < 1:
-                await asyncio.sleep(0.1)
+            await wait_until(lambda: any(p.role == "tap" for p in alice.room_peers.values()),
+                             timeout=20, interval=0.1, what="the tap joining alice's room")
+        # alice left: the tap follows after linger_empty_s
+        await wait_until(lambda: not worker.sessions and worker.completed >= 1, timeout=10,
+                         interval=0.1, what="the tap leaving the empty room")
         async with PeerClient(bot(hub, token, audio=None)) as alice:
-            async with asyncio.timeout(20):  # the hub queues a new job; the tap returns
-                while not any(p.role == "tap" for p in alice.room_peers.values()):
-                    await asyncio.sleep(0.1)
+            # the hub queues a new job; the tap returns
+            await wait_until(lambda: any(p.role == "tap" for p in alice.room_peers.values()),
+                             timeout=20, interval=0.1, what="the tap coming back")
         assert worker.claimed == 2
 
 
