@@ -107,6 +107,8 @@ class ErrorCode(StrEnum):
     MEETING_CONCLUDED = "meeting-concluded"
     MEETING_CANCELLED = "meeting-cancelled"
     BAD_INVITE = "bad-invite"
+    #: The organizer has ``limits.max_open_meetings_per_user`` open meetings already.
+    MEETING_QUOTA = "meeting-quota"
 
 
 def meeting_state_code(state: str) -> ErrorCode:

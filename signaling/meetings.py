@@ -160,7 +160,8 @@ class MeetingService:
             scheduled_at=args.scheduled_at, duration=args.duration, created_at=ts,
             updated_at=ts,
         )
-        await self.store.create_meeting(meeting)
+        await self.store.create_meeting(
+            meeting, max_open=self.settings.limits.max_open_meetings_per_user)
         logger.info("meeting=%s created by user=%s (%d invited, provider %s)",
                     meeting.meeting_id, caller.user_id, len(emails), meeting.video_provider)
         return {

@@ -15,7 +15,14 @@ Keys (``T`` is the meeting's tag; TTLs are refreshed whenever the room changes):
 ``cr:{T}:banned``         set     user ids removed by the host
 ``cr:{T}:presence``       hash    user id -> ``joined`` / ``left``
 ``cr:{T}:transcript``     stream  final transcript segments in the order they were stored
+``cr:open:<user>``        zset    the user's open (scheduled or active) meetings, scored by
+                                  when their meeting key expires (the per-user quota)
 ========================  ======  ==========================================================
+
+Expiry: each key expires ``key_ttl_s`` after its last write, and a meeting's state change
+(started, ended) renews every key of the meeting, so a concluded or cancelled meeting and all of
+its state stay readable for ``key_ttl_s`` and then go; a meeting that never starts goes
+``key_ttl_s`` after it was created. ``MemoryStore`` applies the same policy.
 """
 
 from __future__ import annotations
@@ -35,7 +42,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .codes import ErrorCode, meeting_state_code
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull, Unavailable
 from .protocol import MediaState
-from .store import Admission, Meeting, MeetingState, Presence, Room, Seat, Segment
+from .store import (
+    DEFAULT_KEY_TTL_S,
+    OPEN_STATES,
+    Admission,
+    Meeting,
+    MeetingState,
+    Presence,
+    Room,
+    Seat,
+    Segment,
+    quota_refusal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +63,6 @@ _CURSOR = re.compile(r"[0-9]{1,18}(-[0-9]{1,18})?", re.ASCII)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Keys expire this long after the room last changed (a deployment that loses every worker at
-#: once does not leak keys forever).
-DEFAULT_KEY_TTL_S = 48 * 3600
 
 _ADMIT = """
 local room = redis.call('GET', KEYS[1])
@@ -151,7 +166,35 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updated_at', ARGV[3])
 if ARGV[1] == 'active' and not redis.call('HGET', KEYS[1], 'started_at') then
   redis.call('HSET', KEYS[1], 'started_at', ARGV[3])
 end
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return {'ok'}
+"""
+
+# The time in the scripts below is Redis' own (TIME), so workers' clocks cannot skew the quota.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: the user's open set. ARGV: meeting id, most open meetings (0: no limit), key ttl (s).
+# 0: over the quota; 1: counted now; 2: already counted.
+_RESERVE_OPEN = _NOW_MS + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 2 end
+local limit = tonumber(ARGV[2])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]) * 1000, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: the user's open set. ARGV: meeting id, key ttl (s). A meeting still open whose key was
+# renewed: its entry lives as long.
+_RENEW_OPEN = _NOW_MS + """
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]) * 1000, ARGV[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
 """
 
 _ATTACH_ROOM = """
@@ -162,6 +205,12 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
 redis.call('HSET', KEYS[1], 'room_id', ARGV[2])
 return {'ok', ARGV[1]}
 """
+
+
+def open_key(user_id: str) -> str:
+    """The key of a user's open meetings (the quota). Its own slot on a Cluster: only
+    single-key scripts touch it."""
+    return f"cr:open:{user_id}"
 
 
 def tag_of(entity_id: str) -> str:
@@ -217,6 +266,8 @@ class RedisStore:
         self._end_room = reg(_END_ROOM)
         self._transition = reg(_TRANSITION)
         self._attach_room = reg(_ATTACH_ROOM)
+        self._reserve_open = reg(_RESERVE_OPEN)
+        self._renew_open = reg(_RENEW_OPEN)
 
     @unavailable_on_redis_errors
     async def ping(self) -> None:
@@ -225,11 +276,22 @@ class RedisStore:
     # ------------------------------------------------------------------ meetings
 
     @unavailable_on_redis_errors
-    async def create_meeting(self, meeting: Meeting) -> None:
+    async def create_meeting(self, meeting: Meeting, *, max_open: int = 0) -> None:
         k = _keys(meeting.meeting_id)["meeting"]
+        counted = 0
+        if meeting.state in OPEN_STATES:
+            # Check and count in one script; the meeting key is in another slot, so a worker
+            # dying between the two leaves a count that lapses with its score (key_ttl_s).
+            counted = await self._reserve_open(
+                keys=[open_key(meeting.organizer_id)],
+                args=[meeting.meeting_id, max_open, self.key_ttl_s])
+            if counted == 0:
+                raise quota_refusal(max_open)
         fixed = msgspec.structs.replace(meeting, state="scheduled", room_id=None, started_at=None)
         created = await self.client.hsetnx(k, "data", _json.encode(fixed))
         if not created:
+            if counted == 1:
+                await self.client.zrem(open_key(meeting.organizer_id), meeting.meeting_id)
             raise Conflict(f"meeting {meeting.meeting_id} exists")
         await self.client.hset(k, mapping={"state": meeting.state,
                                            "updated_at": meeting.updated_at})
@@ -254,8 +316,11 @@ class RedisStore:
         self, meeting_id: str, state: MeetingState, *, from_states: tuple[MeetingState, ...],
         now_ms: int,
     ) -> Meeting:
-        k = _keys(meeting_id)["meeting"]
-        result = await self._transition(keys=[k], args=[state, ",".join(from_states), now_ms])
+        k = _keys(meeting_id)
+        result = await self._transition(
+            keys=[k[name] for name in ("meeting", "room", "seats", "banned", "presence",
+                                       "transcript")],
+            args=[state, ",".join(from_states), now_ms, self.key_ttl_s])
         if result[0] == b"err":
             if result[1] == b"not-found":
                 raise NotFound(f"no meeting {meeting_id}")
@@ -265,6 +330,11 @@ class RedisStore:
         meeting = await self.get_meeting(meeting_id)
         if meeting is None:  # expired between the two calls
             raise NotFound(f"no meeting {meeting_id}")
+        if meeting.state in OPEN_STATES:
+            await self._renew_open(keys=[open_key(meeting.organizer_id)],
+                                   args=[meeting_id, self.key_ttl_s])
+        else:
+            await self.client.zrem(open_key(meeting.organizer_id), meeting_id)
         return meeting
 
     @unavailable_on_redis_errors
@@ -425,4 +495,5 @@ def connect(url: str, *, cluster: bool = False, timeout_s: float = 2.0) -> Any:
     return aioredis.Redis.from_pool(pool)
 
 
-__all__ = ["RedisStore", "ResponseError", "connect", "tag_of", "unavailable_on_redis_errors"]
+__all__ = ["DEFAULT_KEY_TTL_S", "RedisStore", "ResponseError", "connect", "open_key", "tag_of",
+           "unavailable_on_redis_errors"]

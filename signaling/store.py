@@ -12,10 +12,21 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from .codes import ErrorCode
+from .errors import Conflict
 from .protocol import MESH_LIMIT, Features, MediaState, PeerInfo
 
 MeetingState = Literal["scheduled", "active", "concluded", "cancelled"]
 Presence = Literal["invited", "joined", "left"]
+
+#: States in which a meeting counts towards its organizer's quota of open meetings.
+OPEN_STATES: tuple[MeetingState, ...] = ("scheduled", "active")
+
+
+def quota_refusal(max_open: int) -> Conflict:
+    """The error of :meth:`Store.create_meeting` for an organizer at ``max_open``."""
+    return Conflict(f"you already have {max_open} open (scheduled or active) meetings, the "
+                    "most allowed: end one first", code=ErrorCode.MEETING_QUOTA)
 
 
 class Meeting(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,8 +124,12 @@ class Store(Protocol):
         """Raise :class:`~signaling.errors.Unavailable` when the store cannot be reached."""
 
     # meetings
-    async def create_meeting(self, meeting: Meeting) -> None:
-        """Store a new meeting; :class:`Conflict` if the id exists."""
+    async def create_meeting(self, meeting: Meeting, *, max_open: int = 0) -> None:
+        """Store a new meeting; :class:`Conflict` if the id exists. With ``max_open`` > 0,
+        :class:`Conflict` ``meeting-quota`` (:func:`quota_refusal`) when its organizer already
+        has that many open (:data:`OPEN_STATES`) meetings; checked and taken in one step, so
+        concurrent creates never overshoot. A meeting stops counting once it is concluded,
+        cancelled or expired."""
 
     async def get_meeting(self, meeting_id: str) -> Meeting | None: ...
 
@@ -187,3 +202,8 @@ class Store(Protocol):
         the cursor to continue from (``""`` when there are no more)."""
 
     async def aclose(self) -> None: ...
+
+
+#: Every store drops a meeting's state this long after its last write unless configured
+#: otherwise (``redis.key_ttl_s``).
+DEFAULT_KEY_TTL_S = 48 * 3600

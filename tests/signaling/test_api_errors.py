@@ -416,7 +416,9 @@ _JSON = st.recursive(
 
 @pytest.fixture
 async def fast_hub() -> AsyncIterator[HubHandle]:
-    handle = await start_hub(test_settings(limits={"api_requests_per_second": 1e6}))
+    # Every example makes meetings as "host": no quota of open meetings here.
+    handle = await start_hub(test_settings(limits={"api_requests_per_second": 1e6,
+                                                   "max_open_meetings_per_user": 0}))
     try:
         yield handle
     finally:

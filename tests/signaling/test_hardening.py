@@ -219,3 +219,76 @@ async def test_dev_login_does_not_fold_a_look_alike_onto_another_user() -> None:
         assert kelvin["userId"] != kate["userId"] and kelvin["email"] == "\u212aate@example.com"
     finally:
         await hub.aclose()
+
+
+async def test_ended_meetings_are_freed_from_the_memory_store_after_the_retention() -> None:
+    """5,000 meetings took the hub's RSS from 94 to 176 MiB and ending them freed nothing: the
+    in-memory store never forgot a meeting. It now expires them as Redis does, `key_ttl_s`
+    after their last write: ended meetings, their rooms, presence and transcripts are freed,
+    and a meeting that never started goes too. (The store's clock is the test's, so the
+    retention passes exactly when the test says.)"""
+    from signaling.memory_store import MemoryStore
+    from tests.waiting import wait_until
+
+    now = [1000.0]
+    store = MemoryStore(key_ttl_s=60, clock=lambda: now[0])
+    hub = await start_hub(test_settings(), store=store)
+    try:
+        meetings = []
+        for i in range(12):
+            meeting_id, room_id = await hub.create_room(invite=("bob",))
+            meetings.append(meeting_id)
+            if i == 0:  # one with a real call in it
+                client = await WsClient.connect(hub.ws_url)
+                try:
+                    await client.join(hub.mint_token(room_id, "bob"))
+                finally:
+                    await client.aclose()
+        status, body = await hub.call("lifecycle/createMeeting", {"title": "never started"})
+        assert status == 200, body
+        for meeting_id in meetings:
+            status, body = await hub.call("lifecycle/endMeeting", {"meetingId": meeting_id})
+            assert (status, body["value"]["state"]) == (200, "concluded")
+        now[0] += 59  # within the retention a concluded meeting is still there to read
+        status, body = await hub.call("queries/getMeeting", {"meetingId": meetings[0]})
+        assert (status, body["value"]["state"]) == (200, "concluded")
+        assert store.sizes()["meetings"] == 13 and store.sizes()["rooms"] == 12
+
+        now[0] += 61
+        await wait_until(lambda: set(store.sizes().values()) == {0},
+                         what="every meeting freed from the memory store")
+        status, body = await hub.call("queries/getMeeting", {"meetingId": meetings[0]})
+        assert (status, body["errorData"]["code"]) == (404, "meeting-not-found")
+    finally:
+        await hub.aclose()
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+async def test_a_user_cannot_hold_more_open_meetings_than_the_quota(
+        request: pytest.FixtureRequest, state: str) -> None:
+    """One user at the API rate limit could create ~72,000 meetings an hour and keep them all.
+    `limits.max_open_meetings_per_user` caps the open (scheduled or active) ones: the next
+    `createMeeting` is HTTP 409 `meeting-quota` until one ends; other users are not affected.
+    Both stores enforce it."""
+    sections: dict[str, dict[str, object]] = {"limits": {"max_open_meetings_per_user": 3}}
+    if state == "redis":
+        sections["redis"] = {"url": request.getfixturevalue("redis").url}
+    hub = await start_hub(test_settings(**sections))
+    try:
+        created = []
+        for i in range(3):
+            status, body = await hub.call("lifecycle/createMeeting", {"title": f"m{i}"})
+            assert status == 200, body
+            created.append(body["value"]["meetingId"])
+        await hub.call("lifecycle/startMeeting", {"meetingId": created[0]})
+        status, body = await hub.call("lifecycle/createMeeting", {"title": "one too many"})
+        assert (status, body["errorData"]["code"]) == (409, "meeting-quota"), body
+        assert body["errorData"]["retryable"] is False
+        status, _ = await hub.call("lifecycle/createMeeting", {"title": "bob's"}, user="bob")
+        assert status == 200
+        status, _ = await hub.call("lifecycle/endMeeting", {"meetingId": created[0]})
+        assert status == 200
+        status, body = await hub.call("lifecycle/createMeeting", {"title": "after ending one"})
+        assert status == 200, body
+    finally:
+        await hub.aclose()
