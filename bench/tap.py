@@ -1,6 +1,7 @@
 """Transcription tap: accuracy, latency, recogniser speed and the hub's loop lag, side by side.
 
     .venv/bin/python -m bench.tap [--max-speakers 8] [--json FILE]
+    .venv/bin/python -m bench.tap --failover N
 
 1. **Over WebRTC.** A hub with its in-process tap runs in *this* process (one event loop, as
    ``connvo-rtc serve`` runs them), and a separate bot process joins two transcription rooms:
@@ -29,6 +30,11 @@
 
 Prints one table with the machine's core count and load (other work on the machine moves
 every figure here; run it on a quiet machine for numbers to quote).
+
+``--failover N`` measures only this, N times: a hub process without its own tap and two
+``python -m media.tap`` workers on one Redis, a bot speaking jfk.flac in a loop; ``kill -9`` of
+the worker serving the room, then the seconds until the other worker's tap has joined the room
+(docs/transcription.md: ``reclaim_after_s`` + ``claim_timeout_s`` + join, about 12 s).
 """
 
 from __future__ import annotations
@@ -528,12 +534,80 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+async def failover(trials: int) -> list[float]:
+    """Per trial: seconds from ``kill -9`` of the tap worker serving a room until the other
+    worker's tap is in the room (a ``peer-joined`` of role ``tap`` with a new peer id)."""
+    import redis.asyncio as aioredis
+
+    from media import FileSpec, PeerClient, PeerClientConfig
+    from signaling import protocol
+    from signaling.tapjobs import GROUP, STREAM
+    from signaling.testing.hub_process import HubProcess
+    from signaling.testing.meetings import api, join_token
+    from signaling.testing.ports import free_port
+    from signaling.testing.redis_server import run_redis
+
+    took: list[float] = []
+    async with run_redis() as redis:
+        for _ in range(trials):
+            hub = HubProcess(free_port(), redis.url, ["--no-tap"])
+            taps: dict[str, asyncio.subprocess.Process] = {}
+            hub.start()
+            try:
+                for name in ("tap-a", "tap-b"):
+                    taps[name] = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "media.tap", "--redis", redis.url,
+                        "--hub-url", hub.ws_url, "--worker-id", name, "--pin-host", "127.0.0.1",
+                        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                await hub.wait_ready()
+                status, body = await api(hub.base_url, "lifecycle/createMeeting", {
+                    "title": "failover", "participantEmails": [], "transcriptionEnabled": True})
+                assert status == 200, body
+                status, body = await api(hub.base_url, "lifecycle/startMeeting",
+                                         {"meetingId": body["value"]["meetingId"]})
+                assert status == 200, body
+                room_id = body["value"]["roomInfo"]["roomId"]
+                config = PeerClientConfig(
+                    ws_url=hub.ws_url, token=join_token(room_id, "host", "host"),
+                    audio=FileSpec(JFK, loop=True), pin_host_addresses=("127.0.0.1",))
+                async with PeerClient(config) as speaker:
+                    with speaker.messages() as messages:
+                        first = await messages.wait_for(
+                            protocol.PeerJoined, 60, lambda m: m.peer.role == "tap")
+                        client = aioredis.Redis.from_url(redis.url)
+                        try:
+                            (claim,) = await client.xpending_range(STREAM, GROUP, "-", "+", 10)
+                        finally:
+                            await client.aclose()
+                        killed = time.perf_counter()
+                        taps[claim["consumer"].decode()].kill()
+                        await messages.wait_for(
+                            protocol.PeerJoined, 60, lambda m, old=first.peer.peer_id:
+                            m.peer.role == "tap" and m.peer.peer_id != old)
+                        took.append(time.perf_counter() - killed)
+            finally:
+                for proc in taps.values():
+                    if proc.returncode is None:
+                        proc.kill()
+                    await proc.wait()
+                hub.cleanup()
+    return took
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-speakers", type=int, default=8)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--failover", type=int, default=0, metavar="N",
+                        help="only measure N kill -9 failovers of a tap worker")
     parser.add_argument("--bots", help=argparse.SUPPRESS)  # internal: the bot process
     args = parser.parse_args()
+    if args.failover:
+        took = asyncio.run(failover(args.failover))
+        print(f"kill -9 of the tap worker serving a room -> the other worker's tap in the room "
+              f"({len(took)} trials): " + ", ".join(f"{t:.1f} s" for t in took)
+              + f"; median {sorted(took)[len(took) // 2]:.1f} s")
+        return
     if args.bots:
         import logging
 
