@@ -1,18 +1,17 @@
 """Standalone tap workers (``python -m media.tap``, i.e. ``connvo-rtc tap``) against a hub
 process with Redis state: ``kill -9`` of the worker serving a room mid-meeting. Another worker
-must claim the room within the bound (15 s), transcription must continue, and the segments
-stored before the kill must still be returned by the API."""
+must claim the room and its tap take over the dropped tap's seat (not wait out its resume
+grace), transcription must continue, and the segments stored before the kill must still be
+returned by the API. How long the takeover takes is measured by ``bench.tap --failover``."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from signaling.testing.hub_process import HubProcess
 from signaling.testing.meetings import api, join_token
 from signaling.testing.ports import free_port
 from signaling.testing.redis_server import RedisServer
+from tests.waiting import wait_until
 
 RECLAIM_BOUND_S = 15.0
 
@@ -131,16 +131,19 @@ async def test_kill_9_of_the_tap_worker_hands_the_room_to_another(
                 children = children_of(victim.proc.pid)
                 assert children  # its recogniser process (and multiprocessing's tracker)
                 victim.proc.kill()  # SIGKILL: no leave, no renewals, children orphaned
-                killed_at = time.monotonic()
                 victim.proc.wait(10)
+                # The dropped tap's seat is kept for the resume grace (20 s); the new tap must
+                # take it over ('replaced'), not be refused until the grace ends
+                # ('disconnected').
+                left = await messages.wait_for(protocol.PeerLeft, RECLAIM_BOUND_S + 10,
+                                               lambda m: m.peer_id == first_tap)
+                assert left.reason == "replaced", left
                 rejoined = await messages.wait_for(
-                    protocol.PeerJoined, RECLAIM_BOUND_S + 10,
+                    protocol.PeerJoined, 10,
                     lambda m: m.peer.role == "tap" and m.peer.peer_id != first_tap)
-                takeover_s = time.monotonic() - killed_at
                 after = await messages.wait_for(protocol.Transcript, 30, lambda m: m.final)
-        print(f"\ntap {holder} killed; another tap joined after {takeover_s:.1f} s; "
-              f"first final after: {after.text!r}")
-        assert takeover_s <= RECLAIM_BOUND_S
+        print(f"\ntap {holder} killed; another tap took its seat; first final after: "
+              f"{after.text!r}")
         assert rejoined.peer.user_id == "tap"
         assert await serving_worker(redis.url) != holder
         status, body = await api(hub.base_url, "transcripts/getTranscript",
@@ -149,9 +152,8 @@ async def test_kill_9_of_the_tap_worker_hands_the_room_to_another(
         stored = [s["segmentId"] for s in body["value"]["segments"]]
         assert before.segment_id in stored and after.segment_id in stored
         # The killed worker's children noticed their parent's sockets close and exited.
-        async with asyncio.timeout(10):
-            while any(os.path.exists(f"/proc/{pid}") for pid in children):
-                await asyncio.sleep(0.1)
+        await wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in children),
+                         timeout=10, interval=0.1, what="the killed worker's children exiting")
     except BaseException:
         for tap in taps:
             print(f"----- {tap.worker_id} log -----\n{tap.log()}")
