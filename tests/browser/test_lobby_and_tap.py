@@ -3,8 +3,6 @@ each page's audio (and nothing else), is never shown, and its transcripts appear
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from playwright.async_api import expect
 
@@ -81,14 +79,14 @@ async def test_tap_gets_audio_only_is_hidden_and_its_transcripts_show(
         # Transcripts (sent to the room as the tap worker will): interim, then final.
         hub = dev_hub.app[HUB_KEY]
         grace_id = ids["Grace Hopper"]
+        line = ada.page.locator("#transcript-log .transcript-line")
         for text, final in (("thanks for joining", False),
                             ("Thanks for joining, everyone.", True)):
             await hub.router.broadcast(room_id, p.Transcript(
                 peer_id=grace_id, segment_id="seg-1", text=text, final=final, start_ms=1200,
                 end_ms=2900))
-            await asyncio.sleep(0.05)
+            await expect(line.locator("span")).to_have_text(text)  # shown before the next
         await ada.page.click("#transcript-button")
-        line = ada.page.locator("#transcript-log .transcript-line")
         await expect(line).to_have_count(1)
         await expect(line.locator("b")).to_have_text("Grace Hopper")
         await expect(line.locator("span")).to_have_text("Thanks for joining, everyone.")
