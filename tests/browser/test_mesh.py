@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from typing import Any
 
 import pytest
 from playwright.async_api import expect
@@ -13,6 +12,7 @@ from playwright.async_api import expect
 from media import PeerClient, PeerClientConfig, ToneSpec
 from signaling.testing.hub import HubHandle
 from tests.support.browser import Chromium, inbound
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -66,7 +66,8 @@ async def test_three_browsers_and_a_bot(dev_hub: HubHandle, browser: Chromium) -
         for page in (ada, alan):
             await expect(page.tile(ids["Grace Hopper"]).locator(".mic-off")).to_be_visible()
         await expect(grace.page.locator("#mic-button")).to_have_attribute("data-on", "false")
-        await _until(lambda: not bot.room_peers[ids["Grace Hopper"]].media.audio, "bot sees mute")
+        await wait_until(lambda: not bot.room_peers[ids["Grace Hopper"]].media.audio,
+                         what="the bot seeing Grace mute")
 
         # Screen share from Ada, the polite peer of every connection: she renegotiates with
         # everyone (the bot answers a new video line too); the pages show her screen.
@@ -98,13 +99,5 @@ async def test_three_browsers_and_a_bot(dev_hub: HubHandle, browser: Chromium) -
         for page in (ada, grace):
             await expect(page.tile(ids["Alan Turing"])).to_have_count(0)
             await expect(page.page.locator("#room-count")).to_have_text("3 people")
-        await _until(lambda: ids["Alan Turing"] not in bot.room_peers, "bot sees Alan leave")
-
-
-async def _until(predicate: Any, what: str, timeout: float = 5.0) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting: {what}") from None
+        await wait_until(lambda: ids["Alan Turing"] not in bot.room_peers,
+                         what="the bot seeing Alan leave")
