@@ -5,7 +5,6 @@ speaker's name, in another person's transcript pane."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from media.testing.wer import normalise, word_error_rate
 from signaling.testing.hub import HubHandle
 from tests.conftest import require_binary
 from tests.support.browser import Chromium, DemoPage, fake_audio_file_arg
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -57,16 +57,20 @@ async def wait_for_sentence(page: DemoPage, speaker: str, timeout: float
                             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Poll ``page``'s transcript pane until a final line from ``speaker`` is the sentence;
     return it and every line seen."""
-    deadline = time.monotonic() + timeout
     lines: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+
+    async def the_sentence() -> dict[str, Any] | None:
+        nonlocal lines
         lines = await page.transcript_lines()
-        for line in lines:
-            if line["speaker"] == speaker and line["final"] and is_the_sentence(line["text"]):
-                return line, lines
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{page.name}'s pane never showed {speaker} saying {WEATHER!r}; "
-                         f"lines: {lines}\n{page.diagnostics()}")
+        return next((line for line in lines if line["speaker"] == speaker and line["final"]
+                     and is_the_sentence(line["text"])), None)
+
+    try:
+        line = await wait_until(the_sentence, timeout, interval=0.25,
+                                what=f"{page.name}'s pane showing {speaker} saying {WEATHER!r}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; lines: {lines}\n{page.diagnostics()}") from None
+    return line, lines
 
 
 async def test_spoken_words_appear_in_another_persons_transcript_pane(
