@@ -9,6 +9,11 @@ the transport while it accepts them, and keeps at most ``backlog_frames`` frames
 client is not reading (then it is cut off, :meth:`on_slow_consumer`). Liveness is one sweep
 over every socket (:func:`sweep`), not one timer each.
 
+Once the connection is failed (a framing error), nothing more the client sends is read, not
+even its close frame (RFC 6455 7.1.7): our close frame goes out, then our side of the TCP
+connection is shut. ``make conformance`` runs the Autobahn|Testsuite against an echo endpoint
+built on this class (:mod:`signaling.testing.echo`).
+
 The HTTP upgrade itself is answered by :mod:`signaling.server` (:func:`parse_upgrade`,
 :func:`accept_response`), which hands the transport over to the protocol.
 """
@@ -150,6 +155,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_parts_size",
         "_paused",
         "_ping_idle",
+        "_reading",
         "_waiters",
         "backlog_frames",
         "client_close_code",
@@ -166,8 +172,12 @@ class WebSocketProtocol(asyncio.Protocol):
         self.backlog_frames = backlog_frames
         #: The code of the close we sent (None until then).
         self.close_code: int | None = None
-        #: The code of the client's close frame (1005 if it had none); None if it sent none.
+        #: The code of the client's close frame (1005 if it had none, 1002 or 1007 if it was
+        #: invalid); None if it sent none.
         self.client_close_code: int | None = None
+        #: False once nothing more is read: the connection failed, the client's close frame
+        #: came, or the connection is gone.
+        self._reading = True
         self._buf = b""
         self._parts: list[bytes] | None = None  # a fragmented message being collected
         self._parts_size = 0
@@ -199,7 +209,7 @@ class WebSocketProtocol(asyncio.Protocol):
             data = self._buf + data
             self._buf = b""
         pos, end = 0, len(data)
-        while end - pos >= 2 and not self._lost:
+        while end - pos >= 2 and self._reading:
             b0, b1 = data[pos], data[pos + 1]
             length = b1 & 0x7F
             head = pos + 2
@@ -226,7 +236,7 @@ class WebSocketProtocol(asyncio.Protocol):
             payload = unmask(data[head + 4:head + 4 + length], data[head:head + 4])
             pos = head + 4 + length
             self._frame(b0 & 0x80, opcode, payload)
-        if pos < end and not self._lost:
+        if pos < end and self._reading:
             self._buf = data[pos:]
 
     def pause_writing(self) -> None:
@@ -241,6 +251,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._reading = False
         self._backlog = None
         if self._close_timer is not None:
             self._close_timer.cancel()
@@ -271,7 +282,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._parts, self._parts_size = None, 0
                 self._message(op, whole)
         elif opcode == OP_PING:
-            self._write(encode_frame(OP_PONG, payload))
+            if not self._close_sent:  # nothing goes out after our close frame (RFC 6455 5.5.1)
+                self._write(encode_frame(OP_PONG, payload))
         elif opcode == OP_PONG:
             pass  # data_received already counted it as a sign of life
         elif opcode == OP_CLOSE:
@@ -296,23 +308,39 @@ class WebSocketProtocol(asyncio.Protocol):
         if len(payload) >= 2:
             code = int.from_bytes(payload[:2], "big")
             if not (code in _VALID_CODES or 3000 <= code <= 4999):
-                code = Close.PROTOCOL_ERROR
+                self.client_close_code = Close.PROTOCOL_ERROR
+                return self._fail(Close.PROTOCOL_ERROR, f"close code {code} is not one to send")
+            try:
+                payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                self.client_close_code = Close.INVALID_DATA
+                return self._fail(Close.INVALID_DATA, "close reason is not UTF-8")
         elif payload:
-            code = Close.PROTOCOL_ERROR
+            self.client_close_code = Close.PROTOCOL_ERROR
+            return self._fail(Close.PROTOCOL_ERROR, "close frame with a 1-byte payload")
         self.client_close_code = code
+        self._reading = False
         if not self._close_sent:  # echo it (RFC 6455 5.5.1), then we close the TCP side
-            self.close_code = (Close.NORMAL if code in (Close.NO_STATUS, Close.PROTOCOL_ERROR)
-                               else code)
+            self.close_code = Close.NORMAL if code == Close.NO_STATUS else code
             self._close_sent = True
             self._write(encode_frame(OP_CLOSE, close_payload(self.close_code)))
         self._end()
 
     def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 7.1.7): send our close frame, read nothing more, and
+        shut our side of the TCP connection once the close frame is out. The client then
+        closes its side; the close timer cuts one that does not."""
         logger.info("websocket from %s: %s (closing %d)", self.remote, reason, code)
+        self._reading = False
         self._buf = b""
         self._parts, self._parts_size = None, 0
         self.on_protocol_error(code)
         self.close(code, reason)
+        transport = self.transport
+        if (transport is not None and not self._lost and not self._backlog
+                and not transport.is_closing() and transport.can_write_eof()):
+            # With a backlog the frames (our close last) are still to go: the timer ends it.
+            transport.write_eof()
 
     # --------------------------------------------------------------- frames out
 
@@ -340,6 +368,11 @@ class WebSocketProtocol(asyncio.Protocol):
         """Send one text frame (``data`` is UTF-8 already), unless we are closing."""
         if not self._close_sent:
             self._write(encode_frame(OP_TEXT, data))
+
+    def send_binary(self, data: bytes) -> None:
+        """Send one binary frame, unless we are closing."""
+        if not self._close_sent:
+            self._write(encode_frame(OP_BINARY, data))
 
     def close(self, code: int, reason: str = "", timeout: float = 2.0) -> None:
         """Send a close frame after everything already sent, then wait up to ``timeout`` for
@@ -397,8 +430,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def tick(self, heartbeat_sweeps: int) -> None:
         """One liveness sweep: ping after ``heartbeat_sweeps`` silent sweeps; cut the connection
         if the client is still silent half that many sweeps after the ping."""
-        if self._lost:
-            return
+        if self._lost or self._close_sent:
+            return  # closing: the close timer ends the connection
         self._idle += 1
         if self._ping_idle == 0:
             if self._idle >= heartbeat_sweeps:

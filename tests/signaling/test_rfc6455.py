@@ -19,6 +19,7 @@ import pytest
 from signaling import protocol as p
 from signaling.app import HUB_KEY
 from signaling.rfc6455 import GUID, encode_frame, parse_upgrade, sweep
+from signaling.testing.echo import EchoSocket
 from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
 from tests.waiting import wait_until
@@ -371,3 +372,156 @@ async def test_liveness_timings_are_settings() -> None:
             ws.writer.close()
         RawWs.opened.clear()
         await handle.aclose()
+
+
+# ---------------------------------------------------------------------------- Autobahn cases
+# Regression tests for what the Autobahn|Testsuite (make conformance) found; each is named
+# after the suite's cases.
+
+
+class RecordingTransport(asyncio.Transport):
+    """A transport that keeps what the protocol writes, for tests of the protocol alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.eof_written = False
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.eof_written, "a write after write_eof"
+        self.written += data
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """The server frames written so far: (opcode, payload)."""
+        data, frames, pos = bytes(self.written), [], 0
+        while pos < len(data):
+            n, head = data[pos + 1] & 0x7F, pos + 2
+            if n == 126:
+                n, head = int.from_bytes(data[head:head + 2], "big"), head + 2
+            elif n == 127:
+                n, head = int.from_bytes(data[head:head + 8], "big"), head + 8
+            frames.append((data[pos] & 0x0F, data[head:head + n]))
+            pos = head + n
+        return frames
+
+
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    return client_frame(OP_CLOSE, code.to_bytes(2, "big") + reason)
+
+
+@pytest.mark.parametrize("bad", [
+    # 3.3: RSV = 3 (refused before the rest of the read already; 3.4 below is its bug)
+    client_frame(OP_TEXT, b'{"type":"ping","ts":2}', rsv=0x30),
+    client_frame(0x5, b""),  # 4.1.3: reserved non-control opcode
+    client_frame(0xB, b""),  # 4.2.3: reserved control opcode
+], ids=["3.3-rsv", "4.1.3-opcode-5", "4.2.3-opcode-11"])
+async def test_autobahn_3_3_no_pong_after_a_bad_frame_in_the_same_write(
+        hub: HubHandle, bad: bytes) -> None:
+    """Autobahn 3.3, 4.1.3-4.1.5 and 4.2.3-4.2.5 send a message, a bad frame and a ping. The
+    message was answered and the connection failed with 1002, but the ping behind the bad
+    frame was answered too, with a pong after our close frame: the rest of the buffer was still
+    parsed after the connection was failed. Once failed, nothing more is read (RFC 6455 7.1.7):
+    our close frame is the last frame, and then our side of TCP is shut."""
+    _, room_id = await hub.create_room(invite=("ada",))
+    ws, _ = await joined(hub, room_id, "ada")
+    ws.send_json({"type": "ping", "ts": 1})
+    assert await ws.message() == p.Pong(ts=1)
+    ws.send(bad + client_frame(OP_PING, b"still there?"))
+    frames = []
+    while (frame := await ws.frame())[0] != -1:  # up to EOF, without sending our close
+        frames.append(frame)
+    assert frames == [(OP_CLOSE, frames[-1][1])], "our close is the only frame after the bad one"
+    assert int.from_bytes(frames[-1][1][:2], "big") == 1002
+
+
+async def test_autobahn_3_4_nothing_is_read_after_the_connection_failed() -> None:
+    """Autobahn 3.4 sends its frames in separate writes: a ping that came in a later read,
+    after the connection had failed, was still answered (a pong after our close 1002), and a
+    message after it was still echoed. The protocol alone, fed read by read: after the bad
+    frame, only our close frame goes out, then the write side is shut."""
+    sock = EchoSocket()
+    transport = RecordingTransport()
+    sock.connection_made(transport)
+    sock.data_received(client_frame(OP_TEXT, b"hello"))
+    sock.data_received(client_frame(OP_TEXT, b"hello", rsv=0x30))
+    sock.data_received(client_frame(OP_PING, b"ping"))
+    sock.data_received(client_frame(OP_TEXT, b"again") + close_frame(1000))
+    assert transport.frames() == [(OP_TEXT, b"hello"), (OP_CLOSE, (1002).to_bytes(2, "big")
+                                                        + b"reserved bits set or frame not masked")]
+    assert transport.eof_written and sock.close_code == 1002
+    sock.connection_lost(None)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999])
+async def test_autobahn_7_9_an_invalid_close_code_is_answered_with_1002(
+        hub: HubHandle, code: int) -> None:
+    """Autobahn 7.9.1-7.9.9: a close frame with a code no endpoint may send (0, 999, the
+    reserved 1004-1006 and 1015, the unassigned 1016-2999) was answered with a clean 1000, as
+    if it were a normal close. It is a protocol error: we close with 1002."""
+    ws = await RawWs.connect(port_of(hub))
+    ws.send(close_frame(code))
+    assert await ws.close_code() == 1002
+    assert await ws.eof()
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000,
+                                  3999, 4000, 4999])
+async def test_autobahn_7_7_a_valid_close_code_is_echoed(hub: HubHandle, code: int) -> None:
+    """Autobahn 7.7.1-7.7.13 (which passed): every code a client may send is echoed, with the
+    reason it came with dropped, and the connection ends."""
+    ws = await RawWs.connect(port_of(hub))
+    ws.send(close_frame(code, b"bye"))
+    assert await ws.close_code() == code
+    assert await ws.eof()
+
+
+async def test_autobahn_7_5_1_a_close_reason_that_is_not_utf8_is_answered_with_1007(
+        hub: HubHandle) -> None:
+    """Autobahn 7.5.1: a close frame with code 1000 and a reason that is not UTF-8 was echoed
+    with 1000. The reason must be UTF-8 (RFC 6455 5.5.1): we close with 1007."""
+    ws = await RawWs.connect(port_of(hub))
+    ws.send(close_frame(1000, "µ@ßöäüàá".encode()[:-1] + b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce"))
+    assert await ws.close_code() == 1007
+    assert await ws.eof()
+
+
+async def test_autobahn_7_3_2_a_one_byte_close_payload_is_answered_with_1002(
+        hub: HubHandle) -> None:
+    """Autobahn 7.3.2: a close frame whose payload is 1 byte (half a code) was answered with a
+    clean 1000. A close payload is empty or at least the 2-byte code: we close with 1002."""
+    ws = await RawWs.connect(port_of(hub))
+    ws.send(client_frame(OP_CLOSE, b"\x03"))
+    assert await ws.close_code() == 1002
+    assert await ws.eof()
+
+
+async def test_a_ping_after_our_close_gets_no_pong_and_the_handshake_still_ends(
+        hub: HubHandle) -> None:
+    """After our close frame nothing more goes out (RFC 6455 5.5.1), so a ping that arrives
+    while we wait for the client's close is not answered; the client's close is still read and
+    ends the connection."""
+    ws = await RawWs.connect(port_of(hub))
+    ws.send_json({"type": "ping", "ts": 1})  # the first frame must be join
+    assert await ws.close_code() == 4400
+    ws.send(client_frame(OP_PING, b"late"))
+    ws.send(close_frame(4400))
+    assert await ws.frame() == (-1, b""), "no pong after our close, then EOF"
