@@ -73,7 +73,8 @@ class ClientSocket(WebSocketProtocol):
 
     def __init__(self, hub: Hub) -> None:
         limits = hub.settings.limits
-        super().__init__(max_size=limits.max_frame_bytes, backlog_frames=limits.send_queue_frames)
+        super().__init__(max_size=limits.max_frame_bytes, backlog_frames=limits.send_queue_frames,
+                         max_fragments=limits.max_fragments)
         self.hub = hub
         self.peer_id = ""
         self.room_id = ""
@@ -229,9 +230,19 @@ class ClientSocket(WebSocketProtocol):
             return
         self._strike(ProtocolError("binary frames are not accepted; send JSON text"))
 
+    def on_extra_frame(self) -> None:
+        # A fragment, ping or pong takes a token as a message does, before join too: they were
+        # free, and endless empty continuations grew memory by ~8 bytes each (issue 13). Over
+        # the rate each is a strike (the frame itself is kept: max_fragments bounds a message).
+        if not self._bucket.take() and not self.closing:
+            limits = self.hub.settings.limits
+            self._strike(RateLimited(f"over {limits.messages_per_second:g} frames/s"),
+                         fatal=RateLimited("frame rate limit exceeded"))
+
     def on_protocol_error(self, code: int) -> None:
         if code == Close.FRAME_TOO_LARGE:
-            logger.info("%s frame over %d bytes", self.label, self.max_size)
+            logger.info("%s message over %d bytes or %d fragments", self.label, self.max_size,
+                        self.max_fragments)
 
     def _admit(self, data: bytes) -> p.ClientMessage | None:
         """Rate limit and decode one frame of a joined client (None: refused, answered)."""

@@ -9,10 +9,13 @@ the transport while it accepts them, and keeps at most ``backlog_frames`` frames
 client is not reading (then it is cut off, :meth:`on_slow_consumer`). Liveness is one sweep
 over every socket (:func:`sweep`), not one timer each.
 
-Once the connection is failed (a framing error), nothing more the client sends is read, not
-even its close frame (RFC 6455 7.1.7): our close frame goes out, then our side of the TCP
-connection is shut. ``make conformance`` runs the Autobahn|Testsuite against an echo endpoint
-built on this class (:mod:`signaling.testing.echo`).
+A message may come in at most ``max_fragments`` frames (more: close 1009, the message is too
+big to process); every frame that does not complete a message (a fragment, a ping, a pong)
+is reported to :meth:`~WebSocketProtocol.on_extra_frame`, where the hub counts it against the
+client's rate limit. Once the connection is failed (a framing error), nothing more the client
+sends is read, not even its close frame (RFC 6455 7.1.7): our close frame goes out, then our
+side of the TCP connection is shut. ``make conformance`` runs the Autobahn|Testsuite against
+an echo endpoint built on this class (:mod:`signaling.testing.echo`).
 
 The HTTP upgrade itself is answered by :mod:`signaling.server` (:func:`parse_upgrade`,
 :func:`accept_response`), which hands the transport over to the protocol.
@@ -160,16 +163,19 @@ class WebSocketProtocol(asyncio.Protocol):
         "backlog_frames",
         "client_close_code",
         "close_code",
+        "max_fragments",
         "max_size",
         "remote",
         "transport",
     )
 
-    def __init__(self, *, max_size: int, backlog_frames: int) -> None:
+    def __init__(self, *, max_size: int, backlog_frames: int, max_fragments: int) -> None:
         self.transport: asyncio.Transport | None = None
         self.remote = "?"
         self.max_size = max_size
         self.backlog_frames = backlog_frames
+        #: Frames one message may come in (the first one included); more close with 1009.
+        self.max_fragments = max_fragments
         #: The code of the close we sent (None until then).
         self.close_code: int | None = None
         #: The code of the client's close frame (1005 if it had none, 1002 or 1007 if it was
@@ -265,27 +271,38 @@ class WebSocketProtocol(asyncio.Protocol):
     # --------------------------------------------------------------- frames in
 
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        # A whole message in one frame (the hot path) goes straight to _message; every other
+        # frame is reported to on_extra_frame, so that each frame is counted exactly once.
         if opcode == OP_TEXT or opcode == OP_BINARY:
             if self._parts is not None:
                 return self._fail(Close.PROTOCOL_ERROR, "new message inside a fragmented one")
             if not fin:
                 self._parts, self._parts_size, self._parts_op = [payload], len(payload), opcode
+                self.on_extra_frame()
                 return
             self._message(opcode, payload)
         elif opcode == OP_CONTINUATION:
-            if self._parts is None:
+            parts = self._parts
+            if parts is None:
                 return self._fail(Close.PROTOCOL_ERROR, "continuation without a message")
-            self._parts.append(payload)
+            if len(parts) >= self.max_fragments:
+                # Zero-length continuations cost nothing to send and a list slot each to keep.
+                return self._fail(Close.FRAME_TOO_LARGE,
+                                  f"message in over {self.max_fragments} fragments")
+            parts.append(payload)
             self._parts_size += len(payload)
             if fin:
-                whole, op = b"".join(self._parts), self._parts_op
+                whole, op = b"".join(parts), self._parts_op
                 self._parts, self._parts_size = None, 0
                 self._message(op, whole)
+            else:
+                self.on_extra_frame()
         elif opcode == OP_PING:
+            self.on_extra_frame()
             if not self._close_sent:  # nothing goes out after our close frame (RFC 6455 5.5.1)
                 self._write(encode_frame(OP_PONG, payload))
         elif opcode == OP_PONG:
-            pass  # data_received already counted it as a sign of life
+            self.on_extra_frame()  # data_received already counted it as a sign of life
         elif opcode == OP_CLOSE:
             self._client_closed(payload)
         else:
@@ -448,6 +465,11 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def on_binary(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def on_extra_frame(self) -> None:
+        """A frame that does not complete a message came in: a fragment before the last one,
+        a ping or a pong (a message's last frame goes to :meth:`on_text` / :meth:`on_binary`,
+        so each frame is seen once). Subclasses count it against their rate limit."""
 
     def on_protocol_error(self, code: int) -> None:
         """A framing error; the connection is being closed with ``code``."""

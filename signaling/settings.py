@@ -66,8 +66,12 @@ class AuthSettings:
 class LimitSettings:
     max_frame_bytes: int = 65_536
     """Largest websocket frame accepted; larger ones close the socket with 1009."""
+    max_fragments: int = 128
+    """Frames one websocket message may come in (the first included); a message in more closes
+    the socket with 1009 (too big to process). Browsers send every message in one frame."""
     messages_per_second: float = 50.0
-    """Sustained websocket messages per second per connection."""
+    """Sustained websocket messages per second per connection. Every frame counts, before
+    and after join: a message in fragments counts each, pings and pongs count too."""
     message_burst: int = 200
     """Messages a connection may send at once above the sustained rate (ICE trickle bursts)."""
     abuse_strikes: int = 20
@@ -204,6 +208,7 @@ class Settings:
             (self.rooms.empty_timeout_s > 0, "rooms.empty_timeout_s must be > 0"),
             (1 <= self.rooms.chat_max_chars <= 4000, "rooms.chat_max_chars must be 1..4000"),
             (1024 <= self.limits.max_frame_bytes <= 4 << 20, "limits.max_frame_bytes 1 KiB..4 MiB"),
+            (1 <= self.limits.max_fragments <= 4096, "limits.max_fragments must be 1..4096"),
             (self.limits.messages_per_second > 0, "limits.messages_per_second must be > 0"),
             (self.limits.message_burst >= 1, "limits.message_burst must be >= 1"),
             (self.limits.abuse_strikes >= 1, "limits.abuse_strikes must be >= 1"),

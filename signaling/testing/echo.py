@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 #: The largest message the suite sends (cases 9.1.6 and 9.2.6).
 MAX_MESSAGE_BYTES = 16 << 20
+#: More than the most frames the suite sends in one message (9.3.1 and 9.4.1: 4 MiB in 64-byte
+#: fragments, then an empty last one: 65,537 frames).
+MAX_FRAGMENTS = 1 << 17
 #: Frames kept while the client does not read: the suite reads everything it is sent.
 BACKLOG_FRAMES = 4096
 
@@ -36,7 +39,8 @@ class EchoSocket(WebSocketProtocol):
     """Sends every message back as it came: text as text, binary as binary."""
 
     def __init__(self) -> None:
-        super().__init__(max_size=MAX_MESSAGE_BYTES, backlog_frames=BACKLOG_FRAMES)
+        super().__init__(max_size=MAX_MESSAGE_BYTES, backlog_frames=BACKLOG_FRAMES,
+                         max_fragments=MAX_FRAGMENTS)
 
     def on_text(self, data: bytes) -> None:
         self.send_text(data)

@@ -292,3 +292,131 @@ async def test_a_user_cannot_hold_more_open_meetings_than_the_quota(
         assert status == 200, body
     finally:
         await hub.aclose()
+
+
+# ---------------------------------------------------------------------------- frame floods
+# Raw frames (zero-length continuations, pings, pongs) need the byte-level client.
+from tests.signaling.test_rfc6455 import (  # the helpers of this section
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RawWs,
+    client_frame,
+    port_of,
+)
+
+#: Small frame limits, so that each flood hits its bound within a few frames.
+FLOOD_LIMITS = {"max_fragments": 8, "message_burst": 10, "messages_per_second": 1.0,
+                "abuse_strikes": 3}
+
+
+@pytest.fixture
+async def flood_hub() -> AsyncIterator[HubHandle]:
+    """A hub with :data:`FLOOD_LIMITS`: 8 frames a message, 10 frames at once then 1/s, 3
+    strikes."""
+    handle = await start_hub(test_settings(limits=FLOOD_LIMITS))
+    try:
+        yield handle
+    finally:
+        for ws in RawWs.opened:
+            ws.close()
+        RawWs.opened.clear()
+        await handle.aclose()
+
+
+async def _flood_socket(hub: HubHandle, when: str) -> RawWs:
+    """A raw websocket, joined to a room of its own when ``when`` is "joined"."""
+    ws = await RawWs.connect(port_of(hub))
+    if when == "joined":
+        _, room_id = await hub.create_room(invite=("ada",))
+        ws.send_json({"type": "join", "token": hub.mint_token(room_id, "ada")})
+        while not isinstance(await ws.message(), p.Joined):
+            pass
+    return ws
+
+
+async def _frames_up_to_close(ws: RawWs) -> tuple[list[tuple[int, bytes]], int]:
+    """The frames the hub sent before its close frame, and the close code."""
+    frames = []
+    while (frame := await ws.frame())[0] != OP_CLOSE:
+        assert frame[0] != -1, f"EOF without a close frame after {frames}"
+        frames.append(frame)
+    return frames, int.from_bytes(frame[1][:2], "big")
+
+
+@pytest.mark.parametrize("when", ["before-join", "joined"])
+async def test_endless_empty_continuations_are_cut_after_max_fragments(
+        flood_hub: HubHandle, when: str) -> None:
+    """6.5 M zero-length continuation frames on one joined socket raised the hub's RSS by
+    ~50 MiB and the socket stayed open; before join, three sockets raised it by ~186 MiB
+    within the join timeout, without any token. A fragment costs the client 6 bytes and cost
+    the hub a list slot, and nothing bounded the fragments of a message. A message now comes
+    in at most limits.max_fragments frames; one more closes the socket with 1009 (RFC 6455
+    7.4.1: a message too big to process) and nothing more of it is read."""
+    ws = await _flood_socket(flood_hub, when)
+    ws.send(client_frame(OP_TEXT, b"", fin=False)
+            + b"".join(client_frame(OP_CONT, b"", fin=False) for _ in range(10_000)))
+    frames, code = await _frames_up_to_close(ws)
+    assert (frames, code) == ([], Close.FRAME_TOO_LARGE)
+    assert await ws.eof(), "the hub shut its side without waiting for our close"
+
+
+@pytest.mark.parametrize("when", ["before-join", "joined"])
+@pytest.mark.parametrize("opcode", [OP_PING, OP_PONG], ids=["pings", "pongs"])
+async def test_a_flood_of_pings_or_pongs_is_cut_before_and_after_join(
+        flood_hub: HubHandle, when: str, opcode: int) -> None:
+    """Only whole messages of a joined socket were counted against the rate limit: pings and
+    pongs were free, before join and after, so a client could make the hub answer pings (or
+    read pongs) as fast as it could send them for as long as it liked. Every frame now takes
+    a token from the socket's bucket (limits.messages_per_second, message_burst); each frame
+    over the rate is a strike, and limits.abuse_strikes of them close the socket with 4429."""
+    ws = await _flood_socket(flood_hub, when)
+    ws.send(b"".join(client_frame(opcode, b"x") for _ in range(10_000)))
+    frames, code = await _frames_up_to_close(ws)
+    assert code == Close.RATE_LIMITED
+    errors = [p.decode_server(payload) for op, payload in frames if op == OP_TEXT]
+    assert errors == [p.Error(code="rate-limited", message=e.message, retryable=e.retryable)
+                      for e in errors if isinstance(e, p.Error)]
+    assert len(errors) == FLOOD_LIMITS["abuse_strikes"]
+    pongs = sum(op == OP_PONG for op, _ in frames)
+    burst, strikes = FLOOD_LIMITS["message_burst"], FLOOD_LIMITS["abuse_strikes"]
+    # the burst, the strikes but the last, and a token the bucket may have refilled meanwhile
+    assert pongs <= (burst + strikes if opcode == OP_PING else 0), pongs
+    ws.send(client_frame(OP_CLOSE, Close.NORMAL.to_bytes(2, "big")))
+    assert await ws.eof(), "our close is still read after the hub's, and ends the connection"
+
+
+async def test_each_fragment_of_a_message_counts_against_the_rate(flood_hub: HubHandle) -> None:
+    """A message cost one token however many frames it came in, so fragmenting every message
+    multiplied the frames a client could send within the rate. Now each frame takes one: five
+    messages of four frames are twice the bucket of ten, and the socket is closed with 4429
+    (five messages in one frame each are not)."""
+    ws = await _flood_socket(flood_hub, "joined")
+    message = b'{"type": "ping", "ts": 1}'
+    in_four = (client_frame(OP_TEXT, message[:5], fin=False)
+               + client_frame(OP_CONT, message[5:10], fin=False)
+               + client_frame(OP_CONT, message[10:15], fin=False)
+               + client_frame(OP_CONT, message[15:]))
+    ws.send(in_four * 5)
+    _, code = await _frames_up_to_close(ws)
+    assert code == Close.RATE_LIMITED
+    whole = await _flood_socket(flood_hub, "joined")
+    whole.send(client_frame(OP_TEXT, message) * 5)
+    assert [await whole.message() for _ in range(5)] == [p.Pong(ts=1)] * 5
+
+
+async def test_a_message_in_max_fragments_frames_still_goes_through(
+        flood_hub: HubHandle) -> None:
+    """The fragment bound leaves fragmented messages alone up to limits.max_fragments frames
+    (empty fragments included): the bound is on the frames of one message, not on fragmenting."""
+    ws = await _flood_socket(flood_hub, "joined")
+    message = b'{"type": "ping", "ts": 7}'
+    max_fragments = FLOOD_LIMITS["max_fragments"]
+    frames = [client_frame(OP_TEXT, message[:3], fin=False)]
+    frames += [client_frame(OP_CONT, b"", fin=False)] * (max_fragments - 3)
+    frames += [client_frame(OP_CONT, message[3:10], fin=False), client_frame(OP_CONT, message[10:])]
+    assert len(frames) == max_fragments
+    ws.send(b"".join(frames))
+    assert await ws.message() == p.Pong(ts=7)
