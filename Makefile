@@ -56,3 +56,31 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The Autobahn|Testsuite runs on Python 2.7: python2.7 on PATH, else pyenv's (pyenv install 2.7.18).
+PYTHON27 ?= python2.7
+AUTOBAHN := .venv-autobahn
+AUTOBAHN_STAMP := $(AUTOBAHN)/.installed
+AUTOBAHN_REQS := tests/conformance/requirements-autobahn.txt
+
+$(AUTOBAHN_STAMP): $(AUTOBAHN_REQS)
+	@py27=""; \
+	for p in $(PYTHON27) $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/2.7*/bin/python2.7 2>/dev/null); do \
+	  if "$$p" -c 'import sys; assert sys.version_info[:2] == (2, 7)' >/dev/null 2>&1; then py27=$$p; break; fi; \
+	done; \
+	if [ -z "$$py27" ]; then \
+	  echo "make conformance needs Python 2.7 for the Autobahn|Testsuite: pyenv install 2.7.18," \
+	       "or PYTHON27=/path/to/python2.7"; exit 1; \
+	fi; \
+	echo "building $(AUTOBAHN)/ with $$py27"; \
+	export PIP_NO_PYTHON_VERSION_WARNING=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONWARNINGS=ignore; \
+	rm -rf $(AUTOBAHN) && \
+	"$$py27" -m pip install --quiet --target $(AUTOBAHN)/bootstrap virtualenv==16.7.12 && \
+	PYTHONPATH=$(AUTOBAHN)/bootstrap "$$py27" -m virtualenv --quiet $(AUTOBAHN) && \
+	$(AUTOBAHN)/bin/pip install --quiet -r $(AUTOBAHN_REQS) && \
+	$(AUTOBAHN)/bin/python -c 'import autobahntestsuite' && touch $@
+
+.PHONY: conformance
+## conformance: RFC 6455 conformance, the Autobahn|Testsuite (not in make test)
+conformance: $(STAMP) $(AUTOBAHN_STAMP)
+	$(BIN)/python -m tests.conformance.autobahn --wstest $(AUTOBAHN)/bin/wstest
