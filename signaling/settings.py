@@ -92,13 +92,13 @@ class LimitSettings:
     """HTTP API requests per second per caller (burst 4x)."""
     max_body_bytes: int = 65_536
     """Largest HTTP API request body."""
+    max_open_meetings_per_user: int = 50
+    """Meetings one user may have open (scheduled or active) at once; ``createMeeting`` above it
+    is refused with HTTP 409 ``meeting-quota`` until one ends (0: no limit)."""
 
 
 @dataclass(frozen=True)
 class RoomSettings:
-    max_open_meetings_per_user: int = 50
-    """Meetings one user may have open (scheduled or active) at once; ``createMeeting`` above it
-    is refused with HTTP 409 ``meeting-quota`` until one ends (0: no limit)."""
     capacity: int = MESH_LIMIT
     """Non-tap peers per mesh room (at most 4)."""
     resume_grace_s: float = 20.0
@@ -219,13 +219,13 @@ class Settings:
              "limits.liveness_sweep_s must be > 0 and <= limits.ping_after_s"),
             (self.limits.api_requests_per_second > 0, "limits.api_requests_per_second > 0"),
             (self.limits.max_body_bytes >= 1024, "limits.max_body_bytes must be >= 1024"),
+            (self.limits.max_open_meetings_per_user >= 0,
+             "limits.max_open_meetings_per_user must be >= 0 (0: no limit)"),
             (60 <= self.auth.token_ttl_s <= self.auth.max_token_ttl_s,
              "auth.token_ttl_s must be 60..auth.max_token_ttl_s"),
             (len(self.auth.secrets) > 0, "auth.secrets must not be empty"),
             (all(len(s) >= 32 for s in self.auth.secrets), "auth secrets must be >= 32 characters"),
             (60 <= self.ice.turn_ttl_s <= self.ice.turn_max_ttl_s,
-            (self.limits.max_open_meetings_per_user >= 0,
-             "limits.max_open_meetings_per_user must be >= 0 (0: no limit)"),
              "ice.turn_ttl_s must be 60..ice.turn_max_ttl_s"),
             (not (self.ice.turn_urls or self.ice.turn_host) or bool(self.ice.turn_secrets),
              "ice.turn_urls / ice.turn_host need ice.turn_secrets"),
