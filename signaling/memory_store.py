@@ -52,6 +52,15 @@ class _RoomState:
     banned: set[str] = field(default_factory=set)
 
 
+def _replaces(new: Seat, old: Seat) -> bool:
+    """A user holds one seat per room: a person's new seat replaces their other seat; a tap's
+    replaces a dropped tap's seat (a dead tap worker's, so the next tap need not wait out its
+    resume grace). The Redis store's admission script applies the same rule."""
+    if new.role == "tap":
+        return old.role == "tap" and old.user_id == new.user_id and not old.connected
+    return old.role != "tap" and old.user_id == new.user_id
+
+
 class MemoryStore:
     """Room, meeting and presence state in this process's memory.
 
@@ -216,9 +225,7 @@ class MemoryStore:
             raise RoomEnded("the room has ended")
         if seat.user_id in state.banned:
             raise Forbidden("you were removed from this room by the host", code=ErrorCode.REMOVED)
-        replaced = () if seat.role == "tap" else tuple(  # a user holds one seat per room
-            s for s in state.seats.values() if s.user_id == seat.user_id and s.role != "tap"
-        )
+        replaced = tuple(s for s in state.seats.values() if _replaces(seat, s))
         others = [s for s in state.seats.values() if s not in replaced]
         if seat.role == "tap":
             if any(s.role == "tap" for s in others):

@@ -74,7 +74,9 @@ local all = redis.call('HGETALL', KEYS[2])
 local replaced, people, taps = {}, 0, 0
 for i = 1, #all, 2 do
   local s = cjson.decode(all[i + 1])
-  if s.user_id == ARGV[2] and s.role ~= 'tap' and ARGV[3] ~= 'tap' then
+  -- one seat per user (memory_store._replaces): a person's other seat; a dropped tap's seat
+  if s.user_id == ARGV[2] and ((ARGV[3] ~= 'tap' and s.role ~= 'tap')
+                               or (ARGV[3] == 'tap' and s.role == 'tap' and s.connected == false)) then
     table.insert(replaced, all[i])
     table.insert(replaced, all[i + 1])
   elseif s.role == 'tap' then taps = taps + 1

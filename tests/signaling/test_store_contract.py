@@ -162,6 +162,25 @@ async def test_same_user_replaces_own_dropped_seat(backend: tuple[Any, Any, Any]
     assert [s.peer_id for s in await store.seats(room.room_id)] == ["p_2"]
 
 
+async def test_one_seat_per_user_and_a_new_tap_replaces_a_dropped_one(
+        backend: tuple[Any, Any, Any]) -> None:
+    """A user's connected seat is replaced too (one seat per user); a tap is not a user's: a
+    new tap replaces a dropped tap's seat at once (a dead tap worker's seat waited out its
+    resume grace when the rule was first tightened), but never a connected tap."""
+    store, _, _ = backend
+    room = await make_room(store, capacity=2)
+    await store.admit(seat(room, 1, user="bob"))
+    admission = await store.admit(seat(room, 2, user="bob"))  # p_1 is still connected
+    assert [s.peer_id for s in admission.replaced] == ["p_1"]
+    await store.admit(seat(room, 3, role="tap", user="tap"))
+    with pytest.raises(RoomFull):
+        await store.admit(seat(room, 4, role="tap", user="tap"))  # the first tap is live
+    await store.detach(room.room_id, "p_3", now_ms=10)
+    admission = await store.admit(seat(room, 5, role="tap", user="tap"))
+    assert [s.peer_id for s in admission.replaced] == ["p_3"]
+    assert sorted(s.peer_id for s in await store.seats(room.room_id)) == ["p_2", "p_5"]
+
+
 async def test_ban_and_end(backend: tuple[Any, Any, Any]) -> None:
     store, _, _ = backend
     room = await make_room(store)
