@@ -20,6 +20,7 @@ from .admission import IceServersFor
 from .api import Api
 from .bus import Bus, MemoryBus
 from .client_socket import liveness_sweeps, upgrade_handler
+from .connections import Connections
 from .errors import HubError
 from .hub import Hub
 from .meetings import MeetingService
@@ -43,6 +44,8 @@ TOKENS_KEY = web.AppKey("tokens", TokenService)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 STORE_KEY = web.AppKey("store", Store)  # type: ignore[type-abstract]
 HUB_KEY = web.AppKey("hub", Hub)
+#: Every TCP connection of this worker, counted from accept (read by :class:`server.HubSite`).
+CONNECTIONS_KEY = web.AppKey("connections", Connections)
 
 STATIC_DIR = Path(str(resources.files("signaling").joinpath("static")))
 
@@ -135,6 +138,8 @@ def create_app(
                              pin_host_addresses=_pin_for(settings.server.host)),
         )
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
+    connections = Connections.from_limits(settings.limits, metrics.refusals)
+    metrics.bind_connections(lambda: connections.open)
     if isinstance(bus, RedisBus):
         metrics.bind_bus(bus)
     async def on_room_active(meeting: Any, room: Any) -> None:
@@ -148,6 +153,7 @@ def create_app(
     app[METRICS_KEY] = metrics
     app[STORE_KEY] = store
     app[HUB_KEY] = hub
+    app[CONNECTIONS_KEY] = connections
     app[LOCAL_URL_KEY] = local_url
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -168,6 +174,7 @@ def create_app(
             await registry.aclose()
         await bus.aclose()
         await store.aclose()
+        metrics.refusals.close()
 
     async def on_shutdown(app: web.Application) -> None:
         await hub.aclose(settings.server.shutdown_timeout_s)

@@ -72,6 +72,13 @@ def serve(args: argparse.Namespace) -> int:
             print(f"connvo-rtc: the transcription tap needs {', '.join(absent)}: "
                   "install connvo-rtc[tap] or pass --no-tap", file=sys.stderr)
             return 1
+    from .connections import ensure_fd_limit
+
+    try:  # before workers start: they inherit a raised limit
+        ensure_fd_limit(settings.limits)
+    except ConfigError as exc:
+        print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
+        return 1
     if settings.server.workers > 1 and args.worker_index is None:
         from .multiworker import run_workers
 

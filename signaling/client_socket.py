@@ -32,6 +32,7 @@ from aiohttp import web
 
 from . import protocol as p
 from .codes import Close, ErrorCode
+from .connections import Refusal
 from .errors import BadJoin, HubError, JoinTimeout, ProtocolError, RateLimited, Unavailable
 from .protocol import Features
 from .ratelimit import TokenBucket
@@ -110,8 +111,10 @@ class ClientSocket(WebSocketProtocol):
             self.close(Close.GOING_AWAY, "server shutting down")
             return
         if hub.socket_count >= limits.max_connections:
-            logger.warning("refusing websocket from %s: %d connections", self.remote,
-                           hub.socket_count)
+            # Logged at a bounded rate: a flood of upgrades is a few lines, not one each.
+            hub.metrics.refusals.refuse(
+                Refusal.WEBSOCKETS_FULL, self.remote,
+                f"{hub.socket_count} websockets open (limits.max_connections)")
             self._refuse(Unavailable("this worker is at its connection limit",
                                      code=ErrorCode.SERVER_FULL))
             return

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
+from .connections import RefusalLog
 from .protocol import ClientMessage
 
 
@@ -20,6 +21,15 @@ class Metrics:
                            registry=r)
         self.sockets = Gauge("connvo_open_websockets", "Open websockets on this worker",
                              registry=r)
+        self.connections = Gauge(
+            "connvo_open_connections", "Open TCP connections on this worker, of every kind: "
+            "websockets, HTTP, and connections still sending their request head", registry=r)
+        self.refused = Counter(
+            "connvo_refused_connections", "Connections refused or cut before they were served, "
+            "by reason (head-timeout, head-too-large, per-address, server-full, evicted, "
+            "websockets-full)", ["reason"], registry=r)
+        #: Counts refusals in ``refused`` and logs them at a bounded rate.
+        self.refusals = RefusalLog(self.refused)
         self.rooms = Gauge("connvo_active_rooms", "Rooms with peers on this worker", registry=r)
         self.relayed = Counter("connvo_relayed_messages", "Offers, answers and candidates relayed",
                                registry=r)
@@ -47,6 +57,10 @@ class Metrics:
         self.peers.set_function(peers)
         self.sockets.set_function(sockets)
         self.rooms.set_function(rooms)
+
+    def bind_connections(self, open_connections: Callable[[], float]) -> None:
+        """Have ``connvo_open_connections`` read the live count when scraped."""
+        self.connections.set_function(open_connections)
 
     def bind_bus(self, bus: object) -> None:
         """Expose the Redis bus's own counters (``envelopes_sent``, ``messages_sent``,

@@ -9,6 +9,7 @@ validated at load; a bad value raises :class:`ConfigError`, which the CLI prints
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -80,6 +81,26 @@ class LimitSettings:
     """Seconds a new socket has to send ``join`` before it is closed with 4408."""
     max_connections: int = 10_000
     """Websocket connections one worker accepts; more are closed with 1013."""
+    connection_headroom: int = 1_024
+    """TCP connections one worker holds beyond ``max_connections``: HTTP (API, ``/healthz``,
+    ``/metrics``, a proxy's kept-alive connections) and connections still sending their
+    request head, so a worker full of websockets still answers ``/healthz``. At
+    ``max_connections + connection_headroom`` the oldest connection still waiting for its head
+    is cut for a new one; with none, the new one gets HTTP 503."""
+    max_connections_per_address: int = 256
+    """TCP connections one client address (an IPv6 /64) holds at once on one worker; more get
+    HTTP 429 at accept. Sized for an office behind one NAT address: a few hundred people, each
+    with a websocket and the odd HTTP request. 0: no cap."""
+    per_address_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
+    """Addresses or networks (``10.0.0.0/8``) not held to ``max_connections_per_address``: a
+    reverse proxy or load balancer whose connections carry many clients. Loopback by default (a
+    proxy, health checks or a load test on this machine)."""
+    request_head_timeout_s: float = 5.0
+    """Seconds a new TCP connection has to send its whole first request head (an HTTP request
+    or the websocket upgrade); then it is closed (HTTP 408 if it sent part of one)."""
+    keepalive_timeout_s: float = 75.0
+    """Seconds a kept-alive HTTP connection may stay idle after a response, or take to send its
+    next request head, before it is closed (above nginx's 60 s upstream keepalive)."""
     send_queue_frames: int = 256
     """Frames queued for one client; a client that lets it fill is disconnected (slow consumer)."""
     ping_after_s: float = 20.0
@@ -214,6 +235,12 @@ class Settings:
             (self.limits.abuse_strikes >= 1, "limits.abuse_strikes must be >= 1"),
             (self.limits.join_timeout_s > 0, "limits.join_timeout_s must be > 0"),
             (self.limits.max_connections >= 1, "limits.max_connections must be >= 1"),
+            (self.limits.connection_headroom >= 1, "limits.connection_headroom must be >= 1"),
+            (self.limits.max_connections_per_address >= 0,
+             "limits.max_connections_per_address must be >= 0 (0: no cap)"),
+            (0 < self.limits.request_head_timeout_s <= 300,
+             "limits.request_head_timeout_s must be > 0 and <= 300"),
+            (self.limits.keepalive_timeout_s > 0, "limits.keepalive_timeout_s must be > 0"),
             (self.limits.send_queue_frames >= 8, "limits.send_queue_frames must be >= 8"),
             (0 < self.limits.liveness_sweep_s <= self.limits.ping_after_s,
              "limits.liveness_sweep_s must be > 0 and <= limits.ping_after_s"),
@@ -233,6 +260,12 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for net in self.limits.per_address_exempt:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"limits.per_address_exempt: {net!r} is not an address or "
+                                  "network") from None
         for url in self.ice.stun_urls:
             if not url.startswith(("stun:", "stuns:")):
                 raise ConfigError(f"ice.stun_urls: {url!r} is not a stun: URL")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import resource
 import signal
 import socket
 import sys
@@ -51,9 +53,9 @@ async def run_cli(*args: str, env: dict[str, str] | None = None,
     return proc.returncode, out.decode(), err.decode()
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -213,3 +215,81 @@ async def test_serve_answers_and_shuts_down_gracefully() -> None:
         log = (await proc.stderr.read()).decode()
         assert "shutdown" in log and "Traceback" not in log
         assert SECRET not in log and join["token"] not in log
+
+
+# ---------------------------------------------------------------------- serve: hardening (issue 13)
+
+
+@contextlib.asynccontextmanager
+async def started(*args: str, env: dict[str, str],
+                  shell: str = "") -> AsyncIterator[asyncio.subprocess.Process]:
+    """``connvo-rtc serve ARGS`` with stderr piped (read it with :func:`read_until`); with
+    ``shell``, that shell command runs first (``exec`` keeps the process id)."""
+    command = [PYTHON, "-m", "signaling.cli", "serve", *args]
+    if shell:
+        command = ["/bin/sh", "-c", f'{shell} && exec "$0" "$@"', *command]
+    proc = await asyncio.create_subprocess_exec(
+        *command, cwd=REPO, env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+async def test_serve_raises_a_low_open_file_limit_to_what_its_connection_limits_need() -> None:
+    """A worker whose open-file limit (often 1,024) was below its connection caps ran out of
+    descriptors first, and then accepted nobody, not even `/healthz`. At start the soft limit
+    is raised towards the hard one to `max_connections + connection_headroom + 512`."""
+    need = 10_000 + 1_024 + 512
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"the hard open-file limit here ({hard}) is below {need}")
+    port = free_port()
+    env = clean_env(CONNVO_RTC_AUTH_SECRET=SECRET)
+    async with started("--port", str(port), "--no-tap", env=env,
+                       shell="ulimit -S -n 1024") as proc, aiohttp.ClientSession() as session:
+        await wait_healthy(session, f"http://127.0.0.1:{port}", proc)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        soft = re.search(r"^Max open files\s+(\d+)", limits, re.MULTILINE)
+        assert soft is not None and int(soft[1]) == need, limits
+
+
+async def test_serve_refuses_an_open_file_limit_below_what_its_connection_limits_need() -> None:
+    """Limits the process cannot honour stop the hub with one clear line (not a warning that
+    scrolls by until the descriptors run out under load)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-file limit here")
+    env = clean_env(CONNVO_RTC_AUTH_SECRET=SECRET,
+                    CONNVO_RTC_LIMITS_MAX_CONNECTIONS=str(hard))
+    code, out, err = await run_cli("serve", "--port", str(free_port()), "--no-tap", env=env)
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("connvo-rtc: configuration error: limits.max_connections + "
+                               "limits.connection_headroom need "), err
+    assert f"hard limit {hard}" in lines[0]
+
+
+async def test_an_idle_kept_alive_http_connection_is_closed_after_the_keepalive_timeout() -> None:
+    """After one quick request a connection could stay idle, or dribble its next request
+    head, for aiohttp's default hour, holding its place in the connection caps.
+    `limits.keepalive_timeout_s` (75 s) bounds it."""
+    port = free_port()
+    env = clean_env(CONNVO_RTC_AUTH_SECRET=SECRET, CONNVO_RTC_LIMITS_KEEPALIVE_TIMEOUT_S="1")
+    async with started("--port", str(port), "--no-tap", env=env) as proc, \
+            aiohttp.ClientSession() as session:
+        await wait_healthy(session, f"http://127.0.0.1:{port}", proc)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ") and b"close" not in head.lower()
+            writer.write(b"GET /hea")  # the start of a next request that never ends
+            rest = await asyncio.wait_for(reader.read(), 10)
+            assert rest.endswith(b'{"status": "ok"}'), rest  # the first body, then the end
+        finally:
+            writer.close()

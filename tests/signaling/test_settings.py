@@ -198,3 +198,19 @@ def test_documented_config_covers_every_key() -> None:
     assert not problems, problems
     settings = load_settings(path, env={})
     assert settings.dev_mode  # the example ships without secrets
+
+
+def test_connection_limits_are_checked() -> None:
+    base = {"auth": {"secrets": SECRET_A}}
+    settings = load_settings(None, env={"CONNVO_RTC_LIMITS_PER_ADDRESS_EXEMPT": "10.0.0.0/8,"
+                                        "2001:db8::/48"}, overrides=base)
+    assert settings.limits.per_address_exempt == ("10.0.0.0/8", "2001:db8::/48")
+    for section, values, message in (
+            ("limits", {"per_address_exempt": "10.0.0.0/33"}, "limits.per_address_exempt"),
+            ("limits", {"max_connections_per_address": -1}, "max_connections_per_address"),
+            ("limits", {"request_head_timeout_s": 0}, "request_head_timeout_s"),
+            ("limits", {"connection_headroom": 0}, "connection_headroom"),
+            ("limits", {"keepalive_timeout_s": 0}, "keepalive_timeout_s")):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(None, env={"CONNVO_RTC_REDIS_URL": "redis://r:6379/0"},
+                          overrides={**base, section: values})
