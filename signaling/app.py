@@ -74,6 +74,14 @@ def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
+def local_ws_url(host: str, port: int) -> str:
+    """The ``/ws`` URL of a hub listening on ``host:port``, as this machine dials it."""
+    connect = _connect_host(host)
+    if ":" in connect:  # an IPv6 address
+        connect = f"[{connect}]"
+    return f"ws://{connect}:{port}/ws"
+
+
 def _pin_for(host: str) -> tuple[str, ...] | None:
     """An in-process tap on a loopback-only hub keeps its media on loopback too."""
     return ("127.0.0.1",) if _connect_host(host).startswith("127.") else None
@@ -124,7 +132,8 @@ def create_app(
         settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
         metrics=metrics, worker_id=worker_id, tap_jobs=tap_jobs, registry=registry,
     )
-    local_url = LocalUrl(f"ws://{_connect_host(settings.server.host)}:{settings.server.port}/ws")
+    # With port 0 this is a placeholder: server.run (or the test hub) sets the bound port.
+    local_url = LocalUrl(local_ws_url(settings.server.host, settings.server.port))
     tap_worker: Any = None
     if settings.tap.enabled:
         from media.tap.config import TapConfig

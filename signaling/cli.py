@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from .settings import ConfigError, Settings, load_settings
 
@@ -29,6 +30,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         server["public_url"] = args.public_url
     if args.workers is not None:
         server["workers"] = args.workers
+    if args.dev_on_network:
+        server["dev_on_network"] = True
     if server:
         overrides["server"] = server
     auth: dict[str, Any] = {}
@@ -48,6 +51,16 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if args.no_tap:
         overrides["tap"] = {"enabled": False}
     return overrides
+
+
+def _has_password(url: str) -> bool:
+    """Whether a Redis URL carries a password (``redis://:pw@host``, ``redis://u:pw@host``,
+    ``?password=pw``)."""
+    try:
+        parts = urlsplit(url)
+        return bool(parts.password) or bool(parse_qs(parts.query).get("password"))
+    except ValueError:
+        return False
 
 
 def _dev_banner(settings: Settings) -> None:
@@ -79,6 +92,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
         return 1
+    if args.redis is not None and _has_password(args.redis) and args.worker_index is None:
+        logger.warning("--redis carries a password, which anyone on this machine can read in "
+                       "`ps`: give the URL in CONNVO_RTC_REDIS_URL or [redis] url of --config")
     if settings.server.workers > 1 and args.worker_index is None:
         from .multiworker import run_workers
 
@@ -100,8 +116,12 @@ def serve(args: argparse.Namespace) -> int:
     if settings.dev_mode:
         _dev_banner(settings)
     host, port = settings.server.host, settings.server.port
-    logger.info("connvo-rtc hub on http://%s:%d (demo page at /, API spec at /api/openapi.json)",
-                host, port)
+
+    def listening(bound: int) -> None:
+        shown = f"[{host}]" if ":" in host else host or "0.0.0.0"
+        logger.info("connvo-rtc hub on http://%s:%d (demo page at /, API spec at "
+                    "/api/openapi.json)", shown, bound)
+
     try:  # uvloop when installed (a dependency on Linux): a cheaper event loop per message
         import uvloop
 
@@ -109,7 +129,7 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     run(app, host, port, shutdown_timeout=settings.server.shutdown_timeout_s,
-        reuse_port=True if settings.server.workers > 1 else None)
+        reuse_port=True if settings.server.workers > 1 else None, on_listening=listening)
     return 0
 
 
@@ -150,10 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(env CONNVO_RTC_AUTH_SECRET)")
     p.add_argument("--jwks", help="JWKS file or URL for RS256 user tokens")
     p.add_argument("--public-url", help="base URL clients reach this hub at (for wsUrl)")
-    p.add_argument("--redis", help="shared state: redis://, rediss:// or redis+cluster:// URL")
+    p.add_argument("--redis", help="shared state: redis://, rediss:// or redis+cluster:// URL "
+                   "(one with a password: env CONNVO_RTC_REDIS_URL instead, --redis shows in ps)")
     p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a Cluster")
     p.add_argument("--workers", type=int, help="worker processes on the port (needs --redis)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dev-on-network", action="store_true",
+                   help="let dev mode (no auth secret: anyone can get a token) listen on a "
+                        "non-loopback --host")
     p.add_argument("--no-tap", action="store_true",
                    help="no in-process transcription tap (run `connvo-rtc tap` workers instead)")
     p.set_defaults(func=serve)

@@ -37,6 +37,7 @@ from .errors import BadJoin, HubError, JoinTimeout, ProtocolError, RateLimited, 
 from .protocol import Features
 from .ratelimit import TokenBucket
 from .rfc6455 import WebSocketProtocol, accept_response, sweep, upgrade_key
+from .settings import ServerSettings, web_origin
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -337,11 +338,26 @@ async def liveness_sweeps(hub: Hub) -> None:
         sweep(hub.sockets(), sweeps)
 
 
+def allowed_origins(settings: ServerSettings) -> frozenset[str]:
+    """``server.allowed_origins`` as :func:`origin_allowed` compares them."""
+    return frozenset(o for o in map(web_origin, settings.allowed_origins) if o)
+
+
+def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a websocket upgrade with this ``Origin`` header may proceed: any when
+    ``allowed`` (origins normalised by :func:`~signaling.settings.web_origin`) is empty; else a
+    request without one (not a browser: browsers always send it on an upgrade) or from a
+    listed origin. A page on another site cannot open a websocket on its visitor's behalf."""
+    return not allowed or origin is None or web_origin(origin) in allowed
+
+
 def upgrade_handler(hub: Hub) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler of ``GET /ws``. A websocket upgrade arrives there when it is not the
     first request on its connection (a proxy reusing a kept-alive upstream connection, as nginx
     does with ``keepalive``): the hub takes the connection over from aiohttp for the socket's
-    lifetime. Anything else is a bad upgrade: 400."""
+    lifetime. An upgrade from an origin not in ``server.allowed_origins`` is 403 (the first
+    request of a connection comes here for that too); anything else is a bad upgrade: 400."""
+    origins = allowed_origins(hub.settings.server)
 
     async def upgrade_on_http(request: web.Request) -> web.StreamResponse:
         headers = {name.lower(): ", ".join(request.headers.getall(name))
@@ -355,6 +371,9 @@ def upgrade_handler(hub: Hub) -> Callable[[web.Request], Awaitable[web.StreamRes
                 text="/ws is the websocket endpoint: send an RFC 6455 upgrade (Upgrade: "
                      "websocket, Connection: Upgrade, Sec-WebSocket-Version: 13, "
                      "Sec-WebSocket-Key)\n")
+        if not origin_allowed(request.headers.get("Origin"), origins):
+            return web.Response(status=403, text="websocket upgrades from this origin are not "
+                                                 "allowed (server.allowed_origins)\n")
         sock = ClientSocket(hub)
         transport.write(accept_response(key))
         request.protocol.set_parser(sock.attach_behind(transport))  # type: ignore[arg-type]

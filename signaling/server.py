@@ -4,10 +4,10 @@ HTTP to aiohttp.
 Every accepted connection starts with :class:`FrontProtocol`. It is counted at accept against
 the worker's connection caps (:mod:`signaling.connections`; refused there with 429 or 503), then
 has ``limits.request_head_timeout_s`` to send its whole first request head (else it is closed,
-with 408 if it sent part of one). A valid RFC 6455 upgrade for ``/ws`` is answered here and
-the transport handed to a :class:`~signaling.client_socket.ClientSocket`; anything else (the
-API, the demo page, a bad upgrade) is handed, bytes and all, to aiohttp's request handler for
-that connection.
+with 408 if it sent part of one). A valid RFC 6455 upgrade for ``/ws`` from an allowed origin
+is answered here and the transport handed to a
+:class:`~signaling.client_socket.ClientSocket`; anything else (the API, the demo page, a bad or
+forbidden upgrade) is handed, bytes and all, to aiohttp's request handler for that connection.
 So one port serves both, and a websocket costs no aiohttp objects. Either way the connection
 keeps its place in the count until it ends (:class:`_Handed`).
 
@@ -27,8 +27,8 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 
-from .app import CONNECTIONS_KEY, HUB_KEY, SETTINGS_KEY
-from .client_socket import ClientSocket
+from .app import CONNECTIONS_KEY, HUB_KEY, LOCAL_URL_KEY, SETTINGS_KEY, local_ws_url
+from .client_socket import ClientSocket, allowed_origins, origin_allowed
 from .connections import Connections, Refusal
 from .rfc6455 import accept_response, parse_upgrade
 
@@ -63,16 +63,21 @@ class FrontProtocol(asyncio.Protocol):
     the connection to the websocket or to HTTP.
 
     ``connections`` counts and caps this worker's connections (default: uncapped, with the
-    default head deadline)."""
+    default head deadline); ``allowed_origins`` (normalised by
+    :func:`~signaling.settings.web_origin`; empty: any) are the origins a browser's upgrade
+    may come from: an upgrade from another goes to HTTP, which answers 403."""
 
-    __slots__ = ("_address", "_buf", "_connections", "_http", "_socket", "_timer", "_transport")
+    __slots__ = ("_address", "_buf", "_connections", "_http", "_origins", "_socket", "_timer",
+                 "_transport")
 
     def __init__(self, http: Callable[[], asyncio.Protocol],
                  socket_factory: Callable[[], asyncio.Protocol],
-                 connections: Connections | None = None) -> None:
+                 connections: Connections | None = None,
+                 allowed_origins: frozenset[str] = frozenset()) -> None:
         self._http = http
         self._socket = socket_factory
         self._connections = connections if connections is not None else Connections()
+        self._origins = allowed_origins
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         #: The client's address while the connection is counted here (None: refused, cut or
@@ -105,7 +110,8 @@ class FrontProtocol(asyncio.Protocol):
                 self._cut(Refusal.HEAD_TOO_LARGE, f"request head over {MAX_HEAD} bytes")
             return
         request = parse_upgrade(bytes(buf[:end])) if buf.startswith(_PREFIX) else None
-        if request is not None and request.path == WS_PATH:
+        if (request is not None and request.path == WS_PATH
+                and origin_allowed(request.headers.get("origin"), self._origins)):
             assert self._transport is not None
             self._transport.write(accept_response(request.key))
             self._hand_over(self._socket(), bytes(buf[end + 4:]))
@@ -229,9 +235,10 @@ class HubSite(web.BaseSite):
         assert http is not None and isinstance(runner, web.AppRunner)
         hub = runner.app[HUB_KEY]
         connections = self._connections = runner.app[CONNECTIONS_KEY]
+        origins = allowed_origins(hub.settings.server)
 
         def front() -> FrontProtocol:
-            return FrontProtocol(http, lambda: ClientSocket(hub), connections)
+            return FrontProtocol(http, lambda: ClientSocket(hub), connections, origins)
 
         loop = asyncio.get_running_loop()
         kwargs: dict[str, Any] = {"backlog": self._backlog}
@@ -251,9 +258,12 @@ class HubSite(web.BaseSite):
 
 
 def run(app: web.Application, host: str, port: int, *, shutdown_timeout: float,
-        reuse_port: bool | None = None) -> None:
+        reuse_port: bool | None = None,
+        on_listening: Callable[[int], None] | None = None) -> None:
     """Serve ``app`` on ``host:port`` until SIGINT/SIGTERM, then shut down in stages (the hub
-    closes every socket with 1001 first). Uses the current event loop policy (uvloop)."""
+    closes every socket with 1001 first). Uses the current event loop policy (uvloop).
+    Once listening, the in-process tap's URL gets the bound port (``port`` may be 0: any free
+    one) and ``on_listening`` is called with it."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runner = web.AppRunner(app, handle_signals=True, access_log=None,
@@ -263,6 +273,10 @@ def run(app: web.Application, host: str, port: int, *, shutdown_timeout: float,
     async def serve() -> None:
         await runner.setup()
         await HubSite(runner, host, port, reuse_port=reuse_port).start()
+        bound = int(runner.addresses[0][1])
+        app[LOCAL_URL_KEY].url = local_ws_url(host, bound)
+        if on_listening is not None:
+            on_listening(bound)
         await asyncio.Event().wait()
 
     main = loop.create_task(serve())

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from turn.errors import TurnConfigError
 from turn.ice import IceConfig
@@ -25,6 +26,41 @@ from .protocol import MESH_LIMIT
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range."""
+
+
+def is_loopback(host: str) -> bool:
+    """True when listening on ``host`` reaches this machine only: ``localhost``, 127.x.y.z,
+    ``::1``. Any other name or address (``0.0.0.0``, ``""``: every address) is the network."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def web_origin(text: str) -> str | None:
+    """``text`` as a browser writes it in an ``Origin`` header (``scheme://host[:port]``, lower
+    case, no default port), or None when it is not an origin. ``null`` stays ``null``."""
+    text = text.strip()
+    if text.lower() == "null":
+        return "null"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if (scheme not in ("http", "https") or not host or parts.path not in ("", "/")
+            or parts.query or parts.fragment or parts.username is not None):
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 @dataclass(frozen=True)
@@ -42,6 +78,13 @@ class ServerSettings:
     """Serve the demo page at ``/`` and the browser client under ``/static/``."""
     workers: int = 1
     """Hub worker processes sharing the port (SO_REUSEPORT); more than 1 needs ``redis.url``."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (``https://app.example.com``) whose pages may open a websocket to ``/ws``; an
+    upgrade from another origin gets HTTP 403. A request without ``Origin`` (not from a
+    browser) is allowed. Empty: not checked."""
+    dev_on_network: bool = False
+    """Let dev mode (no auth secret: anyone can get a token) listen on a non-loopback address.
+    Without it such a start is a configuration error."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +253,12 @@ class Settings:
         checks: list[tuple[bool, str]] = [
             (0 <= self.server.port <= 65535, "server.port must be 0..65535"),
             (1 <= self.server.workers <= 64, "server.workers must be 1..64"),
+            (self.server.port != 0 or self.server.workers == 1,
+             "server.port 0 (any free port) needs server.workers = 1: workers share one port"),
+            (not self.dev_mode or self.server.dev_on_network or is_loopback(self.server.host),
+             (f"dev mode (no auth secret: anyone can get a token) listens on loopback only, "
+              f"not on {self.server.host or 'every address'}: set an auth secret "
+              "(CONNVO_RTC_AUTH_SECRET) or pass --dev-on-network (server.dev_on_network)")),
             (self.server.workers == 1 or bool(self.redis.url),
              "server.workers > 1 needs redis.url: workers share state through Redis"),
             (self.redis.timeout_s > 0, "redis.timeout_s must be > 0"),
@@ -266,6 +315,10 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"limits.per_address_exempt: {net!r} is not an address or "
                                   "network") from None
+        for origin in self.server.allowed_origins:
+            if web_origin(origin) is None:
+                raise ConfigError(f"server.allowed_origins: {origin!r} is not an origin "
+                                  "(scheme://host[:port], e.g. https://app.example.com)")
         for url in self.ice.stun_urls:
             if not url.startswith(("stun:", "stuns:")):
                 raise ConfigError(f"ice.stun_urls: {url!r} is not a stun: URL")

@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from signaling import protocol as p
 from signaling.cli import main
 from signaling.codes import Close
 from signaling.tokens import TokenService
@@ -240,6 +241,49 @@ async def started(*args: str, env: dict[str, str],
             await proc.wait()
 
 
+async def read_until(proc: asyncio.subprocess.Process, pattern: str,
+                     timeout: float = 20) -> re.Match[str]:
+    """Read the process's log until a line matches ``pattern``; the match."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    async with asyncio.timeout(timeout):
+        while line := (await proc.stderr.readline()).decode():
+            seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+    raise AssertionError(f"no line matching {pattern!r}; the log:\n{''.join(seen)}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_serve_on_port_0_says_the_bound_port_and_its_tap_dials_it() -> None:
+    """`serve --port 0` (documented as "any free port") said `http://127.0.0.1:0` at start and
+    its in-process tap dialled `ws://127.0.0.1:0/ws` for ever, so no room was transcribed.
+    The start-up line and the tap's URL use the port actually bound."""
+    env = clean_env(CONNVO_RTC_AUTH_SECRET=SECRET)
+    tokens = TokenService(secrets=(SECRET,))
+    async with started("--port", "0", env=env) as proc, aiohttp.ClientSession() as session:
+        port = int((await read_until(proc, r"connvo-rtc hub on http://127\.0\.0\.1:(\d+) "))[1])
+        assert port != 0
+        base = f"http://127.0.0.1:{port}"
+        await wait_healthy(session, base, proc)
+        headers = {"Authorization": f"Bearer {tokens.mint_user('host', 'host@example.com')}"}
+        api = base + "/api/run/meetings"
+        async with session.post(f"{api}/lifecycle/createMeeting", headers=headers, json={
+                "args": {"title": "port 0", "transcriptionEnabled": True}}) as resp:
+            meeting_id = (await resp.json())["value"]["meetingId"]
+        async with session.post(f"{api}/lifecycle/startMeeting", headers=headers,
+                                json={"args": {"meetingId": meeting_id}}) as resp:
+            room_id = (await resp.json())["value"]["roomInfo"]["roomId"]
+        host = await WsClient.connect(f"ws://127.0.0.1:{port}/ws")
+        try:
+            await host.join(tokens.mint_join(room_id, "host", "host")[0])
+            joined = await host.expect(p.PeerJoined, timeout=60)
+            assert joined.peer.role == "tap"
+        finally:
+            await host.aclose()
+
+
 async def test_serve_raises_a_low_open_file_limit_to_what_its_connection_limits_need() -> None:
     """A worker whose open-file limit (often 1,024) was below its connection caps ran out of
     descriptors first, and then accepted nobody, not even `/healthz`. At start the soft limit
@@ -293,3 +337,40 @@ async def test_an_idle_kept_alive_http_connection_is_closed_after_the_keepalive_
             assert rest.endswith(b'{"status": "ok"}'), rest  # the first body, then the end
         finally:
             writer.close()
+
+
+async def test_dev_mode_listens_on_loopback_only_unless_forced() -> None:
+    """Dev mode (no auth secret: `POST /api/dev/login` gives anyone a token) started on
+    `--host 0.0.0.0` without a word. It exits 1 with one line now, unless
+    `--dev-on-network` says so; any loopback address (127.x.y.z, ::1, localhost) is fine."""
+    env = clean_env()
+    code, out, err = await run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()),
+                                   "--no-tap", env=env)
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("connvo-rtc: configuration error: dev mode "), err
+    assert "--dev-on-network" in lines[0] and "0.0.0.0" in lines[0]
+    port = free_port("127.0.0.3")
+    async with started("--host", "127.0.0.3", "--port", str(port), "--no-tap",
+                       env=env) as proc, aiohttp.ClientSession() as session:
+        await wait_healthy(session, f"http://127.0.0.3:{port}", proc)
+
+
+async def test_a_redis_password_on_the_command_line_is_warned_about() -> None:
+    """`--redis redis://:PASSWORD@host` put the password in `ps` for every local user to read.
+    The URL is accepted from `CONNVO_RTC_REDIS_URL` or the config file (documented), and a
+    password given on the command line gets a one-line warning (never the password itself).
+    (Each run stops right after, on a missing JWKS file, so no Redis is needed.)"""
+    jwks = str(REPO / "no-such-jwks.json")
+    url = "redis://:hunter2-secret@127.0.0.1:1/0"
+    env = clean_env(CONNVO_RTC_AUTH_SECRET=SECRET)
+    (code, _, err), (env_code, _, env_err) = await asyncio.gather(
+        run_cli("serve", "--port", str(free_port()), "--no-tap", "--jwks", jwks,
+                "--redis", url, env=env),
+        run_cli("serve", "--port", str(free_port()), "--no-tap", "--jwks", jwks,
+                env={**env, "CONNVO_RTC_REDIS_URL": url}))
+    warnings = [line for line in err.splitlines() if "--redis carries a password" in line]
+    assert code == 1 and len(warnings) == 1, err
+    assert "CONNVO_RTC_REDIS_URL" in warnings[0]
+    assert env_code == 1 and "password" not in env_err, env_err
+    assert "hunter2" not in err + env_err

@@ -1,7 +1,7 @@
-"""Who may hold a connection to the hub (issue 13, item 2): every TCP connection counted from
-accept, a deadline for the request head, caps in total and per address, refusals counted and
-logged at a bounded rate. Real sockets against a real hub; the "other" client address is
-127.0.0.2 (all of 127/8 is loopback on Linux)."""
+"""Who may hold a connection to the hub (issue 13, items 2 and 11): every TCP connection counted
+from accept, a deadline for the request head, caps in total and per address, refusals counted
+and logged at a bounded rate, and the websocket ``Origin`` allow-list. Real sockets against a
+real hub; the "other" client address is 127.0.0.2 (all of 127/8 is loopback on Linux)."""
 
 from __future__ import annotations
 
@@ -339,3 +339,46 @@ def test_ipv6_clients_are_counted_by_their_64() -> None:
     assert gate.admit(Conn(), "2001:db8::1") is None
     assert gate.admit(Conn(), "2001:db8::2") is Refusal.PER_ADDRESS
 
+
+# ------------------------------------------------------------------ the Origin allow-list
+
+
+async def test_websocket_upgrades_from_origins_not_allowed_are_403_on_both_paths() -> None:
+    """Any web page could open a websocket to the hub in its visitor's browser (the hub never
+    looked at `Origin`). With `server.allowed_origins` set, an upgrade from another origin is
+    HTTP 403, as the first request of a connection and on a kept-alive one (a proxy's
+    upstream); a listed origin, or none at all (not a browser), is let through."""
+    hub = await start_hub(test_settings(server={
+        "allowed_origins": ["https://app.example.com", "http://localhost:3000"]}))
+    port = port_of(hub)
+    try:
+        for origin, status in (("https://evil.example", 403), ("null", 403),
+                               ("https://app.example.com", 101),
+                               ("HTTPS://APP.EXAMPLE.COM:443", 101), (None, 101),
+                               ("http://localhost:3000", 101)):
+            first = await Raw.open(hub)
+            first.writer.write(upgrade(port, origin))
+            answer = await asyncio.wait_for(first.reader.readuntil(b"\r\n\r\n"), 5)
+            assert answer.startswith(f"HTTP/1.1 {status} ".encode()), (origin, answer)
+            first.close()
+
+            kept = await Raw.open(hub)
+            kept.writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+                              .encode())
+            head = await asyncio.wait_for(kept.reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE)
+            assert length is not None
+            await kept.reader.readexactly(int(length[1]))
+            kept.writer.write(upgrade(port, origin))
+            answer = await asyncio.wait_for(kept.reader.readuntil(b"\r\n\r\n"), 5)
+            assert answer.startswith(f"HTTP/1.1 {status} ".encode()), ("kept", origin, answer)
+            kept.close()
+        async with aiohttp.ClientSession() as session:  # a real client library, both ways
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await session.ws_connect(hub.ws_url, origin="https://evil.example")
+            assert info.value.status == 403
+            ws = await session.ws_connect(hub.ws_url, origin="https://app.example.com")
+            await ws.close()
+    finally:
+        await hub.aclose()

@@ -200,17 +200,54 @@ def test_documented_config_covers_every_key() -> None:
     assert settings.dev_mode  # the example ships without secrets
 
 
-def test_connection_limits_are_checked() -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost",
+                                  "::ffff:127.0.0.1"])
+def test_dev_mode_may_listen_on_any_loopback_address(host: str) -> None:
+    settings = load_settings(None, env={}, overrides={"server": {"host": host}})
+    assert settings.dev_mode and settings.server.host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "192.168.1.20", "rtc.example.com"])
+def test_dev_mode_refuses_a_network_address_unless_forced(host: str) -> None:
+    """Dev mode (no auth secret: anyone can get a token) started on 0.0.0.0 without a word.
+    It is a configuration error now, unless ``server.dev_on_network`` (--dev-on-network)."""
+    with pytest.raises(ConfigError, match="dev mode .* listens on loopback only") as info:
+        load_settings(None, env={}, overrides={"server": {"host": host}})
+    assert "--dev-on-network" in str(info.value)
+    forced = load_settings(None, env={"CONNVO_RTC_SERVER_DEV_ON_NETWORK": "1"},
+                           overrides={"server": {"host": host}})
+    assert forced.dev_mode and forced.server.dev_on_network
+    with_secret = load_settings(None, env={"CONNVO_RTC_AUTH_SECRET": SECRET_A},
+                                overrides={"server": {"host": host}})
+    assert not with_secret.dev_mode
+
+
+def test_the_redis_url_comes_from_the_environment() -> None:
+    """A password in ``--redis`` shows in ``ps``; ``CONNVO_RTC_REDIS_URL`` keeps it out."""
+    url = "rediss://hub:s3cret@redis.internal:6380/0"
+    settings = load_settings(None, env={"CONNVO_RTC_AUTH_SECRET": SECRET_A,
+                                        "CONNVO_RTC_REDIS_URL": url})
+    assert settings.redis.url == url
+
+
+def test_connection_limits_and_origins_are_checked() -> None:
     base = {"auth": {"secrets": SECRET_A}}
     settings = load_settings(None, env={"CONNVO_RTC_LIMITS_PER_ADDRESS_EXEMPT": "10.0.0.0/8,"
-                                        "2001:db8::/48"}, overrides=base)
+                                        "2001:db8::/48", "CONNVO_RTC_SERVER_ALLOWED_ORIGINS":
+                                        "https://app.example.com,http://localhost:3000"},
+                             overrides=base)
     assert settings.limits.per_address_exempt == ("10.0.0.0/8", "2001:db8::/48")
+    assert settings.server.allowed_origins == ("https://app.example.com", "http://localhost:3000")
     for section, values, message in (
             ("limits", {"per_address_exempt": "10.0.0.0/33"}, "limits.per_address_exempt"),
             ("limits", {"max_connections_per_address": -1}, "max_connections_per_address"),
             ("limits", {"request_head_timeout_s": 0}, "request_head_timeout_s"),
             ("limits", {"connection_headroom": 0}, "connection_headroom"),
-            ("limits", {"keepalive_timeout_s": 0}, "keepalive_timeout_s")):
+            ("limits", {"keepalive_timeout_s": 0}, "keepalive_timeout_s"),
+            ("server", {"allowed_origins": "app.example.com"}, "server.allowed_origins"),
+            ("server", {"allowed_origins": "https://app.example.com/path"},
+             "server.allowed_origins"),
+            ("server", {"port": 0, "workers": 2}, "server.port 0")):
         with pytest.raises(ConfigError, match=message):
             load_settings(None, env={"CONNVO_RTC_REDIS_URL": "redis://r:6379/0"},
                           overrides={**base, section: values})
