@@ -4,14 +4,15 @@
 ``{"status": "success", "errorMessage": "", "errorData": {}, "value": ...}`` and failure is the
 ``FailedResponse`` envelope ``{"status": "error", "errorMessage", "errorData": {"code", ...}}``
 with HTTP 400/401/403/404/409/429/503 (500 only for bugs). Argument objects are validated by the
-structs below before any handler runs.
+structs below before any handler runs; the served OpenAPI spec (:mod:`signaling.openapi`) states
+their limits by reading the same structs.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from aiohttp import web
@@ -22,14 +23,23 @@ from .meetings import MeetingService, user_id_for_email
 from .metrics import Metrics
 from .ratelimit import KeyedBuckets
 from .settings import Settings
+from .store import CURSOR_PATTERN
 from .tokens import TokenService, UserIdentity, normalize_email
 
 logger = logging.getLogger(__name__)
 
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Email = Annotated[str, msgspec.Meta(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]
+# Patterns mean the same to msgspec (Python's ``re.search``) and to the served spec's readers
+# (JSON Schema: ECMA-262, also searched), so the spec states exactly what is enforced.
+# ``$(?![\s\S])`` is the end of the string: Python's ``$`` alone also matches before a final
+# newline (``"meeting_1\n"`` passed as an id). Whitespace is spelled out because ``\s`` is not
+# the same set in the two dialects: this is the union of both.
+_WS = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_END = r"$(?![\s\S])"
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+" + _END)]
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=f"^[^@{_WS}]+@[^@{_WS}]+{_END}")]
+#: At least one character that is not whitespace.
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=f"[^{_WS}]")]
 Positive = Annotated[float, msgspec.Meta(ge=0, le=1e13)]
 # The seeds type counts as JSON ``number``: 8 and 8.0 are both valid, 8.5 is not.
 Count = Annotated[float, msgspec.Meta(ge=1, le=1000, multiple_of=1)]
@@ -37,7 +47,12 @@ Seconds = Annotated[float, msgspec.Meta(ge=60, le=1e9, multiple_of=1)]
 
 
 class _Args(msgspec.Struct, rename="camel", frozen=True):
-    pass
+    """An endpoint's arguments. An optional argument is given with a value or left out (as the
+    seeds' Convex validators have it); ``null`` is refused, so ``None`` here means absent."""
+
+    #: Fields of which exactly one must be given (checked before the handler runs; the spec
+    #: states it as ``oneOf``).
+    exactly_one: ClassVar[tuple[str, ...]] = ()
 
 
 class CreateMeetingArgs(_Args, frozen=True):
@@ -71,6 +86,7 @@ class JoinTokenArgs(_Args, frozen=True):
 
 
 class RemoveParticipantArgs(_Args, frozen=True):
+    exactly_one = ("user_id", "peer_id")
     meeting_id: Id
     user_id: Id | None = None
     peer_id: Id | None = None
@@ -78,7 +94,7 @@ class RemoveParticipantArgs(_Args, frozen=True):
 
 class TranscriptArgs(_Args, frozen=True):
     meeting_id: Id
-    cursor: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    cursor: Annotated[str, msgspec.Meta(max_length=37, pattern=f"^({CURSOR_PATTERN})?{_END}")] = ""
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
 
 
@@ -109,6 +125,58 @@ class MethodNotAllowed(HubError):
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
+
+
+RUN = "/api/run/meetings"
+#: The argument struct of every endpoint (the served spec is derived from these too).
+ARGS: dict[str, type[_Args]] = {
+    f"{RUN}/lifecycle/createMeeting": CreateMeetingArgs,
+    f"{RUN}/lifecycle/startMeeting": MeetingArgs,
+    f"{RUN}/lifecycle/endMeeting": MeetingArgs,
+    f"{RUN}/webrtc/index/initializeWebRTCRoom": InitializeRoomArgs,
+    f"{RUN}/queries/getMeeting": MeetingArgs,
+    f"{RUN}/webrtc/index/createJoinToken": JoinTokenArgs,
+    f"{RUN}/webrtc/index/removeParticipant": RemoveParticipantArgs,
+    f"{RUN}/webrtc/index/getIceServers": NoArgs,
+    f"{RUN}/transcripts/getTranscript": TranscriptArgs,
+}
+#: Dev mode only (``auth.dev_login``); not in the served spec.
+DEV_ARGS: dict[str, type[_Args]] = {
+    "/api/dev/login": DevLoginArgs,
+    "/api/dev/createInvite": DevInviteArgs,
+    "/api/dev/joinByInvite": DevJoinArgs,
+}
+
+
+def configured_limits(settings: Settings) -> dict[str, float]:
+    """Upper bounds that are settings rather than constants of the structs, by ``endpoint
+    path/argument``: checked with the structs' limits, stated in the served spec."""
+    return {f"{RUN}/webrtc/index/createJoinToken/ttlSeconds": settings.auth.max_token_ttl_s}
+
+
+def decode_args(raw: dict[str, Any], args_type: type[_Args],
+                maximum: dict[str, float] | None = None) -> Any:
+    """``raw`` as ``args_type``, or :class:`BadRequest` ``invalid-args``: a value out of its
+    limits (the struct's, and ``maximum``: argument -> highest value), a ``null`` argument, or
+    not exactly one of ``args_type.exactly_one``."""
+    wire = {f.name: f.encode_name for f in msgspec.structs.fields(args_type)}
+    for name in wire.values():
+        if name in raw and raw[name] is None:
+            raise BadRequest(f"invalid args: {name} is null; leave it out instead",
+                             code=ErrorCode.INVALID_ARGS)
+    try:
+        args = msgspec.convert(raw, args_type)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid args: {exc}", code=ErrorCode.INVALID_ARGS) from None
+    for name, highest in (maximum or {}).items():
+        if raw.get(name, 0) > highest:  # a number: the struct has checked the type
+            raise BadRequest(f"invalid args: {name} must be <= {highest:g}",
+                             code=ErrorCode.INVALID_ARGS)
+    names = args_type.exactly_one
+    if names and sum(getattr(args, name) is not None for name in names) != 1:
+        raise BadRequest(f"invalid args: give exactly one of "
+                         f"{' or '.join(wire[n] for n in names)}", code=ErrorCode.INVALID_ARGS)
+    return args
 
 
 #: (caller — None only on unauthenticated endpoints, args, request) -> value
@@ -142,34 +210,32 @@ class Api:
 
     def routes(self) -> list[web.RouteDef]:
         s = self.service
-        run = "/api/run/meetings"
-        endpoints: list[tuple[str, type[_Args], Handler, bool]] = [
-            (f"{run}/lifecycle/createMeeting", CreateMeetingArgs,
-             lambda c, a, r: s.create_meeting(c, a), True),
-            (f"{run}/lifecycle/startMeeting", MeetingArgs,
+        handlers: list[tuple[str, Handler, bool]] = [
+            (f"{RUN}/lifecycle/createMeeting", lambda c, a, r: s.create_meeting(c, a), True),
+            (f"{RUN}/lifecycle/startMeeting",
              lambda c, a, r: s.start_meeting(c, a.meeting_id), True),
-            (f"{run}/lifecycle/endMeeting", MeetingArgs,
-             lambda c, a, r: s.end_meeting(c, a.meeting_id), True),
-            (f"{run}/webrtc/index/initializeWebRTCRoom", InitializeRoomArgs,
+            (f"{RUN}/lifecycle/endMeeting", lambda c, a, r: s.end_meeting(c, a.meeting_id), True),
+            (f"{RUN}/webrtc/index/initializeWebRTCRoom",
              lambda c, a, r: s.initialize_room(c, a.meeting_id, _int(a.max_participants)),
              True),
-            (f"{run}/queries/getMeeting", MeetingArgs,
-             lambda c, a, r: s.get_meeting(c, a.meeting_id), True),
-            (f"{run}/webrtc/index/createJoinToken", JoinTokenArgs,
+            (f"{RUN}/queries/getMeeting", lambda c, a, r: s.get_meeting(c, a.meeting_id), True),
+            (f"{RUN}/webrtc/index/createJoinToken",
              lambda c, a, r: s.create_join_token(c, a.meeting_id, a.role, self.ws_url(r),
                                                  _int(a.ttl_seconds)), True),
-            (f"{run}/webrtc/index/removeParticipant", RemoveParticipantArgs, self._remove, True),
-            (f"{run}/webrtc/index/getIceServers", NoArgs, self._ice, True),
-            (f"{run}/transcripts/getTranscript", TranscriptArgs,
+            (f"{RUN}/webrtc/index/removeParticipant", self._remove, True),
+            (f"{RUN}/webrtc/index/getIceServers", self._ice, True),
+            (f"{RUN}/transcripts/getTranscript",
              lambda c, a, r: s.get_transcript(c, a.meeting_id, a.cursor, a.limit), True),
         ]
         if self.settings.auth.dev_login:
             # Dev mode only: the demo page's invite links (see MeetingService.create_invite).
-            endpoints += [
-                ("/api/dev/login", DevLoginArgs, self._dev_login, False),
-                ("/api/dev/createInvite", DevInviteArgs, self._create_invite, True),
-                ("/api/dev/joinByInvite", DevJoinArgs, self._join_by_invite, True),
+            handlers += [
+                ("/api/dev/login", self._dev_login, False),
+                ("/api/dev/createInvite", self._create_invite, True),
+                ("/api/dev/joinByInvite", self._join_by_invite, True),
             ]
+        endpoints = [(path, ARGS.get(path) or DEV_ARGS[path], handler, auth)
+                     for path, handler, auth in handlers]
         known = {path for path, *_ in endpoints}
 
         async def no_endpoint(request: web.Request) -> web.Response:
@@ -193,8 +259,6 @@ class Api:
         return f"{scheme}://{request.host}/ws"
 
     async def _remove(self, caller: UserIdentity | None, args: Any, _: web.Request) -> Any:
-        if (args.user_id is None) == (args.peer_id is None):
-            raise BadRequest("give exactly one of userId or peerId")
         assert caller is not None  # auth=True endpoints always have a caller
         return await self.service.remove_participant(caller, args.meeting_id,
                                                      user_id=args.user_id, peer_id=args.peer_id)
@@ -221,8 +285,10 @@ class Api:
 
     def _wrap(self, path: str, args_type: type[_Args], handler: Handler, auth: bool) -> Any:
         endpoint = path.rsplit("/", 1)[-1]
+        maximum = {key.rsplit("/", 1)[1]: value
+                   for key, value in configured_limits(self.settings).items()
+                   if key.rsplit("/", 1)[0] == path}
         decoder = msgspec.json.Decoder(dict[str, Any])
-        args_decoder = msgspec.convert
 
         async def view(request: web.Request) -> web.Response:
             try:
@@ -239,10 +305,7 @@ class Api:
                 raw = body.get("args", None)
                 if not isinstance(raw, dict):
                     raise BadRequest("request body must be {\"args\": {...}}")
-                try:
-                    args = args_decoder(raw, args_type)
-                except msgspec.ValidationError as exc:
-                    raise BadRequest(f"invalid args: {exc}", code=ErrorCode.INVALID_ARGS) from None
+                args = decode_args(raw, args_type, maximum)
                 value = await handler(caller, args, request)
                 response = success(value)
             except HubError as exc:

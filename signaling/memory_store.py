@@ -17,6 +17,7 @@ after its deadline but before the sweep reached it is dropped on the spot, as Re
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from .codes import ErrorCode, meeting_state_code
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull
 from .protocol import MediaState
 from .store import (
+    CURSOR_PATTERN,
     DEFAULT_KEY_TTL_S,
     OPEN_STATES,
     Admission,
@@ -40,6 +42,7 @@ from .store import (
     quota_refusal,
 )
 
+_CURSOR = re.compile(CURSOR_PATTERN, re.ASCII)
 #: Most meetings one call drops; the rest go on the next calls (a burst of expiries never
 #: stalls a single request).
 SWEEP_BATCH = 64
@@ -317,9 +320,10 @@ class MemoryStore:
                        ) -> tuple[list[Segment], str]:
         self._sweep(meeting_id)
         stored = self._segments.get(meeting_id, [])
-        if after and not (after.isascii() and after.isdigit() and len(after) <= 18):
+        if after and not _CURSOR.fullmatch(after):
             raise BadRequest("invalid cursor", code=ErrorCode.INVALID_CURSOR)
-        start = int(after) if after else 0
+        # Ours are "<position>"; the "-<n>" of Redis' syntax is accepted and means nothing here.
+        start = int(after.partition("-")[0]) if after else 0
         page = stored[start:start + limit]
         end = start + len(page)
         return page, str(end) if end < len(stored) else ""

@@ -43,6 +43,7 @@ from .codes import ErrorCode, meeting_state_code
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, RoomFull, Unavailable
 from .protocol import MediaState
 from .store import (
+    CURSOR_PATTERN,
     DEFAULT_KEY_TTL_S,
     OPEN_STATES,
     Admission,
@@ -58,7 +59,7 @@ from .store import (
 logger = logging.getLogger(__name__)
 
 #: A transcript cursor: a stream entry id (``<ms>-<seq>``, ASCII digits only).
-_CURSOR = re.compile(r"[0-9]{1,18}(-[0-9]{1,18})?", re.ASCII)
+_CURSOR = re.compile(CURSOR_PATTERN, re.ASCII)
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -19,6 +19,10 @@ from .protocol import MESH_LIMIT, Features, MediaState, PeerInfo
 MeetingState = Literal["scheduled", "active", "concluded", "cancelled"]
 Presence = Literal["invited", "joined", "left"]
 
+#: The syntax of a transcript cursor, the same for every store (what it means is the store's: a
+#: Redis stream entry id ``<ms>-<seq>``, a position in memory). ASCII digits only.
+CURSOR_PATTERN = r"[0-9]{1,18}(-[0-9]{1,18})?"
+
 #: States in which a meeting counts towards its organizer's quota of open meetings.
 OPEN_STATES: tuple[MeetingState, ...] = ("scheduled", "active")
 

@@ -223,10 +223,13 @@ CASES = [
     Case("role-unknown", "createJoinToken", {**M, "role": "admin"}, 400, "invalid-args"),
     Case("role-tap-refused", "createJoinToken", {**M, "role": "tap"}, 400, "invalid-args"),
     Case("ttl-too-short", "createJoinToken", {**M, "ttlSeconds": 5}, 400, "invalid-args"),
-    Case("ttl-above-max", "createJoinToken", {**M, "ttlSeconds": 86_401}, 400, "bad-request"),
-    Case("remove-neither", "removeParticipant", M, 400, "bad-request"),
+    # Limits the spec states are argument limits: invalid-args, before the meeting is looked up.
+    Case("ttl-above-max", "createJoinToken", {**M, "ttlSeconds": 86_401}, 400, "invalid-args"),
+    Case("remove-neither", "removeParticipant", M, 400, "invalid-args"),
     Case("remove-both", "removeParticipant", {**M, "userId": "bob", "peerId": "p_x"}, 400,
-         "bad-request"),
+         "invalid-args"),
+    Case("null-arg", "removeParticipant", {**M, "userId": "bob", "peerId": None}, 400,
+         "invalid-args"),
     Case("remove-self", "removeParticipant", {**M, "userId": "host"}, 400, "bad-request"),
     # 409: state
     Case("token-before-start", "createJoinToken", M, 409, "meeting-not-started",

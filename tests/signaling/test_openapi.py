@@ -1,5 +1,6 @@
-"""``GET /api/openapi.json``: a valid OpenAPI 3.0 document holding the seed paths verbatim plus
-our additions, and every answer our endpoints give validates against it."""
+"""``GET /api/openapi.json``: a valid OpenAPI 3.0 document holding the seed paths (their shapes
+kept, their limits and statuses stated) plus our additions; every answer our endpoints give
+validates against it, and it refuses exactly the arguments the server refuses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from jsonschema.exceptions import SchemaError
 from openapi_schema_validator import OAS30Validator
 
-from signaling.openapi import EXTRA, build_spec
+from signaling.api import ARGS
+from signaling.openapi import EXTRA, FAILURES, build_spec, statuses
+from signaling.settings import AuthSettings, Settings
 from signaling.testing.hub import HubHandle
 from tests.signaling.test_api_errors import fetch_spec, spec_validator
 from tests.signaling.test_api_seeds import SEEDS, operation, seed
@@ -51,16 +54,43 @@ def schemas_in(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def validate_answer(spec: dict[str, Any], path: str, status: int, body: Any) -> None:
-    """``body`` matches what ``spec`` documents for ``path`` and ``status``. Seed paths document
-    only 200/400/500; their other failures are checked against FailedResponse."""
+    """``body`` matches what ``spec`` documents for ``path`` and ``status``, which it lists."""
     responses = spec["paths"][path]["post"]["responses"]
-    if str(status) in responses:
-        ref = responses[str(status)]["content"]["application/json"]["schema"]["$ref"]
-    else:
-        assert path in SEED_PATHS, f"{path} answers {status}, which the spec does not list"
-        ref = "#/components/schemas/FailedResponse"
+    assert str(status) in responses, f"{path} answers {status}, which the spec does not list"
+    ref = responses[str(status)]["content"]["application/json"]["schema"]["$ref"]
     errors = [e.message for e in spec_validator(spec, ref.rsplit("/", 1)[1]).iter_errors(body)]
     assert not errors, (path, status, errors, body)
+
+
+def request_errors(spec: dict[str, Any], path: str, args: Any) -> list[str]:
+    """Why the spec refuses ``{"args": args}`` for ``path`` (empty: it accepts it)."""
+    ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    name = ref["$ref"].rsplit("/", 1)[1]
+    return [e.message for e in spec_validator(spec, name).iter_errors({"args": args})]
+
+
+def assert_narrows(seed: Any, ours: Any, where: str = "") -> None:
+    """``ours`` is ``seed`` with constraints added: each of the seed's keywords is there with
+    its value (properties and items compared the same way, ``required`` may grow, a ``number``
+    may become an ``integer``), and nothing the seed allows is widened."""
+    if not isinstance(seed, dict):
+        assert ours == seed, where
+        return
+    assert isinstance(ours, dict), where
+    assert "nullable" not in ours or "nullable" in seed, where
+    for key, value in seed.items():
+        assert key in ours, f"{where}/{key} dropped"
+        if key == "properties":
+            for name, prop in value.items():
+                assert_narrows(prop, ours[key].get(name), f"{where}/{name}")
+        elif key == "items":
+            assert_narrows(value, ours[key], f"{where}/items")
+        elif key == "required":
+            assert set(value) <= set(ours[key]), where
+        elif key == "type" and value == "number":
+            assert ours[key] in ("number", "integer"), where
+        else:
+            assert ours[key] == value, f"{where}/{key}"
 
 
 SEED_PATHS = {operation(seed(name))[0] for name in SEEDS}
@@ -116,14 +146,23 @@ def test_spec_structure() -> None:
 
 
 @pytest.mark.parametrize("name", SEEDS)
-def test_seed_paths_and_schemas_verbatim(name: str) -> None:
+def test_seed_paths_and_schemas_kept(name: str) -> None:
+    """The seeds' operations and response shapes are served verbatim; their request schemas
+    are only narrowed (our limits), and their responses only gain the statuses we answer."""
     spec, doc = build_spec(), seed(name)
-    path, _ = operation(doc)
-    assert spec["paths"][path] == doc["paths"][path]
+    path, seed_op = operation(doc)
+    ours = spec["paths"][path]["post"]
+    assert {k: v for k, v in ours.items() if k != "responses"} == \
+        {k: v for k, v in seed_op.items() if k != "responses"}
+    for status, response in seed_op["responses"].items():
+        assert ours["responses"][status] == response, status
+    assert set(ours["responses"]) == set(seed_op["responses"]) | {str(s) for s in statuses(path)}
     for key, schema in doc["components"]["schemas"].items():
         if key == "FailedResponse":
             # ours is the seed's (any object) narrowed to what we send
             assert spec["components"]["schemas"][key]["type"] == schema["type"] == "object"
+        elif key.startswith("Request_"):
+            assert_narrows(schema, spec["components"]["schemas"][key], key)
         else:
             assert spec["components"]["schemas"][key] == schema, key
 
@@ -134,9 +173,14 @@ def test_our_additions_are_documented() -> None:
     assert {p.rsplit("/", 1)[1] for p in EXTRA} == {"createJoinToken", "endMeeting",
                                                     "removeParticipant", "getIceServers",
                                                     "getTranscript"}
-    for path in EXTRA:
+    for path in spec["paths"]:
         responses = spec["paths"][path]["post"]["responses"]
-        assert {"200", "400", "401", "403", "404", "409", "429"} <= set(responses)
+        assert {"200", "400", "401", "429", "503"} <= set(responses), path
+        seeded = next((operation(seed(n))[1]["responses"] for n in SEEDS
+                       if operation(seed(n))[0] == path), {})
+        for status in statuses(path):
+            if str(status) not in seeded:  # the seeds' own 400 keeps its words
+                assert responses[str(status)]["description"] == FAILURES[status]
     failed = spec["components"]["schemas"]["FailedResponse"]
     assert set(failed["required"]) == {"status", "errorMessage", "errorData"}
     assert failed["properties"]["errorData"]["required"] == ["code"]
@@ -203,3 +247,72 @@ async def test_every_answer_matches_the_spec(hub: HubHandle) -> None:
     assert {("removeParticipant", s) for s in (200, 400, 403, 404, 409)} <= seen
     assert {("endMeeting", 200), ("endMeeting", 403), ("getIceServers", 200),
             ("getIceServers", 401)} <= seen
+
+
+# ---------------------------------------------------------------------- limits: spec == server
+
+M = "meeting_0123abcd"
+#: (endpoint, args, refused?) — what schemathesis found the spec allowing and the server
+#: refusing, what it would have found next, and their accepted neighbours.
+LIMITS = [
+    ("lifecycle/createMeeting", {"title": ""}, True),
+    ("lifecycle/createMeeting", {"title": " \t\u3000\ufeff\x1c"}, True),  # whitespace only
+    ("lifecycle/createMeeting", {"title": "x" * 201}, True),
+    ("lifecycle/createMeeting", {"title": " standup "}, False),
+    ("lifecycle/createMeeting", {"title": "t", "description": None}, True),  # null: leave out
+    ("lifecycle/createMeeting", {"title": "t", "maxParticipants": 4.5}, True),
+    ("lifecycle/createMeeting", {"title": "t", "maxParticipants": 4.0}, False),
+    ("lifecycle/createMeeting", {"title": "t", "duration": 0}, True),
+    ("lifecycle/createMeeting", {"title": "t", "participantEmails": ["a@b\n"]}, True),
+    ("lifecycle/createMeeting", {"title": "t", "participantEmails": ["a\x1c@b"]}, True),
+    ("lifecycle/createMeeting", {"title": "t", "participantEmails": ["k\u00e5te@b"]}, False),
+    ("lifecycle/createMeeting", {"title": "t", "participantEmails": ["a@b"] * 101}, True),
+    ("queries/getMeeting", {"meetingId": ""}, True),
+    ("queries/getMeeting", {"meetingId": M + "\n"}, True),  # Python's $ took a final newline
+    ("queries/getMeeting", {"meetingId": "m" * 65}, True),
+    ("queries/getMeeting", {"meetingId": M}, False),
+    ("webrtc/index/initializeWebRTCRoom", {"meetingId": M, "maxParticipants": 0}, True),
+    ("webrtc/index/createJoinToken", {"meetingId": M, "ttlSeconds": 0}, True),
+    ("webrtc/index/createJoinToken", {"meetingId": M, "ttlSeconds": 59}, True),
+    ("webrtc/index/createJoinToken", {"meetingId": M, "ttlSeconds": 86_401}, True),
+    ("webrtc/index/createJoinToken", {"meetingId": M, "ttlSeconds": 86_400}, False),
+    ("webrtc/index/createJoinToken", {"meetingId": M, "role": "tap"}, True),
+    ("webrtc/index/removeParticipant", {"meetingId": M, "peerId": ""}, True),
+    ("webrtc/index/removeParticipant", {"meetingId": M}, True),  # exactly one of userId, peerId
+    ("webrtc/index/removeParticipant", {"meetingId": M, "userId": "u", "peerId": "p"}, True),
+    ("webrtc/index/removeParticipant", {"meetingId": M, "userId": "u", "peerId": None}, True),
+    ("webrtc/index/removeParticipant", {"meetingId": M, "peerId": "p_1"}, False),
+    ("transcripts/getTranscript", {"meetingId": M, "cursor": "abc"}, True),
+    ("transcripts/getTranscript", {"meetingId": M, "cursor": "12-3"}, False),
+    ("transcripts/getTranscript", {"meetingId": M, "limit": 501}, True),
+    ("transcripts/getTranscript", {"meetingId": M, "limit": 2.5}, True),
+    ("webrtc/index/getIceServers", {"anything": None}, False),  # unknown arguments are ignored
+]
+
+
+@pytest.mark.parametrize(("endpoint", "args", "refused"), LIMITS)
+async def test_the_spec_refuses_exactly_what_the_server_refuses(
+        hub: HubHandle, endpoint: str, args: dict[str, Any], refused: bool) -> None:
+    """schemathesis found the server refusing arguments the spec allowed (an empty title,
+    `ttlSeconds: 0`, an empty `peerId`, `maxParticipants: 0`): its limits were not in the
+    spec. They are derived from the structs that enforce them now, with patterns that mean
+    the same in Python and ECMA-262, and the spec and the server agree on every case."""
+    spec = build_spec(hub.settings)
+    errors = request_errors(spec, RUN + endpoint, args)
+    status, body = await hub.call(endpoint, args)
+    server_refused = status == 400 and body["errorData"]["code"] == "invalid-args"
+    assert bool(errors) is refused, errors
+    assert server_refused is refused, (status, body)
+
+
+def test_configured_limits_are_in_the_spec() -> None:
+    """The longest join token is a setting: the spec states the deployment's, not a constant."""
+    settings = Settings(auth=AuthSettings(max_token_ttl_s=600))
+    ttl = build_spec(settings)["components"]["schemas"]["Request_createJoinToken"]
+    assert ttl["properties"]["args"]["properties"]["ttlSeconds"]["maximum"] == 600
+    assert build_spec()["components"]["schemas"]["Request_createJoinToken"]["properties"][
+        "args"]["properties"]["ttlSeconds"]["maximum"] == 86_400
+
+
+def test_every_endpoint_has_its_struct() -> None:
+    assert set(build_spec()["paths"]) == set(ARGS)
