@@ -49,7 +49,8 @@ from signaling.testing.ports import free_port
 
 SECRET = "bench-bots-secret-0123456789abcdef-0123456789"
 HUB_ENV = {"CONNVO_RTC_AUTH_SECRET": SECRET, "CONNVO_RTC_TAP_ENABLED": "false",
-           "CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "1000", "CONNVO_RTC_LOG_LEVEL": "WARNING"}
+           "CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "1000", "CONNVO_RTC_LOG_LEVEL": "WARNING",
+           "CONNVO_RTC_LIMITS_MAX_OPEN_MEETINGS_PER_USER": "0"}
 PROFILES = (("naive aiortc", "naive"), ("cheap bots", "cheap"))
 MIN_DELIVERY_PCT = 95.0
 

@@ -47,7 +47,8 @@ from signaling.testing.redis_server import run_redis
 ENV = {"CONNVO_RTC_LIMITS_API_REQUESTS_PER_SECOND": "100000",
        "CONNVO_RTC_LIMITS_MESSAGES_PER_SECOND": "100000",
        "CONNVO_RTC_LIMITS_MESSAGE_BURST": "100000", "CONNVO_RTC_LOG_LEVEL": "WARNING",
-       "CONNVO_RTC_TAP_ENABLED": "false"}
+       "CONNVO_RTC_TAP_ENABLED": "false",
+       "CONNVO_RTC_LIMITS_MAX_OPEN_MEETINGS_PER_USER": "0"}  # every room: one organizer
 
 
 def pct(values: list[float], q: float) -> float:

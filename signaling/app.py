@@ -110,7 +110,7 @@ def create_app(
         store = RedisStore(redis_client, key_ttl_s=settings.redis.key_ttl_s)
         bus = RedisBus(redis_client, cluster=cluster,
                        linger_s=settings.redis.bus_linger_ms / 1000)
-    store = store if store is not None else MemoryStore()
+    store = store if store is not None else MemoryStore(key_ttl_s=settings.redis.key_ttl_s)
     bus = bus if bus is not None else MemoryBus()
     metrics = Metrics()
     ice_servers_for = make_ice_servers_for(settings)
@@ -207,7 +207,7 @@ def create_app(
                             headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def openapi_view(_: web.Request) -> web.Response:
-        return web.json_response(build_spec())
+        return web.json_response(build_spec(settings))
 
     app.router.add_get("/ws", upgrade_handler(hub))
     app.router.add_get("/healthz", healthz)

@@ -34,6 +34,9 @@ from .config import LoadTestConfig
 
 logger = logging.getLogger(__name__)
 
+#: Rooms created by one organizer (under a hub's default quota of 50 open meetings per user).
+ROOMS_PER_ORGANIZER = 40
+
 API_PREFIX = "/api/run/meetings"
 
 
@@ -129,22 +132,31 @@ async def provision_rooms(config: LoadTestConfig, *, run_id: str | None = None,
     retried API answers. Runs up to ``config.api_concurrency`` requests at once."""
     run_id = run_id or secrets.token_hex(3)
     minter = TokenService(secrets=(config.secret,)) if config.secret else None
-    host_id = f"loadtest-{run_id}"
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         api = ApiClient(config.api_base, session, retry=retry)
-        if minter is not None:
-            organizer = minter.mint_user(host_id, f"{host_id}@loadtest.invalid", host_id)
-        elif config.user_token:
-            organizer = config.user_token
-        else:
-            organizer = await _dev_login(api, host_id)
+        organizers: dict[int, asyncio.Task[str]] = {}
+
+        async def organizer_of(index: int) -> str:
+            """One organizer per ROOMS_PER_ORGANIZER rooms: a hub caps each user's open
+            meetings (limits.max_open_meetings_per_user, 50 by default). A given user token
+            is one organizer for every room."""
+            if config.user_token and minter is None:
+                return config.user_token
+            group = index // ROOMS_PER_ORGANIZER
+            if group not in organizers:
+                host_id = f"loadtest-{run_id}-{group}"
+                organizers[group] = asyncio.ensure_future(
+                    _organizer(api, minter, host_id))
+            return await organizers[group]
+
         gate = asyncio.Semaphore(config.api_concurrency)
         # Tokens must outlive the run: joins happen up to ramp + settle after provisioning.
         ttl = int(config.window_end_s + 3600)
 
         async def one(index: int) -> RoomPlan:
             async with gate:
+                organizer = await organizer_of(index)
                 return await _provision_room(api, config, organizer, minter, run_id, index, ttl)
 
         started = time.monotonic()
@@ -152,6 +164,12 @@ async def provision_rooms(config: LoadTestConfig, *, run_id: str | None = None,
         logger.info("provisioned %d rooms in %.1f s (%d retried API answers)", len(plans),
                     time.monotonic() - started, api.retries)
         return list(plans), api.retries
+
+
+async def _organizer(api: ApiClient, minter: TokenService | None, host_id: str) -> str:
+    if minter is not None:
+        return minter.mint_user(host_id, f"{host_id}@loadtest.invalid", host_id)
+    return await _dev_login(api, host_id)
 
 
 async def _dev_login(api: ApiClient, host_id: str) -> str:

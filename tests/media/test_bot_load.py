@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from media.bot_load import LoadTest, LoadTestConfig, ProvisionError, Thresholds
+from media.bot_load import LoadTest, LoadTestConfig, ProvisionError, Thresholds, provision
 from media.bot_load.config import http_base_for, is_loopback_url
 from media.bot_load.plan import build_worker_plans
 from media.bot_load.progress import ProgressDisplay
@@ -171,6 +171,20 @@ async def test_provisioning_rides_out_the_api_rate_limit() -> None:
             assert {c.room_id for c in claims} == {room.room_id}
             assert [c.role for c in claims] == ["host", "participant", "participant"]
             assert len({c.user_id for c in claims}) == 3
+    finally:
+        await hub.aclose()
+
+
+async def test_provisioning_spreads_rooms_over_organizers_within_the_meeting_quota(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub caps each user's open meetings (50 by default); a load test of more rooms than
+    that as one organizer got 409 meeting-quota. Rooms are spread over organizers."""
+    monkeypatch.setattr(provision, "ROOMS_PER_ORGANIZER", 2)
+    hub = await start_hub(test_settings(limits={"max_open_meetings_per_user": 2}))
+    try:
+        config = LoadTestConfig(ws_url=hub.ws_url, secret=SECRET, rooms=5, peers_per_room=2)
+        rooms, _ = await provision_rooms(config)  # one organizer would be refused the 3rd
+        assert len({r.room_id for r in rooms}) == 5
     finally:
         await hub.aclose()
 
