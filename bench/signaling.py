@@ -119,6 +119,10 @@ async def hub_setup(name: str, redis_pid: int | None, redis_url: str | None,
                     workers: int, args: argparse.Namespace) -> AsyncIterator[Setup]:
     env = {**HUB_ENV, "CONNVO_RTC_LOG_LEVEL": args.hub_log_level}
     tree = args.baseline_tree if name.startswith(BASELINE) else None
+    if tree:  # an older tree refuses settings it does not have (they did not exist then)
+        known = (Path(tree) / "signaling" / "settings.py").read_text()
+        env = {k: v for k, v in env.items()
+               if not k.startswith("CONNVO_RTC_LIMITS_") or k[18:].lower() in known}
     procs: list[HubProcess] = [
         MemoryHub(free_port(), "", env=dict(env), tree=tree) if redis_url is None
         else HubProcess(free_port(), redis_url, env=dict(env), tree=tree)
