@@ -40,6 +40,7 @@ from .rfc6455 import WebSocketProtocol, accept_response, sweep, upgrade_key
 from .settings import ServerSettings, web_origin
 
 if TYPE_CHECKING:
+    from .connections import Connections
     from .hub import Hub
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class ClientSocket(WebSocketProtocol):
         "_join_timer",
         "_joined",
         "_paused_reading",
+        "_place",
         "_strikes",
         "_task",
         "_tracked",
@@ -96,6 +98,9 @@ class ClientSocket(WebSocketProtocol):
         self._join_timer: asyncio.TimerHandle | None = None
         self._paused_reading = False
         self._tracked = False
+        #: The connection count this socket gives its place back to when it ends (None: it was
+        #: counted by whoever held the connection before, e.g. aiohttp's kept-alive protocol).
+        self._place: Connections | None = None
 
     @property
     def label(self) -> str:
@@ -124,7 +129,14 @@ class ClientSocket(WebSocketProtocol):
         self._join_timer = asyncio.get_running_loop().call_later(
             limits.join_timeout_s, self._join_timed_out)
 
+    def hold_place(self, connections: Connections) -> None:
+        """This socket now holds the connection's place in ``connections`` (from accept)."""
+        self._place = connections
+
     def on_closed(self) -> None:
+        if self._place is not None:
+            self._place.release(self.remote)
+            self._place = None
         if self._join_timer is not None:
             self._join_timer.cancel()
             self._join_timer = None

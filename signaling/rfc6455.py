@@ -57,6 +57,12 @@ except ImportError:  # pragma: no cover - only without aiohttp's helpers
             n, "little")
 
 
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The client's IP address (``"?"`` when the transport has none, e.g. a unix socket)."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
+
 def encode_frame(opcode: int, payload: bytes) -> bytes:
     """One unfragmented, unmasked (server → client) frame."""
     n = len(payload)
@@ -204,9 +210,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.remote = str(peer[0])
+        self.remote = peer_address(transport)
 
     def data_received(self, data: bytes) -> None:
         self._idle = 0

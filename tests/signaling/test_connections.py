@@ -382,3 +382,29 @@ async def test_websocket_upgrades_from_origins_not_allowed_are_403_on_both_paths
             await ws.close()
     finally:
         await hub.aclose()
+
+
+async def test_a_websocket_gives_its_place_back_when_it_ends_on_either_upgrade_path() -> None:
+    """A websocket holds its connection's place from accept until it ends, whether the upgrade
+    was the connection's first request (the socket gives the place back itself) or came on a
+    kept-alive HTTP connection (aiohttp's protocol, which counted it, gives it back)."""
+    from tests.signaling.test_rfc6455 import RawWs, client_frame
+
+    hub = await start_hub()
+    try:
+        connections = hub.app[CONNECTIONS_KEY]
+        _, room_id = await hub.create_room(invite=("ada",))
+        before = connections.open  # the API session's kept-alive connection
+        for after_http in (0, 1):
+            sock = await RawWs.connect(port_of(hub), after_http=after_http)
+            sock.send_json({"type": "join", "token": hub.mint_token(room_id, "ada")})
+            assert isinstance(await sock.message(), p.Joined)
+            assert connections.open == before + 1
+            sock.send(client_frame(0x8, (1000).to_bytes(2, "big")))
+            assert await sock.close_code() == 1000
+            assert await sock.eof()
+            sock.close()
+            await wait_until(lambda: connections.open == before,
+                             what=f"the place given back (after {after_http} HTTP requests)")
+    finally:
+        await hub.aclose()
