@@ -20,7 +20,18 @@ from typing import Any
 
 from . import procmsg
 from .engine import Engine
-from .procmsg import Audio, Begin, End, Failed, Forget, Progress, Quit, Ready, Result
+from .procmsg import (
+    Audio,
+    Begin,
+    End,
+    Failed,
+    Forget,
+    Partials,
+    Progress,
+    Quit,
+    Ready,
+    Result,
+)
 from .transcriber import BYTES_PER_SECOND, load_object
 
 logger = logging.getLogger(__name__)
@@ -98,7 +109,8 @@ class RecogniserChild:
     read, ahead of other speakers' audio that arrived before it. So a process that has fallen
     behind (a burst of speakers, a busy machine) delivers finals after one speaker's backlog
     rather than everyone's, which is what the end-of-speech latency target needs. A process
-    that keeps up sees batches of one frame. When nothing has arrived for
+    that keeps up sees batches of one frame. While the parent says it is behind
+    (:class:`~media.tap.procmsg.Partials`), it makes no partials: finals only. When nothing has arrived for
     :data:`IDLE_AFTER_S`, the engine's optional ``idle()`` does set-up work (pocketsphinx:
     makes a spare decoder); that CPU is not counted as recognition.
     """
@@ -108,6 +120,7 @@ class RecogniserChild:
         self._engine = engine
         self._engine_idle: Callable[[], object] | None = getattr(engine, "idle", None)
         self._partial_interval_s = partial_interval_s
+        self._partials = True  # the parent turns them off while this process is behind
         self._reader = FrameReader(sock)
         self._active: dict[str, _Segment] = {}
         self._audio_total = 0.0  # seconds of audio received since the start, all streams
@@ -162,6 +175,9 @@ class RecogniserChild:
             if isinstance(message, Quit):
                 quit_ = True
                 break
+            if isinstance(message, Partials):  # at once: the audio queued so far is why
+                self._partials = message.on
+                continue
             chunks = pending.pop(message.stream, None)
             if chunks:  # the stream's earlier audio goes before its begin/end/forget
                 self._audio(message.stream, b"".join(chunks))
@@ -207,7 +223,7 @@ class RecogniserChild:
         self._engine.accept(stream, pcm)
         segment.audio_s += seconds
         segment.since_partial_s += seconds
-        if 0 < self._partial_interval_s <= segment.since_partial_s:
+        if self._partials and 0 < self._partial_interval_s <= segment.since_partial_s:
             segment.since_partial_s = 0.0
             text = self._engine.partial(stream)
             if text and text != segment.last_partial:

@@ -8,8 +8,8 @@ tuples it replaced and encodes and decodes as fast (measured: ~0.5 us to frame a
 message, ~0.15 us to decode one), but named and type-checked in the code.
 
 Parent -> child (:data:`ToChild`): :class:`Begin`, :class:`Audio`, :class:`End`,
-:class:`Forget`, :class:`Quit`. Child -> parent (:data:`ToParent`): :class:`Ready`,
-:class:`Result`, :class:`Failed`, :class:`Progress`.
+:class:`Forget`, :class:`Partials`, :class:`Quit`. Child -> parent (:data:`ToParent`):
+:class:`Ready`, :class:`Result`, :class:`Failed`, :class:`Progress`.
 
 :func:`frame` encodes; :func:`decode_to_child` and :func:`decode_to_parent` decode one body
 and raise :class:`~media.errors.RecogniserProtocolError` on anything that is not a valid
@@ -71,7 +71,14 @@ class Quit(_Message, tag="quit", frozen=True):
     """Stop: close the engine and exit."""
 
 
-ToChild = Begin | Audio | End | Forget | Quit
+class Partials(_Message, tag="partials", frozen=True):
+    """Make partial results (``on``) or not: the first thing a process that has fallen behind
+    gives up (finals are unchanged), and taken back once it has caught up."""
+
+    on: bool
+
+
+ToChild = Begin | Audio | End | Forget | Quit | Partials
 
 
 # --------------------------------------------------------------------------- child -> parent

@@ -10,15 +10,22 @@ process; decoding never happens there. Inside each process a
 - **Stream affinity.** A stream is pinned to one process for its life (the least loaded when
   it opens), so a speaker's partials and final come from one decoder and the engine can keep
   the speaker's adaptation state (pocketsphinx: cepstral mean) between segments.
-- **Back-pressure.** Each process's backlog is the audio written minus the audio it reports
-  consumed. A segment that starts while the backlog exceeds ``max_backlog_s`` is refused; one
-  that grows past twice that is cut short. Either way its final arrives with ``dropped=True``
-  and the event loop never buffers more than about ``2 * max_backlog_s`` of audio per process.
+- **Warm.** :meth:`ProcessTranscriber.start` returns once every process has loaded its engine
+  and decoded a short burst of quiet noise (``warmup_s``), so the first speech of a meeting
+  pays for neither; the burst is not counted in the stats.
+- **Back-pressure, in stages** (:mod:`media.tap.procstream`). Each process's backlog is the
+  audio written minus the audio it reports consumed. Behind by a fifth of ``max_backlog_s``
+  it stops making partials (finals only) until it is back within a tenth; a segment that
+  starts while the backlog exceeds ``max_backlog_s`` is refused; one that grows past twice that
+  is cut short. Either way its final arrives with ``dropped=True`` and the event loop never
+  buffers more than about ``2 * max_backlog_s`` of audio per process.
 - **Batches.** A child reads everything that has arrived before handling it: each speaker's
   audio goes to the engine in one call and a segment's end goes ahead of other speakers'
   queued audio, so a process that has fallen behind still sends finals promptly.
-- **Failure.** A process that dies is restarted with back-off; the segments it held end with
-  empty, ``dropped`` finals. Children exit when the socket closes, so ``kill -9`` of the tap
+- **Failure.** A process that dies is restarted at once (with back-off only when it keeps
+  dying soon after starting); the segments it held end with empty, ``dropped`` finals, and
+  what its streams send meanwhile waits for the new process (counted as backlog, so the
+  stages above bound it). Children exit when the socket closes, so ``kill -9`` of the tap
   leaves no orphans.
 """
 
@@ -29,10 +36,11 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import random
 import socket
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Mapping
 from typing import Any
 
 from media.errors import RecogniserStartError, TapConfigError, TranscriberNotRunningError
@@ -41,8 +49,10 @@ from . import procmsg
 from .child import child_main
 from .engine import Engine
 from .procmsg import Audio, Begin, End, Failed, Forget, Progress, Quit, Ready, Result
+from .procstream import ProcessStream, RecogniserProcess
 from .transcriber import (
     BYTES_PER_SECOND,
+    SAMPLE_RATE,
     Recognition,
     RecognitionCallback,
     TranscriberStats,
@@ -55,38 +65,18 @@ __all__ = ["Engine", "ProcessTranscriber"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Process:
-    """One recogniser process as the parent sees it."""
+WARMUP = "warmup"
+"""The stream id of a process's warm-up segment (never a real stream's: those are ``s<n>``)."""
+QUICK_DEATH_S = 10.0
+"""A process that dies within this long of starting counts towards the restart back-off."""
 
-    index: int
-    process: Any = None  # multiprocessing.Process
-    writer: asyncio.StreamWriter | None = None
-    reader_task: asyncio.Task[None] | None = None
-    ready: asyncio.Future[int] | None = None
-    sent_audio_s: float = 0.0
-    done_audio_s: float = 0.0
-    seen_audio_s: float = 0.0  # child's running totals, for deltas into the stats
-    seen_cpu_s: float = 0.0
-    streams: set[str] = field(default_factory=set)
 
-    @property
-    def backlog_s(self) -> float:
-        """Audio seconds written to the process but not yet reported consumed."""
-        return max(0.0, self.sent_audio_s - self.done_audio_s)
-
-    @property
-    def up(self) -> bool:
-        """The process has said ready and its socket is open."""
-        return self.writer is not None and self.ready is not None and self.ready.done() \
-            and not self.ready.cancelled() and self.ready.exception() is None
-
-    def send(self, message: procmsg.ToChild) -> bool:
-        """Write ``message`` to the process; False (nothing written) when it is not up."""
-        if not self.up or self.writer is None or self.writer.is_closing():
-            return False
-        self.writer.write(procmsg.frame(message))
-        return True
+def warmup_pcm(seconds: float) -> bytes:
+    """Quiet noise (about -40 dBFS), the same every time: enough for an engine to run its whole
+    search once. Not digital silence, which some engines skip or choke on."""
+    noise = random.Random(14)
+    return array("h", (noise.randint(-300, 300)
+                       for _ in range(int(seconds * SAMPLE_RATE)))).tobytes()
 
 
 class ProcessTranscriber:
@@ -94,8 +84,10 @@ class ProcessTranscriber:
 
     ``options`` go to the engine's factory; ``partial_interval_s`` is the audio seconds between
     partials (0: none); ``max_backlog_s`` the audio seconds a process may fall behind before
-    segments are dropped; ``start_timeout_s`` how long a process may take to load the engine;
-    ``name`` labels log lines and process names.
+    segments are dropped (partials stop at a fifth of it); ``start_timeout_s`` how long a
+    process may take to load the engine and decode its warm-up; ``warmup_s`` the seconds of
+    quiet noise each new process decodes before it counts as started (0: none); ``name`` labels
+    log lines and process names.
     """
 
     def __init__(
@@ -107,6 +99,7 @@ class ProcessTranscriber:
         partial_interval_s: float = 0.5,
         max_backlog_s: float = 15.0,
         start_timeout_s: float = 60.0,
+        warmup_s: float = 0.3,
         name: str = "recogniser",
     ) -> None:
         if processes < 1:
@@ -117,14 +110,18 @@ class ProcessTranscriber:
         self.max_backlog_s = max_backlog_s
         self.start_timeout_s = start_timeout_s
         self.name = name
+        self._warmup = warmup_pcm(warmup_s) if warmup_s > 0 else b""
         self._stats = TranscriberStats()
-        self._procs = [_Process(i) for i in range(processes)]
-        self._streams: dict[str, _Stream] = {}
+        self._procs = [RecogniserProcess(i, max_backlog_s, name) for i in range(processes)]
+        self._warmed: dict[int, asyncio.Future[bool]] = {}  # process index -> warm-up done
+        self._streams: dict[str, ProcessStream] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
+        #: Warm-up segments decoded (one per process start, restarts included).
+        self.warmups = 0
 
     @property
     def stats(self) -> TranscriberStats:
@@ -137,20 +134,30 @@ class ProcessTranscriber:
         return [p.process.pid for p in self._procs if p.process is not None and p.up]
 
     def backlog_s(self) -> list[float]:
-        """Audio seconds written but not yet consumed, per process."""
+        """Audio seconds written (or waiting for a restart) but not yet consumed, per
+        process."""
         return [p.backlog_s for p in self._procs]
 
     async def start(self) -> None:
-        """Start every process; returns when all are ready. Raises
+        """Start every process and warm it up; returns when all are ready. Raises
         :class:`~media.errors.RecogniserStartError` when one is not."""
         if self._started:
             return
         self._started = True
         await asyncio.gather(*(self._spawn(p) for p in self._procs))
-        logger.info("%s: %d %s process(es) ready (pids %s)", self.name, len(self._procs),
-                    self.engine.split(":")[0].rsplit(".", 1)[-1], self.processes)
+        try:
+            async with asyncio.timeout(self.start_timeout_s):
+                warm = await asyncio.gather(*self._warmed.values())
+        except TimeoutError:
+            warm = [False]
+        if not all(warm):
+            raise RecogniserStartError(f"{self.name}: warm-up not decoded within "
+                                       f"{self.start_timeout_s} s")
+        logger.info("%s: %d %s process(es) ready and warm (pids %s)", self.name,
+                    len(self._procs), self.engine.split(":")[0].rsplit(".", 1)[-1],
+                    self.processes)
 
-    async def _spawn(self, proc: _Process) -> None:
+    async def _spawn(self, proc: RecogniserProcess) -> None:
         loop = asyncio.get_running_loop()
         parent_sock, child_sock = socket.socketpair()
         ctx = multiprocessing.get_context("spawn")
@@ -178,6 +185,33 @@ class ProcessTranscriber:
         except BaseException:
             await self._stop_process(proc, timeout_s=1.0)
             raise
+        proc.started_at = time.monotonic()
+        self._warm(proc)
+        proc.restarting, proc.partials = False, True  # a new process makes partials
+        if held := proc.release_held():
+            logger.info("%s-%d: %d message(s) that waited for the restart sent", self.name,
+                        proc.index, held)
+        proc.note_backlog()
+
+    def _warm(self, proc: RecogniserProcess) -> None:
+        """Send the warm-up segment (ahead of anything else the new process gets)."""
+        warmed = asyncio.get_running_loop().create_future()
+        self._warmed[proc.index] = warmed
+        if not self._warmup or proc.writer is None:
+            warmed.set_result(True)
+            return
+        proc.warming = True
+        proc.writer.write(b"".join(procmsg.frame(m) for m in (
+            Begin(WARMUP, WARMUP), Audio(WARMUP, self._warmup), End(WARMUP), Forget(WARMUP))))
+        # Its audio is backlog like any other until the process reports it consumed.
+        proc.sent_audio_s += len(self._warmup) / BYTES_PER_SECOND
+
+    def _warmed_up(self, proc: RecogniserProcess, ok: bool) -> None:
+        proc.warming = False
+        self.warmups += ok
+        warmed = self._warmed.get(proc.index)
+        if warmed is not None and not warmed.done():
+            warmed.set_result(ok)
 
     def _spawn_task(self, coro: Any, what: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.name} {what}")
@@ -187,27 +221,29 @@ class ProcessTranscriber:
 
     # ------------------------------------------------------------------ streams
 
-    def open_stream(self, on_result: RecognitionCallback, *, name: str = "") -> _Stream:
+    def open_stream(self, on_result: RecognitionCallback, *, name: str = "") -> ProcessStream:
         """A new stream on the least loaded process (see
         :meth:`~media.tap.transcriber.Transcriber.open_stream`). Raises
         :class:`~media.errors.TranscriberNotRunningError` before :meth:`start` or once
         closing."""
         if not self._started or self._closing:
             raise TranscriberNotRunningError(f"{self.name} is not running")
-        proc = min(self._procs, key=lambda p: (len(p.streams), p.backlog_s))
-        stream = _Stream(f"s{next(self._ids)}", proc, on_result, name, stats=self._stats,
-                         max_backlog_s=self.max_backlog_s, on_finished=self._stream_finished)
+        proc = min(self._procs, key=lambda p: (not (p.up or p.restarting), len(p.streams),
+                                               p.backlog_s))
+        stream = ProcessStream(f"s{next(self._ids)}", proc, on_result, name, stats=self._stats,
+                               max_backlog_s=self.max_backlog_s,
+                               on_finished=self._stream_finished)
         proc.streams.add(stream.stream_id)
         self._streams[stream.stream_id] = stream
         return stream
 
-    def _stream_finished(self, stream: _Stream) -> None:
+    def _stream_finished(self, stream: ProcessStream) -> None:
         self._streams.pop(stream.stream_id, None)
         stream.proc.streams.discard(stream.stream_id)
 
     # ------------------------------------------------------------------ results
 
-    async def _read(self, proc: _Process, reader: asyncio.StreamReader) -> None:
+    async def _read(self, proc: RecogniserProcess, reader: asyncio.StreamReader) -> None:
         try:
             while True:
                 body = await procmsg.read_frame(reader)
@@ -216,31 +252,49 @@ class ProcessTranscriber:
             pass
         except Exception:
             logger.exception("%s-%d: bad frame from the recogniser", self.name, proc.index)
-        if proc.ready is not None and not proc.ready.done():
+        ready = proc.ready
+        if ready is not None and not ready.done():
             # Died while starting (bad model path, missing module): start() reports it.
             code = proc.process.exitcode if proc.process is not None else None
-            proc.ready.set_exception(RecogniserStartError(
+            ready.set_exception(RecogniserStartError(
                 f"{self.name}-{proc.index}: recogniser process exited while starting "
                 f"(exit {code}); see its error above"))
-        elif not self._closing:
+        elif (not self._closing and ready is not None and not ready.cancelled()
+              and ready.exception() is None and proc.reader_task is asyncio.current_task()):
+            # A process that was up died (one stopped on purpose has its ready cancelled).
+            proc.restarting = True  # from now on its streams' messages wait for the new one
+            self._warmed_up(proc, False)
             self._spawn_task(self._restart(proc), f"restart {proc.index}")
 
-    def _account(self, proc: _Process, audio_s: float, cpu_s: float) -> None:
+    def _account(self, proc: RecogniserProcess, audio_s: float, cpu_s: float) -> None:
         proc.done_audio_s = audio_s
-        self._stats.audio_s += max(0.0, audio_s - proc.seen_audio_s)
-        self._stats.cpu_s += max(0.0, cpu_s - proc.seen_cpu_s)
+        if not proc.warming:  # the warm-up is not recognition
+            self._stats.audio_s += max(0.0, audio_s - proc.seen_audio_s)
+            self._stats.cpu_s += max(0.0, cpu_s - proc.seen_cpu_s)
         proc.seen_audio_s, proc.seen_cpu_s = audio_s, cpu_s
+        proc.note_backlog()
 
-    def _on_message(self, proc: _Process, message: procmsg.ToParent) -> None:
+    def _on_message(self, proc: RecogniserProcess, message: procmsg.ToParent) -> None:
         match message:
             case Progress():
                 self._account(proc, message.audio_s, message.cpu_s)
+            case Result() if message.stream == WARMUP:
+                self._account(proc, message.audio_s, message.cpu_s)
+                if message.final:
+                    self._warmed_up(proc, True)
             case Result():
                 self._account(proc, message.audio_s, message.cpu_s)
                 stream = self._streams.get(message.stream)
-                if stream is not None:
+                # A process that is behind has been told to stop partials; any it made before
+                # it read that are dropped here, so none reaches the room after it was told.
+                if stream is not None and (message.final or proc.partials):
                     stream.deliver(Recognition(message.segment, message.text, message.final,
                                                message.segment_audio_s))
+            case Failed() if message.stream == WARMUP:
+                self._account(proc, message.audio_s, message.cpu_s)
+                logger.warning("%s-%d: the warm-up segment failed: %s", self.name, proc.index,
+                               message.error)
+                self._warmed_up(proc, True)  # the engine is loaded: it may still serve
             case Failed():
                 self._account(proc, message.audio_s, message.cpu_s)
                 logger.warning("%s-%d: segment %s failed in the recogniser: %s", self.name,
@@ -253,34 +307,39 @@ class ProcessTranscriber:
                 if proc.ready is not None and not proc.ready.done():
                     proc.ready.set_result(message.pid)
 
-    async def _restart(self, proc: _Process) -> None:
+    async def _restart(self, proc: RecogniserProcess) -> None:
         pid = proc.process.pid if proc.process is not None else None
         code = proc.process.exitcode if proc.process is not None else None
-        logger.error("%s-%d: recogniser process %s died (exit %s); restarting", self.name,
-                     proc.index, pid, code)
+        lived_s = time.monotonic() - proc.started_at
+        proc.quick_deaths = proc.quick_deaths + 1 if lived_s < QUICK_DEATH_S else 0
+        logger.error("%s-%d: recogniser process %s died (exit %s) after %.1f s; restarting",
+                     self.name, proc.index, pid, code, lived_s)
         await self._stop_process(proc, timeout_s=1.0)
         for stream_id in list(proc.streams):
             stream = self._streams.get(stream_id)
             if stream is not None:
                 stream.lost()
         self._stats.restarts += 1
-        delay = 1.0
+        # At once, unless it keeps dying young (a broken engine must not spin the CPU).
+        delay = 0.0 if proc.quick_deaths < 2 else min(2.0 ** (proc.quick_deaths - 2), 30.0)
         while not self._closing:
+            if delay:
+                logger.warning("%s-%d: next start in %.0f s", self.name, proc.index, delay)
+                await asyncio.sleep(delay)
             try:
                 await self._spawn(proc)
                 return
             except Exception as exc:  # noqa: BLE001 - keep trying, with back-off
                 logger.error("%s-%d: restart failed: %r", self.name, proc.index, exc)
                 await self._stop_process(proc, timeout_s=1.0)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(max(1.0, delay * 2), 30.0)
 
     # ------------------------------------------------------------------ closing
 
-    async def _stop_process(self, proc: _Process, *, timeout_s: float) -> None:
+    async def _stop_process(self, proc: RecogniserProcess, *, timeout_s: float) -> None:
         if proc.writer is not None:
             with contextlib.suppress(Exception):
-                proc.send(Quit())
+                proc.writer.write(procmsg.frame(Quit()))
                 proc.writer.close()
             proc.writer = None
         if proc.ready is not None and not proc.ready.done():
@@ -303,126 +362,16 @@ class ProcessTranscriber:
 
     async def _aclose(self) -> None:
         self._closing = True
+        for proc in self._procs:
+            proc.restarting, proc.held, proc.held_audio_s = False, [], 0.0
         await asyncio.gather(*(self._stop_process(p, timeout_s=3.0) for p in self._procs))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for warmed in self._warmed.values():
+            if not warmed.done():
+                warmed.set_result(False)
         self._streams.clear()
         if self._started:
             logger.info("%s stopped", self.name)
-
-
-class _Stream:
-    """One speaker's :class:`~media.tap.transcriber.SpeechStream` on a process.
-
-    It writes to its process through :meth:`_Process.send`, counts into the transcriber's
-    shared ``stats`` and calls ``on_finished`` once it is closed and has no final pending, so
-    the transcriber can forget it.
-    """
-
-    def __init__(self, stream_id: str, proc: _Process, on_result: RecognitionCallback,
-                 name: str, *, stats: TranscriberStats, max_backlog_s: float,
-                 on_finished: Callable[[_Stream], None]) -> None:
-        self.stream_id = stream_id
-        self.proc = proc
-        self.name = name or stream_id
-        self._on_result = on_result
-        self._stats = stats
-        self._max_backlog_s = max_backlog_s
-        self._on_finished = on_finished
-        self._segment: str | None = None
-        self._refused = False  # current segment is not being sent
-        self._pending: dict[str, float | None] = {}  # segment -> when it ended (awaiting final)
-        self._closed = False
-
-    def start_segment(self, segment_id: str) -> bool:
-        """See :meth:`~media.tap.transcriber.SpeechStream.start_segment`."""
-        if self._closed:
-            return False
-        if self._segment is not None:
-            self.end_segment()
-        proc = self.proc
-        self._stats.segments += 1
-        self._segment = segment_id
-        self._pending[segment_id] = None
-        if proc.backlog_s > self._max_backlog_s or not proc.send(
-            Begin(self.stream_id, segment_id)
-        ):
-            logger.warning("%s: segment %s dropped (recogniser %d %s, backlog %.1f s)",
-                           self.name, segment_id, proc.index, "up" if proc.up else "down",
-                           proc.backlog_s)
-            self._stats.dropped_segments += 1
-            self._refused = True
-            return False
-        self._refused = False
-        return True
-
-    def write(self, pcm: bytes) -> None:
-        """See :meth:`~media.tap.transcriber.SpeechStream.write`."""
-        if self._segment is None or self._refused or not pcm:
-            return
-        proc = self.proc
-        if proc.backlog_s > 2 * self._max_backlog_s:
-            logger.warning("%s: segment %s cut short (backlog %.1f s)", self.name,
-                           self._segment, proc.backlog_s)
-            self._stats.dropped_segments += 1
-            proc.send(End(self.stream_id))
-            self._pending[self._segment] = time.monotonic()
-            self._refused = True
-            return
-        if proc.send(Audio(self.stream_id, pcm)):
-            proc.sent_audio_s += len(pcm) / BYTES_PER_SECOND
-
-    def end_segment(self) -> None:
-        """See :meth:`~media.tap.transcriber.SpeechStream.end_segment`."""
-        segment, self._segment = self._segment, None
-        if segment is None:
-            return
-        if self._refused:
-            if self._pending.get(segment) is None:  # refused at the start: nothing will come
-                self.deliver(Recognition(segment, "", True, dropped=True))
-            return
-        self._pending[segment] = time.monotonic()
-        if not self.proc.send(End(self.stream_id)):
-            self.deliver(Recognition(segment, "", True, dropped=True))
-
-    def close(self) -> None:
-        """See :meth:`~media.tap.transcriber.SpeechStream.close`."""
-        if self._closed:
-            return
-        self.end_segment()
-        self._closed = True
-        self.proc.send(Forget(self.stream_id))
-        if not self._pending:
-            self._on_finished(self)
-
-    def lost(self) -> None:
-        """The process died: every segment in flight ends empty."""
-        self._refused = self._segment is not None
-        for segment in list(self._pending):
-            self.deliver(Recognition(segment, "", True, dropped=True))
-
-    def deliver(self, result: Recognition) -> None:
-        """A result for one of this stream's segments (from the process, or made up when the
-        segment was dropped): counted, then passed to the callback unless stale."""
-        stats = self._stats
-        if result.final:
-            if result.segment_id not in self._pending:
-                return  # already finished (e.g. lost, then a late result)
-            ended = self._pending.pop(result.segment_id)
-            if result.segment_id == self._segment:
-                self._refused = True  # failed in the recogniser: send no more of it
-            stats.finals += 1
-            if ended is not None and not result.dropped:
-                stats.final_latency_s.append(time.monotonic() - ended)
-        else:
-            if result.segment_id not in self._pending:
-                return
-            stats.partials += 1
-        try:
-            self._on_result(result)
-        except Exception:
-            logger.exception("%s: result callback failed", self.name)
-        if self._closed and not self._pending:
-            self._on_finished(self)

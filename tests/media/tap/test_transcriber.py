@@ -256,7 +256,7 @@ async def test_a_segment_end_goes_ahead_of_other_speakers_queued_audio(tmp_path:
     # engine's byte count) says how much of the talker's audio had been decoded at any point.
     slow = ProcessTranscriber(COUNTING, options={"seconds_per_second": 0.5,
                                                  "hold": str(tmp_path)},
-                              partial_interval_s=0.1)
+                              partial_interval_s=0.1, warmup_s=0)  # the hold is the talker's
     await slow.start()
     try:
         events: list[tuple[str, bool, str]] = []  # (segment, final, text), in arrival order
