@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -37,6 +37,9 @@ from .tasks import cancel_all
 from .tokens import TokenService
 from .workers import PresenceConfig, WorkerRegistry
 
+if TYPE_CHECKING:
+    from media.tap.host import TapHost
+
 logger = logging.getLogger(__name__)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
@@ -62,12 +65,14 @@ def make_ice_servers_for(settings: Settings) -> IceServersFor:
 
 @dataclass
 class LocalUrl:
-    """The websocket URL this process's own tap worker dials (set once the port is bound)."""
+    """The websocket URL this hub's own tap worker dials (set once the port is bound)."""
 
     url: str
 
 
 LOCAL_URL_KEY = web.AppKey("local_url", LocalUrl)
+#: The hub's own tap, in its child process (present when ``tap.enabled``).
+TAP_HOST_KEY: web.AppKey[TapHost] = web.AppKey("tap_host")
 
 
 def _connect_host(host: str) -> str:
@@ -83,7 +88,7 @@ def local_ws_url(host: str, port: int) -> str:
 
 
 def _pin_for(host: str) -> tuple[str, ...] | None:
-    """An in-process tap on a loopback-only hub keeps its media on loopback too."""
+    """The tap of a loopback-only hub keeps its media on loopback too."""
     return ("127.0.0.1",) if _connect_host(host).startswith("127.") else None
 
 
@@ -93,8 +98,14 @@ def create_app(
     store: Store | None = None,
     bus: Bus | None = None,
     worker_id: str | None = None,
+    inline_tap: bool = False,
 ) -> web.Application:
-    """Build the hub application. ``store``/``bus`` default to in-memory ones."""
+    """Build the hub application. ``store``/``bus`` default to in-memory ones.
+
+    With ``tap.enabled`` the hub's tap worker runs in a child process
+    (:class:`~media.tap.host.TapHost`). ``inline_tap`` runs it on the hub's own event loop
+    instead, as it ran before it had a process: only for benchmarks and tests that look
+    inside the tap (never ``serve``: its audio work then delays the hub's signalling)."""
     app = web.Application(client_max_size=settings.limits.max_body_bytes)
     tokens = TokenService(
         secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s,
@@ -134,18 +145,28 @@ def create_app(
     )
     # With port 0 this is a placeholder: server.run (or the test hub) sets the bound port.
     local_url = LocalUrl(local_ws_url(settings.server.host, settings.server.port))
-    tap_worker: Any = None
+    tap: Any = None  # TapHost (a child process), or a TapWorker with inline_tap
     if settings.tap.enabled:
         from media.tap.config import TapConfig
-        from media.tap.worker import TapWorker
 
-        tap_worker = TapWorker(
-            tap_jobs, hub_url=lambda: local_url.url, worker_id=f"tap-{worker_id}",
-            config=TapConfig(recognizer=settings.tap.recognizer,
-                             processes=settings.tap.processes,
-                             reclaim_after_s=settings.tap.reclaim_after_s,
-                             pin_host_addresses=_pin_for(settings.server.host)),
-        )
+        tap_config = TapConfig(recognizer=settings.tap.recognizer,
+                               processes=settings.tap.processes,
+                               reclaim_after_s=settings.tap.reclaim_after_s,
+                               max_backlog_s=settings.tap.max_backlog_s,
+                               pin_host_addresses=_pin_for(settings.server.host))
+        if inline_tap:
+            from media.tap.worker import TapWorker
+
+            tap = TapWorker(tap_jobs, hub_url=lambda: local_url.url,
+                            worker_id=f"tap-{worker_id}", config=tap_config)
+        else:
+            from media.tap.host import TapHost
+
+            tap = TapHost(tap_jobs, config=tap_config, worker_id=f"tap-{worker_id}",
+                          hub_url=lambda: local_url.url,
+                          stop_timeout_s=settings.server.shutdown_timeout_s)
+            app[TAP_HOST_KEY] = tap
+            metrics.bind_tap(tap)
     metrics.bind(lambda: hub.peer_count, lambda: hub.socket_count, lambda: hub.room_count)
     connections = Connections.from_limits(settings.limits, metrics.refusals)
     metrics.bind_connections(lambda: connections.open)
@@ -170,15 +191,16 @@ def create_app(
         pinger = asyncio.create_task(liveness_sweeps(hub), name="ws-liveness")
         if registry is not None:
             await registry.start(hub.lifecycle.on_reaped, hub.tick)
-        if tap_worker is not None:
-            await tap_worker.start()
+        if tap is not None:
+            await tap.start()
         logger.info("hub worker %s started (%s state%s)", hub.worker_id,
                     "Redis" if redis_client is not None else "in-memory",
-                    ", in-process tap" if tap_worker is not None else "")
+                    "" if tap is None else ", in-process tap" if inline_tap
+                    else ", tap in a child process")
         yield
         await cancel_all([pinger])
-        if tap_worker is not None:
-            await tap_worker.aclose()
+        if tap is not None:
+            await tap.aclose()
         if registry is not None:
             await registry.aclose()
         await bus.aclose()
@@ -186,6 +208,8 @@ def create_app(
         metrics.refusals.close()
 
     async def on_shutdown(app: web.Application) -> None:
+        if tap is not None:  # first, while the hub still relays its last finals
+            await tap.aclose()
         await hub.aclose(settings.server.shutdown_timeout_s)
 
     app.cleanup_ctx.append(lifecycle)

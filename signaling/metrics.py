@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .connections import RefusalLog
 from .protocol import ClientMessage
@@ -50,6 +50,14 @@ class Metrics:
         }
         self.api_requests = Counter("connvo_api_requests", "HTTP API requests by endpoint and status",
                                     ["endpoint", "status"], registry=r)
+        self.transcript_dropped = Counter(
+            "connvo_transcript_segments_dropped", "Segments of speech a transcription tap "
+            "reported it could not transcribe (recogniser behind or restarting), in rooms on "
+            "this worker", registry=r)
+        self.transcript_status = Counter(
+            "connvo_transcript_status", "transcript-status changes the taps reported, by state: "
+            "delayed (recogniser behind, partials paused), dropping (speech not transcribed), "
+            "live (caught up)", ["state"], registry=r)
 
     def bind(self, peers: Callable[[], float], sockets: Callable[[], float],
              rooms: Callable[[], float]) -> None:
@@ -67,6 +75,11 @@ class Metrics:
         ``dropped``) when scraped: envelopes per message is the batching the bus achieves."""
         self.registry.register(_BusCollector(bus))
 
+    def bind_tap(self, tap: object) -> None:
+        """Expose the hub's own tap process (:class:`~media.tap.host.TapHost`: ``warm``,
+        ``restarts``, ``claimed``) when scraped."""
+        self.registry.register(_TapCollector(tap))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -81,6 +94,25 @@ class _BusCollector:
                 ("messages_sent", "connvo_bus_messages", "Redis messages carrying them"),
                 ("dropped", "connvo_bus_dropped", "Envelopes dropped (bus backed up or Redis down)")):
             yield CounterMetricFamily(name, doc, value=getattr(self.bus, attr, 0))
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return []
+
+
+class _TapCollector:
+    def __init__(self, tap: object) -> None:
+        self.tap = tap
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "connvo_tap_process_warm", "1 while this hub's tap process runs with its "
+            "recognisers started and warm", value=float(bool(getattr(self.tap, "warm", False))))
+        yield CounterMetricFamily(
+            "connvo_tap_process_restarts", "Times this hub's tap process was started again "
+            "after it exited", value=getattr(self.tap, "restarts", 0))
+        yield CounterMetricFamily(
+            "connvo_tap_jobs_claimed", "Tap jobs this hub's tap process claimed",
+            value=getattr(self.tap, "claimed", 0))
 
     def describe(self) -> list[CounterMetricFamily]:
         return []

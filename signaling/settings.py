@@ -221,14 +221,18 @@ class RedisSettings:
 @dataclass(frozen=True)
 class TapSettings:
     enabled: bool = True
-    """Run a transcription tap worker inside this hub process (``serve --no-tap`` turns it off;
-    standalone workers: ``connvo-rtc tap``). Jobs are queued either way."""
+    """Run a transcription tap worker for this hub, in a child process it starts, restarts and
+    stops (``serve --no-tap`` turns it off; standalone workers: ``connvo-rtc tap``). Jobs are
+    queued either way."""
     recognizer: str = "pocketsphinx"
     """Speech recogniser back-end by name (see docs/transcription.md)."""
     processes: int = 1
     """Recogniser processes (each decodes on its own core, off the event loop)."""
     reclaim_after_s: float = 10.0
     """A tap job whose worker stopped renewing it this long is given to another worker."""
+    max_backlog_s: float = 15.0
+    """Seconds of speech one recogniser process may fall behind before new segments are
+    dropped (the room is told); at a fifth of it partials stop until it catches up."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,7 @@ class Settings:
             (0 <= self.redis.bus_linger_ms <= 100, "redis.bus_linger_ms must be 0..100"),
             (1 <= self.tap.processes <= 64, "tap.processes must be 1..64"),
             (2 <= self.tap.reclaim_after_s <= 15, "tap.reclaim_after_s must be 2..15"),
+            (0.5 <= self.tap.max_backlog_s <= 120, "tap.max_backlog_s must be 0.5..120"),
             (not self.redis.url or self.redis.url.startswith(
                 ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")),
              "redis.url must be redis://, rediss://, redis+cluster:// or unix://"),

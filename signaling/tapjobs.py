@@ -48,6 +48,11 @@ class TapJobs(Protocol):
     async def complete(self, job: TapJob) -> None:
         """The room ended or emptied: the job is done and the room may get a new one later."""
 
+    async def release(self, worker_id: str, job: TapJob) -> None:
+        """``worker_id`` is known to be gone (its process died): the next claim may take
+        ``job`` at once rather than after ``reclaim_after_s``. Nothing if another worker holds
+        it by now."""
+
     async def aclose(self) -> None: ...
 
 
@@ -106,6 +111,13 @@ class MemoryTapJobs:
                 and self._open[job.room_id].job_id == job.job_id:
             del self._open[job.room_id]
         self._owner.pop(job.job_id, None)
+
+    async def release(self, worker_id: str, job: TapJob) -> None:
+        owner = self._owner.get(job.job_id)
+        if owner is not None and owner[0] == worker_id:
+            del self._owner[job.job_id]
+            async with self._changed:
+                self._changed.notify_all()
 
     async def aclose(self) -> None:
         return None
@@ -182,6 +194,14 @@ class RedisTapJobs:
         # Re-claiming our own entry resets its idle time: the claim stays ours.
         await self.client.xclaim(STREAM, GROUP, worker_id, 0, [job.entry], justid=True)
         return True
+
+    @unavailable_on_redis_errors
+    async def release(self, worker_id: str, job: TapJob) -> None:
+        pending = await self.client.xpending_range(STREAM, GROUP, job.entry, job.entry, 1)
+        if pending and pending[0]["consumer"].decode() == worker_id:
+            # Idle as if unrenewed for longer than reclaim_after_s: XAUTOCLAIM takes it next.
+            await self.client.xclaim(STREAM, GROUP, worker_id, 0, [job.entry], justid=True,
+                                     idle=int(self.reclaim_after_s * 1000) + 1000)
 
     @unavailable_on_redis_errors
     async def complete(self, job: TapJob) -> None:

@@ -1,10 +1,11 @@
 """The tap worker: claims tap jobs and serves each room with a :class:`TapSession`.
 
-One :class:`TapWorker` runs inside every hub process by default (``serve --no-tap`` turns it
-off) and any number run standalone (``connvo-rtc tap``) against the same job queue
-(:mod:`signaling.tapjobs`). Per job it: starts the recogniser processes if they are not running
-yet (lazily, so a hub that never transcribes never spawns them), joins the room, renews its
-claim every ``renew_every_s`` and completes the job when the room ends or empties.
+One :class:`TapWorker` runs in a child process of every hub by default
+(:mod:`media.tap.host`; ``serve --no-tap`` turns it off) and any number run standalone
+(``connvo-rtc tap``) against the same job queue (:mod:`signaling.tapjobs`). It starts and warms
+its recogniser processes first and claims no job before they are ready, so the first speech of
+a meeting never waits for them. Per job it joins the room, renews its claim every
+``renew_every_s`` and completes the job when the room ends or empties.
 
 A worker that dies stops renewing; after ``reclaim_after_s`` the queue hands the job to another
 worker, which joins (replacing the dead tap's seat) and carries on. Finals already sent are
@@ -70,6 +71,7 @@ class TapWorker:
         self._claim_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._warm = asyncio.Event()
         #: Jobs claimed / completed since start.
         self.claimed = 0
         self.completed = 0
@@ -83,6 +85,16 @@ class TapWorker:
     def transcriber(self) -> Transcriber | None:
         """The recogniser, once started."""
         return self._transcriber if self._transcriber_ready else None
+
+    @property
+    def warm(self) -> bool:
+        """The recognisers are started and warm: the worker claims jobs."""
+        return self._warm.is_set()
+
+    async def wait_warm(self) -> None:
+        """Return once :attr:`warm` (it stays so: a recogniser process that dies is replaced
+        by the transcriber itself)."""
+        await self._warm.wait()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,7 +137,26 @@ class TapWorker:
 
     # ------------------------------------------------------------------ claiming
 
+    async def _warm_up(self) -> None:
+        """Start the recognisers, retrying with back-off until they are up: a job claimed
+        before would only wait for them (or fail)."""
+        delay = 1.0
+        while True:
+            try:
+                await self._ensure_transcriber()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a recogniser that cannot start yet
+                logger.error("tap worker %s: recognisers did not start (%r); retrying in "
+                             "%.0f s", self.worker_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        self._warm.set()
+        logger.info("tap worker %s: recognisers warm; claiming jobs", self.worker_id)
+
     async def _claim_loop(self) -> None:
+        await self._warm_up()
         backoff = 0.5
         while not self._closing:
             if len(self._serving) >= self.config.max_rooms:
