@@ -171,7 +171,7 @@ class Hub:
             await self.lifecycle.end_room(conn.room_id, "ended by host")
         elif isinstance(msg, p.Leave):
             await self.lifecycle.leave(conn, "left")
-        elif isinstance(msg, p.TranscriptIn):
+        elif isinstance(msg, (p.TranscriptIn, p.TranscriptStatusIn)):
             await self.transcripts.accept(conn, msg)
         elif isinstance(msg, p.Join):
             raise BadRequest("already joined", code=ErrorCode.ALREADY_JOINED)

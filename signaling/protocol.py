@@ -152,8 +152,27 @@ class TranscriptIn(_Msg, tag="transcript", frozen=True):
     end_ms: Annotated[int, msgspec.Meta(ge=0)]
 
 
+#: How transcription keeps up in a room: ``live`` (every segment decoded, partials on),
+#: ``delayed`` (the recogniser is behind: partials paused, finals late, nothing lost yet),
+#: ``dropping`` (speech was not transcribed: segments dropped or cut short).
+TranscriptState = Literal["live", "delayed", "dropping"]
+
+
+class TranscriptStatusIn(_Msg, tag="transcript-status", frozen=True):
+    """From the tap only: how transcription keeps up in this room, sent when it changes (and
+    to a newcomer while it is not ``live``). With ``dropping``: ``dropped`` segments of
+    ``peer_id``'s speech (the speaker) were not transcribed. ``behind_ms``: how far the
+    recogniser is behind."""
+
+    state: TranscriptState
+    peer_id: PeerId | None = None
+    dropped: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    behind_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 0
+
+
 ClientMessage = (
     Join | Offer | Answer | Candidate | Media | Chat | Kick | End | Ping | Leave | TranscriptIn
+    | TranscriptStatusIn
 )
 #: Client messages the hub relays to one other peer of the room.
 RELAYED = (Offer, Answer, Candidate)
@@ -230,6 +249,16 @@ class Transcript(_Msg, tag="transcript", frozen=True):
     user_id: str = ""
 
 
+class TranscriptStatus(_Msg, tag="transcript-status", frozen=True):
+    """The tap's :class:`TranscriptStatusIn`, with the speaker's ``user_id`` added."""
+
+    state: TranscriptState
+    peer_id: str | None = None
+    user_id: str = ""
+    dropped: int = 0
+    behind_ms: int = 0
+
+
 class Error(_Msg, tag="error", frozen=True):
     code: str
     message: str
@@ -238,7 +267,7 @@ class Error(_Msg, tag="error", frozen=True):
 
 ServerMessage = (
     Joined | OfferFrom | AnswerFrom | CandidateFrom | PeerJoined | PeerUpdated | PeerLeft
-    | ChatFrom | Kicked | RoomEndedMsg | Pong | Transcript | Error
+    | ChatFrom | Kicked | RoomEndedMsg | Pong | Transcript | TranscriptStatus | Error
 )
 
 # --------------------------------------------------------------------------- codec

@@ -3,7 +3,10 @@ job that brings a tap to a room that transcribes.
 
 Finals are stored before anyone is told (nothing emitted is lost if the tap dies); an empty final
 only clears the speaker's partial line. A leaver's last words arrive after they left, so seats
-removed lately are remembered (bounded) for attribution.
+removed lately are remembered (bounded) for attribution. The tap's ``transcript-status`` (how
+transcription keeps up; segments it could not transcribe) is counted
+(``connvo_transcript_segments_dropped_total``, ``connvo_transcript_status_total``) and
+broadcast, so a room is never shown "transcribing" while its speech goes untranscribed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import protocol as p
 from .clock import now_ms
 from .codes import ErrorCode
-from .errors import Forbidden, NotFound
+from .errors import BadRequest, Forbidden, NotFound
 from .store import Room, Seat, Segment, Store
 from .tapjobs import TapJob, TapJobs
 from .tokens import TokenService
@@ -49,15 +52,23 @@ class Transcripts:
         while len(self._recently_left) > RECENTLY_LEFT:  # bounded: oldest first
             self._recently_left.pop(next(iter(self._recently_left)))
 
-    async def accept(self, conn: ClientSocket, msg: p.TranscriptIn) -> None:
-        """The tap reports text: finals are stored first, then every person in the room gets
-        it."""
+    def _speaker(self, conn: ClientSocket, peer_id: str) -> Seat:
+        speaker = self.router.seat(conn.room_id, peer_id) \
+            or self._recently_left.get(peer_id)  # their last words arrive after they left
+        if speaker is None or speaker.room_id != conn.room_id:
+            raise NotFound(f"no peer {peer_id} in this room", code=ErrorCode.UNKNOWN_PEER)
+        return speaker
+
+    async def accept(self, conn: ClientSocket, msg: p.TranscriptIn | p.TranscriptStatusIn
+                     ) -> None:
+        """The tap reports text (finals are stored first, then every person in the room gets
+        it) or how transcription keeps up (:meth:`status`)."""
         if conn.role != "tap":
             raise Forbidden("only the transcription tap sends transcripts")
-        speaker = self.router.seat(conn.room_id, msg.peer_id) \
-            or self._recently_left.get(msg.peer_id)  # their last words arrive after they left
-        if speaker is None or speaker.room_id != conn.room_id:
-            raise NotFound(f"no peer {msg.peer_id} in this room", code=ErrorCode.UNKNOWN_PEER)
+        if isinstance(msg, p.TranscriptStatusIn):
+            await self.status(conn, msg)
+            return
+        speaker = self._speaker(conn, msg.peer_id)
         room = self.router.room(conn.room_id)
         if msg.final and msg.text.strip() and room is not None:  # empty finals only clear
             await self.store.append_segment(room.meeting_id, Segment(
@@ -67,6 +78,28 @@ class Transcripts:
             peer_id=msg.peer_id, segment_id=msg.segment_id, text=msg.text, final=msg.final,
             start_ms=msg.start_ms, end_ms=msg.end_ms, user_id=speaker.user_id),
             exclude=conn.peer_id)
+
+    async def status(self, conn: ClientSocket, msg: p.TranscriptStatusIn) -> None:
+        """The tap says how transcription keeps up: counted, then told to everyone else.
+        ``dropping`` names the speaker and how many of their segments were lost."""
+        if (msg.state == "dropping") != (msg.dropped > 0) or \
+                (msg.state == "dropping" and msg.peer_id is None):
+            raise BadRequest("transcript-status: dropping comes with peerId and dropped >= 1, "
+                             "and only dropping has dropped", code=ErrorCode.INVALID_MESSAGE)
+        user_id = self._speaker(conn, msg.peer_id).user_id if msg.peer_id is not None else ""
+        metrics = self.router.metrics
+        metrics.transcript_status.labels(state=msg.state).inc()
+        if msg.dropped:
+            metrics.transcript_dropped.inc(msg.dropped)
+            logger.warning("room=%s tap=%s: %d segment(s) of peer=%s not transcribed (%.1f s "
+                           "behind)", conn.room_id, conn.peer_id, msg.dropped, msg.peer_id,
+                           msg.behind_ms / 1000)
+        else:
+            logger.info("room=%s tap=%s: transcription %s (%.1f s behind)", conn.room_id,
+                        conn.peer_id, msg.state, msg.behind_ms / 1000)
+        await self.router.broadcast(conn.room_id, p.TranscriptStatus(
+            state=msg.state, peer_id=msg.peer_id, user_id=user_id, dropped=msg.dropped,
+            behind_ms=msg.behind_ms), exclude=conn.peer_id)
 
     async def ensure_tap(self, room: Room) -> None:
         """Queue a tap job for a transcription room that has no tap (idempotent per room)."""

@@ -34,6 +34,7 @@ from typing import Protocol
 import av
 
 from .config import TapConfig
+from .overload import Pressure
 from .transcriber import (
     BYTES_PER_SECOND,
     SAMPLE_RATE,
@@ -296,6 +297,17 @@ class SpeakerPipeline:
     def open_results(self) -> int:
         """Segments still waiting for their final."""
         return len(self._times)
+
+    @property
+    def behind_s(self) -> float:
+        """Seconds of this speaker's audio the recogniser has not consumed yet."""
+        return self._stream.behind_s if isinstance(self._stream, Pressure) else 0.0
+
+    @property
+    def degraded(self) -> bool:
+        """The speaker's recogniser is behind: no partials until it catches up
+        (:mod:`media.tap.overload`)."""
+        return isinstance(self._stream, Pressure) and self._stream.degraded
 
     def push_frame(self, frame: av.AudioFrame) -> None:
         """One decoded frame from the participant's track (any rate/layout/format)."""

@@ -5,7 +5,9 @@ as a :class:`~media.peer.PeerClient` with role ``tap`` (it receives every partic
 and sends nothing), feeds each participant's decoded frames to a
 :class:`~media.tap.pipeline.SpeakerPipeline`, and sends every result as a ``transcript`` frame
 naming the *speaker's* peer id, with times in ms since the meeting started. Partials are sent
-only when they have words; a final is sent when it has words or replaces partials.
+only when they have words; a final is sent when it has words or replaces partials. How
+transcription keeps up goes to the room as ``transcript-status`` (:mod:`media.tap.overload`):
+when a speaker's recogniser falls behind, and for every segment it could not transcribe.
 
 :meth:`TapSession.run` returns why it stopped: ``ended`` (room ended, gone, or the tap was
 removed), ``empty`` (no participant for ``linger_empty_s``) -- both mean the job is done -- or
@@ -37,6 +39,7 @@ from signaling import protocol
 from signaling.tapjobs import TapJob
 
 from .config import TapConfig
+from .overload import RoomStatus
 from .pipeline import SegmentTimes, SpeakerPipeline
 from .transcriber import Recognition, Transcriber
 
@@ -63,6 +66,8 @@ class TapSession:
         self._pipelines: dict[str, SpeakerPipeline] = {}
         self._closed = False
         self._log = f"room={job.room_id} tap={worker_id}"
+        #: How transcription keeps up in this room (what the room was last told).
+        self.status = RoomStatus()
         #: Transcript frames sent (finals, partials) and not sent (socket gone).
         self.finals_sent = 0
         self.partials_sent = 0
@@ -150,8 +155,15 @@ class TapSession:
                     self._drop_speaker(message.peer_id)
                 elif isinstance(message, protocol.RoomEndedMsg):
                     raise RoomEndedError(message.reason)
-                for pipeline in list(self._pipelines.values()):
+                elif isinstance(message, protocol.PeerJoined) and message.peer.role != "tap" \
+                        and self.status.state != "live":
+                    self._tell(self.status.current())  # the newcomer knows nothing yet
+                pipelines = list(self._pipelines.values())
+                for pipeline in pipelines:
                     pipeline.flush_if_idle(_IDLE_SEGMENT_S)
+                self._tell(self.status.update(
+                    degraded=any(p.degraded for p in pipelines),
+                    behind_s=max((p.behind_s for p in pipelines), default=0.0)))
                 if self._participants(client):
                     empty_since = None
                     continue
@@ -186,6 +198,10 @@ class TapSession:
 
     def _on_result(self, peer_id: str, times: SegmentTimes, segment_id: str,
                    result: Recognition) -> None:
+        if result.dropped:  # none or only part of it was transcribed: the room is told
+            logger.warning("%s peer=%s segment %s not transcribed (%d dropped in this room)",
+                           self._log, peer_id, segment_id, self.status.dropped_total + 1)
+            self._tell(self.status.dropped(peer_id))
         if not result.text and not (result.final and times.partial_sent):
             return  # nothing to say, nothing to replace
         zero = self.job.started_at_ms
@@ -213,6 +229,19 @@ class TapSession:
         else:
             self.partials_sent += 1
             times.partial_sent = True
+
+    def _tell(self, message: protocol.TranscriptStatusIn | None) -> None:
+        """Send a ``transcript-status`` frame (if any; not when the socket is gone)."""
+        client = self._client
+        if message is None or client is None:
+            return
+        if message.state != "dropping":
+            logger.info("%s transcription %s (%.1f s behind)", self._log, message.state,
+                        message.behind_ms / 1000)
+        try:
+            client.send(message)
+        except PeerClientError as exc:
+            logger.warning("%s transcript-status not sent: %s", self._log, exc.message)
 
     # ------------------------------------------------------------------ closing
 
