@@ -442,6 +442,11 @@ function bindRoom(room) {
   room.on('transcription', ({ active }) => {
     $('transcribing').hidden = !active;
     document.querySelector('.transcribing-sep').hidden = !active;
+    if (active) showTranscription('live'); // a new tap starts afresh
+  });
+  room.on('transcript-status', ({ state: status, peerId, name, dropped }) => {
+    showTranscription(status);
+    if (status === 'dropping' && dropped > 0) addTranscriptGap(peerId, name);
   });
   room.on('state', ({ state: now }) => {
     $('conn-status').dataset.state = now;
@@ -653,6 +658,34 @@ function addChat({ from, name, text, ts, self }) {
     toast(`${name || 'Guest'}: ${text}`, { kind: 'chat' });
   }
   renderControls();
+}
+
+// What the room bar says about transcription, by the tap's `transcript-status` state: never a
+// steady "Transcribing" while speech goes untranscribed.
+const TRANSCRIPTION_TEXT = {
+  live: 'Transcribing',
+  delayed: 'Transcription is behind',
+  dropping: 'Transcription is behind — some speech was not transcribed',
+};
+
+function showTranscription(status) {
+  const known = status in TRANSCRIPTION_TEXT ? status : 'live';
+  $('transcribing').dataset.state = known;
+  $('transcribing').textContent = TRANSCRIPTION_TEXT[known];
+}
+
+// A gap in the transcript where a speaker's words were lost (one line per run of drops).
+function addTranscriptGap(peerId, name) {
+  const last = $('transcript-log').lastElementChild;
+  if (last?.classList.contains('transcript-gap') && last.dataset.peer === peerId) return;
+  const item = document.createElement('li');
+  item.className = 'transcript-gap';
+  item.dataset.peer = peerId ?? '';
+  const who = peerId === state.room?.peerId ? 'your' : `${name || 'a guest'}’s`;
+  item.textContent = `Some of ${who} speech was not transcribed.`;
+  $('transcript-log').append(item);
+  $('transcript-empty').hidden = true;
+  item.scrollIntoView({ block: 'end' });
 }
 
 function addTranscript({ peerId, name, segmentId, text, final }) {

@@ -61,7 +61,10 @@ const errorFromClose = (code, reason, lastError) => {
  * `track` {peer, track, source: 'microphone'|'camera'|'screen', stream} ·
  * `connection-state` {peer, state} · `local-media` {audio, video, screen, stream, screenStream} ·
  * `chat` {from, name, text, ts, self} · `transcript` {peerId, name, segmentId, text, final,
- * startMs, endMs} · `transcription` {active} · `reconnecting` {attempt, delayMs} ·
+ * startMs, endMs} · `transcription` {active} · `transcript-status` {state: 'live' | 'delayed'
+ * | 'dropping', peerId, name, dropped, behindMs} (how transcription keeps up: 'delayed', the
+ * recogniser is behind; 'dropping', `dropped` segments of `peerId`'s speech were not
+ * transcribed) · `reconnecting` {attempt, delayMs} ·
  * `reconnected` {resumed} · `error` ConnvoError (`fatal` ends the room) · `ended` {reason} ·
  * `left` {reason}.
  */
@@ -631,6 +634,12 @@ export class Room extends Emitter {
         break;
       case 'transcript':
         this.emit('transcript', { ...msg, name: this.#nameOf(msg.peerId) });
+        break;
+      case 'transcript-status':
+        this.emit('transcript-status', {
+          state: msg.state, peerId: msg.peerId ?? null, name: msg.peerId ? this.#nameOf(msg.peerId) : '',
+          dropped: msg.dropped ?? 0, behindMs: msg.behindMs ?? 0,
+        });
         break;
       case 'pong':
         this.#pongDeadline = null;
