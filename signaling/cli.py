@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"connvo-rtc: configuration error: {exc}", file=sys.stderr)
         return 1
-    if settings.tap.enabled:  # the in-process tap is an aiortc peer: the tap extra
+    if settings.tap.enabled:  # the hub's tap (its child process) is an aiortc peer: the tap extra
         from .extras import missing, tap_modules
 
         if absent := missing(tap_modules(settings.tap.recognizer)):
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let dev mode (no auth secret: anyone can get a token) listen on a "
                         "non-loopback --host")
     p.add_argument("--no-tap", action="store_true",
-                   help="no in-process transcription tap (run `connvo-rtc tap` workers instead)")
+                   help="no transcription tap process of this hub (run `connvo-rtc tap` workers "
+                        "instead)")
     p.set_defaults(func=serve)
 
     t = sub.add_parser("token", help="mint a join token for a room")

@@ -47,6 +47,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--processes", type=int, default=int(env("CONNVO_RTC_TAP_PROCESSES", "1")),
                    help="recogniser processes (default 1; one per core you give it)")
     p.add_argument("--max-rooms", type=int, default=16, help="rooms this worker serves at once")
+    p.add_argument("--max-backlog", type=float, default=15.0,
+                   help="seconds of speech a recogniser may fall behind before segments are "
+                        "dropped (the room is told); partials stop at a fifth of it (default 15)")
     p.add_argument("--reclaim-after", type=float, default=10.0,
                    help="seconds before a silent worker's job is reclaimed (match the hubs' "
                         "tap.reclaim_after_s; default 10)")
@@ -68,6 +71,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         config = TapConfig(
             recognizer=args.recognizer, processes=args.processes, max_rooms=args.max_rooms,
+            max_backlog_s=args.max_backlog,
             reclaim_after_s=args.reclaim_after, renew_every_s=min(2.0, args.reclaim_after / 4),
             pin_host_addresses=tuple(args.pin_host) if args.pin_host else None,
         )

@@ -162,12 +162,23 @@ class TapHost:
                 # Its own session: a Ctrl-C at the hub's terminal reaches the hub only, which
                 # stops the tap in stages.
                 start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         proc = self._proc
         logger.info("tap process %d started (worker %s, recognizer %s, %d process(es))",
                     proc.pid, self.worker_id, self.config.recognizer, self.config.processes)
-        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=procmsg.MAX_FRAME)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours,
+                                                                limit=procmsg.MAX_FRAME)
+        except BaseException:
+            ours.close()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.shield(proc.wait())
+            raise
         held: dict[str, tuple[str, TapJob]] = {}  # job id -> (worker, job) the child holds
         calls = TaskSet(f"tap process {proc.pid} calls", logger=logger)
         loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
 """The tap through a real hub: real aiortc bots send speech over WebRTC (loopback), the tap
 joins as role ``tap``, and transcripts come back as ``transcript`` frames and from the API.
 
-The in-process tap (``tap.enabled``) is what ``connvo-rtc serve`` runs; tests that need other
-settings run their own :class:`TapWorker` on the hub's job queue.
+The hub's own tap (``tap.enabled``, a child process of the hub) is what ``connvo-rtc serve``
+runs; tests that need other settings run their own :class:`TapWorker` on the hub's job queue.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def bot(hub: HubHandle, token: str, **overrides: Any) -> PeerClientConfig:
 
 @pytest.fixture
 async def tap_hub() -> AsyncIterator[HubHandle]:
-    """A hub running its in-process tap worker, as ``connvo-rtc serve`` does by default."""
+    """A hub running its tap worker (in a child process), as ``connvo-rtc serve`` does by
+    default."""
     handle = await start_hub(test_settings(tap={"enabled": True}))
     try:
         yield handle

@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from media import FileSpec, PeerClient
+from media import FileSpec, PeerClient, PeerClientConfig
 from media.tap.host import TapHost
 from media.tap.worker import TapWorker
 from signaling import protocol
@@ -32,9 +32,12 @@ from signaling.app import TAP_HOST_KEY
 from signaling.redis_store import connect
 from signaling.tapjobs import MemoryTapJobs, RedisTapJobs, TapJob, TapJobs
 from signaling.testing.hub import HubHandle, start_hub, test_settings
+from signaling.testing.hub_process import HubProcess
+from signaling.testing.meetings import api, join_token
 from signaling.testing.ports import free_port
 from signaling.testing.redis_server import RedisServer
 from tests.media.tap.test_tap_hub import bot
+from tests.support.wsclient import WsClient
 from tests.waiting import wait_until
 
 REPO = Path(__file__).parents[3]
@@ -194,6 +197,67 @@ async def test_serve_runs_its_tap_in_a_child_and_stops_it_in_stages() -> None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_with_redis_the_tap_process_gets_its_jobs_through_the_hub(
+    redis: RedisServer, speech_dir: Path,
+) -> None:
+    """With Redis state the tap process still needs no Redis of its own (no credentials handed
+    to it): its claims and renewals go through the hub, to the Redis stream."""
+    hub = HubProcess(free_port(), redis.url, env={"CONNVO_RTC_TAP_ENABLED": "true"})
+    hub.start()
+    try:
+        await hub.wait_ready()
+        status, body = await api(hub.base_url, "lifecycle/createMeeting", {
+            "title": "redis tap", "participantEmails": [], "transcriptionEnabled": True})
+        assert status == 200, body
+        meeting_id = body["value"]["meetingId"]
+        status, body = await api(hub.base_url, "lifecycle/startMeeting",
+                                 {"meetingId": meeting_id})
+        assert status == 200, body
+        room_id = body["value"]["roomInfo"]["roomId"]
+        config = PeerClientConfig(
+            ws_url=hub.ws_url, token=join_token(room_id, "host", "host"),
+            audio=FileSpec(str(speech_dir / "jfk.wav"), loop=False),
+            pin_host_addresses=("127.0.0.1",))
+        async with PeerClient(config) as host:
+            with host.messages() as messages:
+                final = await messages.wait_for(protocol.Transcript, 60,
+                                                lambda m: m.final and m.text)
+        assert final.peer_id == host.peer_id
+        log = hub.log()
+        assert re.search(r"tap process \d+: recognisers warm", log)
+        assert "in-memory" not in log and "Traceback" not in log
+    except BaseException:
+        print(hub.log())
+        raise
+    finally:
+        hub.cleanup()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_an_inline_tap_for_benchmarks_runs_on_the_hubs_loop() -> None:
+    """``create_app(inline_tap=True)``: what benchmarks that patch the pipeline use. No tap
+    process; the worker is on the hub's own loop and still serves rooms."""
+    hub = await start_hub(test_settings(tap={"enabled": True}), inline_tap=True)
+    try:
+        assert TAP_HOST_KEY not in hub.app
+        _, room_id = await hub.create_room(host="alice", transcription=True)
+        alice = await WsClient.connect(hub.ws_url)
+        try:
+            await alice.join(hub.mint_token(room_id, "alice", "host"))
+            if not any(p.role == "tap" for p in alice.joined.peers):  # type: ignore[union-attr]
+                joined = await alice.expect(protocol.PeerJoined, timeout=30)
+                assert joined.peer.role == "tap"
+        finally:
+            await alice.aclose()
+        gc.collect()
+        assert any(o.warm for o in gc.get_objects() if isinstance(o, TapWorker))
+    finally:
+        await hub.aclose()
 
 
 # --------------------------------------------------------------------------- jobs
