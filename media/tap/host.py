@@ -185,7 +185,7 @@ class TapHost:
         serving = loop.create_task(self._serve(reader, writer, held, calls), name="tap link")
         exiting = loop.create_task(proc.wait(), name="tap process exit")
         try:
-            writer.write(hostmsg.frame(Setup(worker_id=self.worker_id,
+            writer.write(procmsg.frame(Setup(worker_id=self.worker_id,
                                              config=msgspec.json.encode(self.config))))
             await asyncio.wait({serving, exiting}, return_when=asyncio.FIRST_COMPLETED)
             if proc.returncode is None:  # it closed its end but lives on: give it a moment
@@ -236,7 +236,7 @@ class TapHost:
                                 message.pid, self.recognisers)
                     continue
                 if running >= MAX_CALLS:
-                    writer.write(hostmsg.frame(Reply(call=message.call, error="too many calls")))
+                    writer.write(procmsg.frame(Reply(call=message.call, error="too many calls")))
                     continue
                 running += 1
 
@@ -247,7 +247,7 @@ class TapHost:
                     finally:
                         running -= 1
                     if not writer.is_closing():
-                        writer.write(hostmsg.frame(reply))
+                        writer.write(procmsg.frame(reply))
 
                 calls.spawn(answer(), type(message).__name__.lower())
         except (asyncio.IncompleteReadError, ConnectionError):

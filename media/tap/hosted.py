@@ -99,7 +99,7 @@ class HubJobs:
             raise TapLinkError("the hub is gone")
         reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._calls[request.call] = reply
-        self._writer.write(hostmsg.frame(request))
+        self._writer.write(procmsg.frame(request))
         try:
             async with asyncio.timeout(timeout_s):
                 answer = await reply
@@ -132,7 +132,7 @@ class HubJobs:
     def tell_warm(self, recognisers: list[int]) -> None:
         """Tell the hub the recognisers are warm."""
         if not self.closed.is_set():
-            self._writer.write(hostmsg.frame(Warm(pid=os.getpid(), recognisers=recognisers)))
+            self._writer.write(procmsg.frame(Warm(pid=os.getpid(), recognisers=recognisers)))
 
     async def aclose(self) -> None:
         self._task.cancel()

@@ -17,8 +17,6 @@ import msgspec
 from media.errors import TapError
 from signaling.tapjobs import TapJob
 
-from .procmsg import HEADER
-
 
 class TapLinkError(TapError, ConnectionError):
     """The link between the hub and its tap process is gone (the other side exited) or carried
@@ -110,15 +108,8 @@ ToHub = Claim | Renew | Complete | Enqueue | Release | Warm
 
 # --------------------------------------------------------------------------- codec
 
-_encoder = msgspec.msgpack.Encoder()
 _tap_decoder = msgspec.msgpack.Decoder(ToTap)
 _hub_decoder = msgspec.msgpack.Decoder(ToHub)
-
-
-def frame(message: ToTap | ToHub) -> bytes:
-    """One message as a frame: its length prefix and its msgpack body."""
-    body = _encoder.encode(message)
-    return HEADER.pack(len(body)) + body
 
 
 def decode_to_tap(body: bytes) -> ToTap:

@@ -133,8 +133,9 @@ _child_decoder = msgspec.msgpack.Decoder(ToChild)
 _parent_decoder = msgspec.msgpack.Decoder(ToParent)
 
 
-def frame(message: ToChild | ToParent) -> bytes:
-    """One message as a frame: its length prefix and its msgpack body."""
+def frame(message: msgspec.Struct) -> bytes:
+    """One message as a frame: its length prefix and its msgpack body (the tap's process link
+    in ``hostmsg.py`` frames its messages the same way)."""
     body = _encoder.encode(message)
     return HEADER.pack(len(body)) + body
 
