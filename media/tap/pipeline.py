@@ -10,9 +10,12 @@ Segmentation (:class:`Segmenter`) is our own small state machine over the VAD's 
 decisions rather than ``pocketsphinx.Endpointer``, because the tap needs what the endpointer
 lacks: a hard maximum segment length, a level gate in front of the VAD (muted participants,
 noise floors), and timestamps on the media clock rather than frames-fed. A segment starts when
-``speech_ratio`` of the frames in the last ``speech_start_s`` are voiced (and carries
-``pre_roll_s`` of audio before that window), ends after ``speech_end_s`` without voice, and is
-split at ``max_segment_s``. Its start/end times are those of its first and last voiced frames.
+``speech_ratio`` of the frames in the last ``speech_start_s`` are voiced, ends after
+``speech_end_s`` without voice, and is split at ``max_segment_s``. Its audio runs from
+``pre_roll_s`` before its first voiced frame to the end (the hang-over after the last voiced
+frame), digital silence in it replaced by quiet noise: the recogniser must hear background
+before the first word and after the last (docs/transcription.md, "Segmentation"). Its
+start/end times are those of its first and last voiced frames.
 
 Buffers are bounded by construction: the ring holds ``pre_roll_s + speech_start_s`` of audio,
 the chunk buffer ``chunk_s``; audio goes to the recogniser as it arrives, whose own back-pressure
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import secrets
 import time
 from array import array
@@ -50,9 +54,27 @@ FRAME_S = 0.03
 FRAME_BYTES = int(SAMPLE_RATE * FRAME_S) * 2
 DIGITAL_SILENCE = 4
 """Frames whose peak is below this (about -78 dBFS) are digital silence: a muted track, a
-zero-padded file. They are kept out of segments: log-energy features of exact zeros throw
-pocketsphinx's noise and cepstral-mean estimates far off (measured: jfk.flac behind 1 s of
-zeros, WER 0.18 -> 0.5)."""
+zero-padded file, Opus decoding a silent sender. The recogniser never gets them: log-energy
+features of exact zeros throw pocketsphinx's noise and cepstral-mean estimates far off
+(measured: jfk.flac behind 1 s of zeros, WER 0.18 -> 0.5). Inside a segment (its pre-roll and
+hang-over) they are sent as :data:`COMFORT_NOISE` instead."""
+COMFORT_NOISE_DBFS = -70.0
+"""RMS level of the comfort noise, dBFS: a quiet microphone's noise floor, far below the level
+gate (its peaks are about -58 dBFS)."""
+
+
+def _comfort_noise(frames: int = 8) -> tuple[bytes, ...]:
+    rng = random.Random(14)  # fixed: the same audio gives the same transcript
+    sigma = 32767 * math.pow(10.0, COMFORT_NOISE_DBFS / 20.0)
+    return tuple(array("h", (round(rng.gauss(0.0, sigma)) for _ in range(FRAME_BYTES // 2)))
+                 .tobytes() for _ in range(frames))
+
+
+COMFORT_NOISE = _comfort_noise()
+"""30 ms frames of white noise at :data:`COMFORT_NOISE_DBFS`, sent in turn in place of digital
+silence inside a segment. pocketsphinx needs to hear background before the first word and after
+the last: a segment that started right at the onset lost its first word ("can everyone hear
+me" -> "and everyone hear me"; measured in docs/transcription.md, "Segmentation")."""
 GAP_S = 0.25
 """A frame arriving this much later than the media clock expects marks a gap (DTX, loss, a
 paused sender): the clock is re-anchored to the arrival time."""
@@ -99,7 +121,8 @@ class SegmentStart:
 
 @dataclass(frozen=True)
 class SegmentAudio:
-    """Audio of the open segment (pre-roll included in the first)."""
+    """Audio of the open segment (pre-roll included in the first; digital silence sent as
+    :data:`COMFORT_NOISE`)."""
 
     pcm: bytes
     time_s: float
@@ -122,6 +145,11 @@ class Segmenter:
     Feed with :meth:`push` (any length; a remainder waits for the next call) and read the
     events it returns. ``vad`` defaults to ``pocketsphinx.Vad(config.vad_mode)``; tests may pass
     any object with ``is_speech(frame: bytes) -> bool``.
+
+    A segment's audio runs from ``pre_roll_s`` before its first voiced frame to ``speech_end_s``
+    after its last one (the hang-over), digital silence in it sent as :data:`COMFORT_NOISE`:
+    the recogniser hears the background before the first word and after the last, as it does
+    when it decodes a recording whole.
     """
 
     def __init__(self, config: TapConfig, vad: Vad | None = None) -> None:
@@ -135,14 +163,18 @@ class Segmenter:
         self._needed = max(1, math.ceil(config.speech_ratio * self._window))
         self._end_frames = max(1, round(config.speech_end_s / FRAME_S))
         self._max_frames = max(self._window + 1, round(config.max_segment_s / FRAME_S))
-        pre_roll = round(config.pre_roll_s / FRAME_S)
-        self._ring: deque[tuple[bytes, float, bool]] = deque(maxlen=pre_roll + self._window)
+        self._pre_roll = round(config.pre_roll_s / FRAME_S)
+        # The last frames heard, in a segment or not: the start window and the pre-roll before
+        # its first voiced frame (which may reach back into the previous segment's hang-over).
+        self._ring: deque[tuple[bytes, float, bool]] = deque(
+            maxlen=self._pre_roll + self._window)
         self._recent: deque[bool] = deque(maxlen=self._window)
         self._pending = b""
         self._in_segment = False
         self._frames = 0
         self._silent_run = 0
         self._last_voice_end = 0.0
+        self._noise = 0
         #: Frames judged so far, and how many of them reached the VAD (past the level gate).
         self.frames_seen = 0
         self.frames_vad = 0
@@ -180,32 +212,30 @@ class Segmenter:
     def flush(self) -> list[SegmentEvent]:
         """End any open segment (the speaker left)."""
         self._pending = b""
+        self._ring.clear()
+        self._recent.clear()
         if not self._in_segment:
             return []
         self._in_segment = False
-        self._ring.clear()
-        self._recent.clear()
         return [SegmentEnd(self._last_voice_end)]
 
     def _frame(self, frame: bytes, frame_s: float, events: list[SegmentEvent]) -> None:
         voiced, peak = self._judge(frame)
         self.frames_seen += 1
         end_s = frame_s + FRAME_S
+        if peak < DIGITAL_SILENCE:
+            # Exact zeros would wreck the recogniser's estimates (see DIGITAL_SILENCE); the
+            # same time of quiet background keeps the words' timing and the pauses around them.
+            frame = COMFORT_NOISE[self._noise]
+            self._noise = (self._noise + 1) % len(COMFORT_NOISE)
+        self._ring.append((frame, frame_s, voiced))
         if not self._in_segment:
-            if peak < DIGITAL_SILENCE and not self._ring:
-                return  # never start a segment's pre-roll with digital silence (see above)
-            if peak < DIGITAL_SILENCE:
-                self._ring.clear()  # ... nor carry it in the middle of one
-                self._recent.clear()
-                return
-            self._ring.append((frame, frame_s, voiced))
             self._recent.append(voiced)
             if voiced and sum(self._recent) >= self._needed:
                 self._open(events, end_s)
             return
         self._frames += 1
-        if peak >= DIGITAL_SILENCE:
-            events.append(SegmentAudio(frame, end_s))
+        events.append(SegmentAudio(frame, end_s))
         if voiced:
             self._silent_run = 0
             self._last_voice_end = end_s
@@ -220,15 +250,19 @@ class Segmenter:
             self._frames, self._silent_run, self._last_voice_end = 0, 0, end_s
 
     def _open(self, events: list[SegmentEvent], end_s: float) -> None:
-        window = list(self._ring)[-self._window :]
-        first_voiced = next(t for _, t, v in window if v)
-        events.append(SegmentStart(first_voiced))
-        events.append(SegmentAudio(b"".join(f for f, _, _ in self._ring), end_s))
+        frames = list(self._ring)
+        window_start = len(frames) - min(self._window, len(self._recent))
+        first = next(i for i in range(window_start, len(frames)) if frames[i][2])
+        # The pre-roll counts back from the first voiced frame, so its length does not depend
+        # on how fast the window filled: it was the whole ring (0.30-0.42 s before the first
+        # voiced frame), and background beyond ~0.3 s costs pocketsphinx words again.
+        events.append(SegmentStart(frames[first][1]))
+        events.append(SegmentAudio(
+            b"".join(f for f, _, _ in frames[max(0, first - self._pre_roll):]), end_s))
         self._in_segment = True
-        self._frames = len(window)
+        self._frames = len(frames) - first
         self._silent_run = 0
         self._last_voice_end = end_s
-        self._ring.clear()
         self._recent.clear()
 
     def _close(self, events: list[SegmentEvent]) -> None:

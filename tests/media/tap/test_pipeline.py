@@ -5,6 +5,8 @@ participant who never speaks."""
 from __future__ import annotations
 
 import subprocess
+from array import array
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -13,8 +15,11 @@ import pytest
 from media.sources import decode_audio_file
 from media.tap.config import TapConfig
 from media.tap.pipeline import (
+    DIGITAL_SILENCE,
     FRAME_BYTES,
+    FRAME_S,
     Resampler,
+    SegmentAudio,
     SegmentEnd,
     Segmenter,
     SegmentEvent,
@@ -28,7 +33,8 @@ from media.tap.transcriber import (
     RecognitionCallback,
     TranscriberStats,
 )
-from media.testing.speech import pcm16k
+from media.testing.speech import SHORT_SENTENCES, ShortCorpus, Speaker, pcm16k, short_utterances
+from tests.conftest import require_binary
 
 
 def segments(pcm: bytes, config: TapConfig | None = None) -> list[tuple[float, float]]:
@@ -48,6 +54,112 @@ def segments(pcm: bytes, config: TapConfig | None = None) -> list[tuple[float, f
             out.append((start, event.time_s))
             start = None
     return out
+
+
+@dataclass
+class Segment:
+    """What the segmenter made of one voiced stretch: its voiced span and the audio it sent."""
+
+    start_s: float
+    end_s: float = 0.0
+    audio_start_s: float = 0.0
+    audio: bytes = field(default=b"", repr=False)
+
+    @property
+    def audio_end_s(self) -> float:
+        return self.audio_start_s + len(self.audio) / BYTES_PER_SECOND
+
+
+def segment_audio(pcm: bytes, config: TapConfig | None = None) -> list[Segment]:
+    """Feed ``pcm`` (from time 0) in 20 ms pieces; every segment with the audio it carried."""
+    segmenter = Segmenter(config or TapConfig())
+    events: list[SegmentEvent] = []
+    step = BYTES_PER_SECOND // 50
+    for offset in range(0, len(pcm), step):
+        events += segmenter.push(pcm[offset:offset + step], offset / BYTES_PER_SECOND)
+    events += segmenter.flush()
+    found: list[Segment] = []
+    for event in events:
+        if isinstance(event, SegmentStart):
+            found.append(Segment(event.time_s))
+        elif isinstance(event, SegmentAudio):
+            segment = found[-1]
+            if not segment.audio:
+                segment.audio_start_s = event.time_s - len(event.pcm) / BYTES_PER_SECOND
+            segment.audio += event.pcm
+        else:
+            found[-1].end_s = event.time_s
+    return found
+
+
+#: Two backgrounds for the same voices: a microphone's noise floor, and digital silence (a
+#: muted or DTX sender between sentences, a zero-padded file).
+NOISY = {"ann": Speaker("en-us+klatt2", 150, 50, -70.0), "bob": Speaker("en-us+klatt", 140, 40,
+                                                                        -64.0)}
+ZEROS = {name: Speaker(s.voice, s.speed, s.pitch, None) for name, s in NOISY.items()}
+
+
+@pytest.fixture(scope="module", params=["noise floor", "digital silence"])
+def short_corpus(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> ShortCorpus:
+    """Six short sentences, two voices taking turns, 1 s of background between turns."""
+    require_binary("espeak-ng")
+    require_binary("sox")
+    speakers = NOISY if request.param == "noise floor" else ZEROS
+    return short_utterances(tmp_path_factory.mktemp("short"), sentences=SHORT_SENTENCES[:6],
+                            speakers=speakers)
+
+
+def test_onset_and_trailing_words_are_inside_their_segment(short_corpus: ShortCorpus) -> None:
+    """Issue 14: the tap lost the first word of short utterances ("can everyone hear me" ->
+    "and everyone hear me"). A segment must carry the audio from ``pre_roll_s`` before its
+    first voiced frame -- the onset itself and background before it, never digital silence --
+    to ``speech_end_s`` after its last, and the second of silence between two turns must split
+    them."""
+    config = TapConfig()
+    for speaker, track in short_corpus.tracks.items():
+        pcm = pcm16k(track)
+        mine = [u for u in short_corpus.utterances if u.speaker == speaker]
+        found = segment_audio(pcm, config)
+        assert len(found) == len(mine), (speaker, found)
+        for utterance, segment in zip(mine, found):
+            # The VAD finds the onset within a frame or two, and the pre-roll reaches back from
+            # there: the segment's audio starts a pre-roll before the first word.
+            assert segment.start_s <= utterance.start_s + 2 * FRAME_S, (utterance, segment)
+            assert segment.audio_start_s == pytest.approx(
+                segment.start_s - round(config.pre_roll_s / FRAME_S) * FRAME_S, abs=0.001), \
+                (utterance, segment)
+            # The last word and the hang-over after it are inside too.
+            assert segment.end_s >= utterance.end_s - 2 * FRAME_S, (utterance, segment)
+            assert segment.audio_end_s >= utterance.end_s + config.speech_end_s - 2 * FRAME_S
+            # All of it is the audio as heard, but digital silence: that is sent as quiet noise.
+            begin = round(segment.audio_start_s * BYTES_PER_SECOND) & ~1
+            for at in range(0, len(segment.audio), FRAME_BYTES):
+                sent = segment.audio[at:at + FRAME_BYTES]
+                heard = pcm[begin + at:begin + at + FRAME_BYTES]
+                if peak(heard) >= DIGITAL_SILENCE:
+                    assert sent == heard, (utterance, segment, at)
+                else:
+                    assert DIGITAL_SILENCE <= peak(sent) < 300, (utterance, segment, at)
+
+
+def peak(pcm: bytes) -> int:
+    samples = array("h", pcm)
+    return max(max(samples), -min(samples))
+
+
+def test_a_dropout_at_the_onset_does_not_cut_the_pre_roll(speech_dir: Path) -> None:
+    """A moment of digital silence just after a word starts (a lost packet, a stop's closure in
+    synthetic speech) used to empty the pre-roll ring and restart the start window: the segment
+    then began after the dropout, without the first word's start."""
+    pcm = pcm16k(speech_dir / "weather.wav")  # 1.0 s of silence, the sentence, 1.5 s
+    onset = next(i for i in range(0, len(pcm), 2) if pcm[i:i + 2] != b"\0\0")
+    dropout = onset + int(0.1 * BYTES_PER_SECOND) & ~1
+    pcm = pcm[:dropout] + bytes(int(0.06 * BYTES_PER_SECOND)) + pcm[dropout + int(
+        0.06 * BYTES_PER_SECOND):]
+    (segment,) = segment_audio(pcm)
+    assert segment.audio_start_s <= onset / BYTES_PER_SECOND - 0.2, segment
+    assert segment.start_s <= onset / BYTES_PER_SECOND + 2 * FRAME_S, segment
 
 
 def duration(path: Path) -> float:
