@@ -166,7 +166,7 @@ class Segmenter:
         self._pre_roll = round(config.pre_roll_s / FRAME_S)
         # The last frames heard, in a segment or not: the start window and the pre-roll before
         # its first voiced frame (which may reach back into the previous segment's hang-over).
-        self._ring: deque[tuple[bytes, float, bool]] = deque(
+        self._ring: deque[tuple[bytes, float, bool, bool]] = deque(
             maxlen=self._pre_roll + self._window)
         self._recent: deque[bool] = deque(maxlen=self._window)
         self._pending = b""
@@ -223,12 +223,13 @@ class Segmenter:
         voiced, peak = self._judge(frame)
         self.frames_seen += 1
         end_s = frame_s + FRAME_S
-        if peak < DIGITAL_SILENCE:
+        silent = peak < DIGITAL_SILENCE
+        if silent:
             # Exact zeros would wreck the recogniser's estimates (see DIGITAL_SILENCE); the
             # same time of quiet background keeps the words' timing and the pauses around them.
             frame = COMFORT_NOISE[self._noise]
             self._noise = (self._noise + 1) % len(COMFORT_NOISE)
-        self._ring.append((frame, frame_s, voiced))
+        self._ring.append((frame, frame_s, voiced, silent))
         if not self._in_segment:
             self._recent.append(voiced)
             if voiced and sum(self._recent) >= self._needed:
@@ -256,9 +257,15 @@ class Segmenter:
         # The pre-roll counts back from the first voiced frame, so its length does not depend
         # on how fast the window filled: it was the whole ring (0.30-0.42 s before the first
         # voiced frame), and background beyond ~0.3 s costs pocketsphinx words again.
+        begin = max(0, first - self._pre_roll)
+        while begin < first and frames[begin][3]:
+            # Never open with comfort noise: its -70 dBFS becomes the recogniser's first noise
+            # and cepstral-mean estimate, which a speaker's decoder keeps for the segments after
+            # (jfk.flac over WebRTC behind 1 s of zeros: WER 0.27 -> 0.77). Inside a segment it
+            # stays, in place of the zeros.
+            begin += 1
         events.append(SegmentStart(frames[first][1]))
-        events.append(SegmentAudio(
-            b"".join(f for f, _, _ in frames[max(0, first - self._pre_roll):]), end_s))
+        events.append(SegmentAudio(b"".join(f[0] for f in frames[begin:]), end_s))
         self._in_segment = True
         self._frames = len(frames) - first
         self._silent_run = 0

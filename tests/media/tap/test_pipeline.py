@@ -113,9 +113,9 @@ def short_corpus(request: pytest.FixtureRequest,
 def test_onset_and_trailing_words_are_inside_their_segment(short_corpus: ShortCorpus) -> None:
     """Issue 14: the tap lost the first word of short utterances ("can everyone hear me" ->
     "and everyone hear me"). A segment must carry the audio from ``pre_roll_s`` before its
-    first voiced frame -- the onset itself and background before it, never digital silence --
-    to ``speech_end_s`` after its last, and the second of silence between two turns must split
-    them."""
+    first voiced frame -- the onset itself and background before it, but never opening with
+    digital silence (nor the comfort noise sent for it) -- to ``speech_end_s`` after its last,
+    and the second of silence between two turns must split them."""
     config = TapConfig()
     for speaker, track in short_corpus.tracks.items():
         pcm = pcm16k(track)
@@ -126,8 +126,11 @@ def test_onset_and_trailing_words_are_inside_their_segment(short_corpus: ShortCo
             # The VAD finds the onset within a frame or two, and the pre-roll reaches back from
             # there: the segment's audio starts a pre-roll before the first word.
             assert segment.start_s <= utterance.start_s + 2 * FRAME_S, (utterance, segment)
-            assert segment.audio_start_s == pytest.approx(
-                segment.start_s - round(config.pre_roll_s / FRAME_S) * FRAME_S, abs=0.001), \
+            # (Not reaching into digital silence: a segment never opens with comfort noise.)
+            expected = segment.start_s - round(config.pre_roll_s / FRAME_S) * FRAME_S
+            while expected < segment.start_s and peak(frame_at(pcm, expected)) < DIGITAL_SILENCE:
+                expected += FRAME_S
+            assert segment.audio_start_s == pytest.approx(expected, abs=0.001), \
                 (utterance, segment)
             # The last word and the hang-over after it are inside too.
             assert segment.end_s >= utterance.end_s - 2 * FRAME_S, (utterance, segment)
@@ -141,6 +144,11 @@ def test_onset_and_trailing_words_are_inside_their_segment(short_corpus: ShortCo
                     assert sent == heard, (utterance, segment, at)
                 else:
                     assert DIGITAL_SILENCE <= peak(sent) < 300, (utterance, segment, at)
+
+
+def frame_at(pcm: bytes, time_s: float) -> bytes:
+    begin = round(time_s * BYTES_PER_SECOND) & ~1
+    return pcm[begin:begin + FRAME_BYTES]
 
 
 def peak(pcm: bytes) -> int:
@@ -158,7 +166,10 @@ def test_a_dropout_at_the_onset_does_not_cut_the_pre_roll(speech_dir: Path) -> N
     pcm = pcm[:dropout] + bytes(int(0.06 * BYTES_PER_SECOND)) + pcm[dropout + int(
         0.06 * BYTES_PER_SECOND):]
     (segment,) = segment_audio(pcm)
-    assert segment.audio_start_s <= onset / BYTES_PER_SECOND - 0.2, segment
+    # The segment's audio starts at the onset's frame (what comes before it is digital
+    # silence, which never opens a segment), not after the dropout.
+    assert segment.audio_start_s <= onset / BYTES_PER_SECOND, segment
+    assert segment.audio_start_s > onset / BYTES_PER_SECOND - 2 * FRAME_S, segment
     assert segment.start_s <= onset / BYTES_PER_SECOND + 2 * FRAME_S, segment
 
 
