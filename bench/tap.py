@@ -1,6 +1,6 @@
 """Transcription tap: accuracy, latency, recogniser speed and the hub's loop lag, side by side.
 
-    .venv/bin/python -m bench.tap [--max-speakers 8] [--json FILE] [--short-only]
+    .venv/bin/python -m bench.tap [--max-speakers 8] [--json FILE] [--short-only] [--burners N]
     .venv/bin/python -m bench.tap --failover N
 
 1. **Over WebRTC.** A hub with its in-process tap runs in *this* process (one event loop, as
@@ -235,10 +235,10 @@ async def over_webrtc(workdir: Path, corpus: str, clips: list[Clip]) -> dict[str
     anchors: dict[str, float] = {}
     original_push = tap_pipeline.SpeakerPipeline.push_pcm
 
-    def recording_push(self: Any, pcm: bytes) -> None:  # keep what the tap heard, per speaker
+    def recording_push(self: Any, pcm: bytes, **kwargs: Any) -> None:  # what the tap heard
         received_pcm.setdefault(self.name, bytearray()).extend(pcm)
-        original_push(self, pcm)
-        anchors.setdefault(self.name, self._anchor_s)  # unix time of the stream's sample 0
+        original_push(self, pcm, **kwargs)
+        anchors[self.name] = self.stream_start_s  # unix time of the stream's sample 0
 
     tap_pipeline.SpeakerPipeline.push_pcm = recording_push  # type: ignore[method-assign]
     hub = await start_hub(test_settings(tap={"enabled": True}), inline_tap=True)
@@ -538,7 +538,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-tap-") as tmp:
         workdir = Path(tmp)
-        short = await run_short(workdir)
+        short = await run_short(workdir, args.burners)
         if args.short_only:
             return {"short": short}
         corpus, clips = make_corpus(workdir)
@@ -616,6 +616,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--short-only", action="store_true",
                         help="only the short-utterance corpus, quiet and loaded")
+    parser.add_argument("--burners", type=int, default=None, metavar="N",
+                        help="CPU burners in the short utterances' loaded run (default: one "
+                             "per core)")
     parser.add_argument("--failover", type=int, default=0, metavar="N",
                         help="only measure N kill -9 failovers of a tap worker")
     parser.add_argument("--bots", help=argparse.SUPPRESS)  # internal: the bot process

@@ -26,6 +26,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,17 @@ class Eavesdrop:
     heard: dict[str, bytearray] = field(default_factory=dict)
     anchors: dict[str, float] = field(default_factory=dict)
     finals: list[TapFinal] = field(default_factory=list)
+    pipelines: dict[str, Any] = field(default_factory=dict)
+
+    async def settled(self, timeout_s: float = 60.0) -> bool:
+        """Wait until every pipeline has its finals (a loaded tap is seconds behind when the
+        speakers leave); False if some still had none after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while any(p.open_results for p in self.pipelines.values()):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     @contextlib.contextmanager
     def patched(self) -> Iterator[None]:
@@ -80,10 +92,11 @@ class Eavesdrop:
         push, recognised = cls.push_pcm, cls.on_recognition
         eavesdrop = self
 
-        def push_pcm(pipeline: Any, pcm: bytes) -> None:
+        def push_pcm(pipeline: Any, pcm: bytes, **kwargs: Any) -> None:
             eavesdrop.heard.setdefault(pipeline.name, bytearray()).extend(pcm)
-            push(pipeline, pcm)
-            eavesdrop.anchors.setdefault(pipeline.name, pipeline._anchor_s)
+            push(pipeline, pcm, **kwargs)
+            eavesdrop.pipelines[pipeline.name] = pipeline
+            eavesdrop.anchors[pipeline.name] = pipeline.stream_start_s  # the latest estimate
 
         def on_recognition(pipeline: Any, result: Any) -> None:
             times = pipeline._times.get(result.segment_id)
@@ -130,6 +143,7 @@ async def short_over_webrtc(corpus: Any, *, burners: int = 0) -> dict[str, Any]:
                     sys.executable, "-m", "bench.tap", "--bots", json.dumps(spec), cwd=ROOT,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                 out, err = await bots.communicate()
+                settled = await eavesdrop.settled()  # the speakers left; their last finals
                 lag = await probe.stop()
             if bots.returncode != 0:
                 raise RuntimeError(f"bot process failed:\n{err.decode()[-3000:]}")
@@ -177,6 +191,7 @@ async def short_over_webrtc(corpus: Any, *, burners: int = 0) -> dict[str, Any]:
             "dropped": sum(f.dropped for f in eavesdrop.finals),
             "with_words": sum(bool(f.text) and not f.dropped for f in eavesdrop.finals),
             "stored": len(stored), "burners": burners, "burner_pids": burner_pids,
+            "settled": settled,
             "told_dropped": sum(st["dropped"] for st in bot_report["statuses"] if st["peer"]),
             "statuses": bot_report["statuses"]}
 
@@ -219,17 +234,19 @@ def scores(corpus: Any, texts: dict[int, str]) -> dict[str, Any]:
     return {"per": per, "pooled": errors / max(1, sum(words)), "words": sum(words)}
 
 
-async def run_short(workdir: Path) -> dict[str, Any]:
-    """The corpus once on a quiet machine and once with a CPU burner per core."""
+async def run_short(workdir: Path, burners: int | None = None) -> dict[str, Any]:
+    """The corpus once on a quiet machine and once with ``burners`` CPU burners (default: one
+    per core)."""
     import os
 
     from media.testing.speech import SHORT_SPEAKERS, short_utterances
 
     corpus = short_utterances(workdir / "short")
     runs: dict[str, Any] = {}
-    for label, burners in (("quiet", 0), ("loaded", os.cpu_count() or 1)):
-        print(f"  short utterances: {label} run ({burners} CPU burners)", file=sys.stderr)
-        result = await short_over_webrtc(corpus, burners=burners)
+    load = (os.cpu_count() or 1) if burners is None else burners
+    for label, count in (("quiet", 0), ("loaded", load)):
+        print(f"  short utterances: {label} run ({count} CPU burners)", file=sys.stderr)
+        result = await short_over_webrtc(corpus, burners=count)
         decoded = await asyncio.to_thread(short_direct, corpus, result.pop("heard"), workdir)
         result.update(tap=scores(corpus, result["texts"]),
                       direct=scores(corpus, decoded["direct"]),
@@ -251,9 +268,9 @@ def short_table(short: dict[str, Any]) -> str:
         return "yes" if good else "**no**"
 
     clips = len(short["corpus"])
-    lines = [("| short utterances (espeak-ng, 4 voices, turns 1 s apart) | quiet | loaded "
-              "(CPU burner per core) | target |"), "|---|---|---|---|"]
     quiet, loaded = short["runs"]["quiet"], short["runs"]["loaded"]
+    lines = [("| short utterances (espeak-ng, 4 voices, turns 1 s apart) | quiet | loaded "
+              f"({loaded['burners']} CPU burners) | target |"), "|---|---|---|---|"]
 
     def both(f: Any) -> str:
         return f"{f(quiet)} | {f(loaded)}"
@@ -274,9 +291,10 @@ def short_table(short: dict[str, Any]) -> str:
         + both(lambda r: f"{r['heard']['pooled']:.3f}; "
                f"{ratio(r['tap']['pooled'], r['heard']['pooled']):.2f}") + " | - |",
         ("| segments the tap finished: with words / empty / dropped (stored; dropped as "
-         "the room was told) | ")
+         "the room was told; every final in after the speakers left) | ")
         + both(lambda r: f"{r['with_words']} / {r['finals'] - r['with_words'] - r['dropped']}"
-               f" / {r['dropped']} ({r['stored']}; {r['told_dropped']})") + " | - |",
+               f" / {r['dropped']} ({r['stored']}; {r['told_dropped']}; "
+               f"{'yes' if r['settled'] else '**no**'})") + " | - |",
         "| clips without words: dropped / empty / no segment (lost silently) | "
         + both(lambda r: "{} / {} / {}".format(*_missing(r))) + " | 0 silently |",
         "| end of speech -> final text, p50 / p95 | "

@@ -76,8 +76,9 @@ silence inside a segment. pocketsphinx needs to hear background before the first
 the last: a segment that started right at the onset lost its first word ("can everyone hear
 me" -> "and everyone hear me"; measured in docs/transcription.md, "Segmentation")."""
 GAP_S = 0.25
-"""A frame arriving this much later than the media clock expects marks a gap (DTX, loss, a
-paused sender): the clock is re-anchored to the arrival time."""
+"""A gap in a stream's audio (DTX, loss, a paused sender) this long or longer moves its media
+clock on: shown by the sender's timestamps jumping ahead or, for audio without them, by a
+late arrival."""
 
 
 def dbfs_to_peak(dbfs: float) -> int:
@@ -297,8 +298,12 @@ class SpeakerPipeline:
     """One participant: resample, segment, stream segments to the recogniser, and report
     results with their segment's wall-clock times to ``on_result(segment_id, times, result)``.
 
-    The media clock is the sample count since the first frame, anchored to that frame's arrival
-    (``clock()``, unix seconds) and re-anchored after gaps, so times survive jitter and DTX.
+    The media clock is the stream's own time -- the samples received, plus the gaps the
+    sender's timestamps show (DTX, a paused sender) -- anchored to arrival (``clock()``, unix
+    seconds) by its earliest-arriving audio. A late burst of audio (this process or the
+    network stalled) is not a gap and moves no time: the segments of a busy tap keep the times
+    their words were spoken. Audio without timestamps (:meth:`push_pcm` alone) takes a late
+    arrival for a gap.
     """
 
     def __init__(
@@ -319,8 +324,11 @@ class SpeakerPipeline:
         self._segmenter = Segmenter(config, vad)
         self._chunk_bytes = max(FRAME_BYTES, int(config.chunk_s * SAMPLE_RATE) * 2)
         self._buffer = bytearray()
-        self._anchor_s: float | None = None
+        self._anchor_s: float | None = None  # unix time of the stream's time 0
         self._samples = 0
+        self._skipped_s = 0.0  # gaps in the stream so far (stream time without audio)
+        self._pts: int | None = None  # the last frame's timestamp, and its stream time
+        self._pts_s = 0.0
         self._segment: str | None = None
         self._times: dict[str, SegmentTimes] = {}
         self._closed = False
@@ -354,24 +362,65 @@ class SpeakerPipeline:
         """One decoded frame from the participant's track (any rate/layout/format)."""
         if self._closed:
             return
+        stream_s = self._stream_time(frame)
         pcm = self._resampler.resample(frame)
         if pcm:
-            self.push_pcm(pcm)
+            self.push_pcm(pcm, stream_s=stream_s)
 
-    def push_pcm(self, pcm: bytes) -> None:
-        """16 kHz mono s16 audio that just arrived."""
+    def _stream_time(self, frame: av.AudioFrame) -> float | None:
+        """The frame's start in stream time by its sender's timestamps (RTP's, from aiortc:
+        32-bit, wrapping), or None: no timestamps, or they jumped back (a new sender)."""
+        if frame.pts is None or frame.time_base is None:
+            return None
+        if self._pts is None:
+            self._pts, self._pts_s = frame.pts, self._skipped_s + self._samples / SAMPLE_RATE
+            return self._pts_s
+        step = frame.pts - self._pts
+        if abs(step) >= 1 << 31:  # an RTP timestamp wrapped
+            step -= (1 << 32) if step > 0 else -(1 << 32)
+        self._pts = frame.pts
+        self._pts_s += float(step * frame.time_base)
+        return self._pts_s
+
+    def push_pcm(self, pcm: bytes, *, stream_s: float | None = None) -> None:
+        """16 kHz mono s16 audio that just arrived; ``stream_s``: where it starts in stream
+        time by the sender's timestamps, if known."""
         if self._closed:
             return
         now = self._clock()
         self._last_push = time.monotonic()
-        expected = None if self._anchor_s is None else \
-            self._anchor_s + self._samples / SAMPLE_RATE
-        if expected is None or now - expected > GAP_S:
-            # First audio, or a gap: this chunk's end is now.
-            self._anchor_s = now - len(pcm) / BYTES_PER_SECOND - self._samples / SAMPLE_RATE
-            expected = self._anchor_s + self._samples / SAMPLE_RATE
+        length_s = len(pcm) / BYTES_PER_SECOND
+        received_s = self._skipped_s + self._samples / SAMPLE_RATE  # stream time of this chunk
+        if self._anchor_s is None:
+            self._anchor_s = now - length_s - received_s  # first audio: its end is now
+        elif stream_s is not None:
+            if stream_s - received_s > GAP_S:  # the sender's clock ran on without audio
+                self._skipped_s += stream_s - received_s
+            elif stream_s < received_s - 1.0:  # timestamps jumped back: take them afresh
+                self._pts_s = received_s
+        elif now - (self._anchor_s + received_s) > GAP_S:  # no timestamps: late is a gap
+            self._skipped_s += now - length_s - (self._anchor_s + received_s)
+        start_s = self._anchor_s + self._skipped_s + self._samples / SAMPLE_RATE
+        if now < start_s + length_s:
+            # Audio is never heard before it was sent: an earlier arrival than the clock
+            # allows means the anchor came from a late one (a busy first moment), or the
+            # sender's clock runs fast. The earliest arrival wins.
+            self._anchor_s -= start_s + length_s - now
+            start_s = now - length_s
         self._samples += len(pcm) // 2
-        self._handle(self._segmenter.push(pcm, expected))
+        self._handle(self._segmenter.push(pcm, start_s))
+
+    @property
+    def stream_start_s(self) -> float | None:
+        """Unix time of the stream's time 0 (its first sample), as the clock has it now."""
+        return self._anchor_s
+
+    @property
+    def clock_s(self) -> float | None:
+        """Unix time at which the audio received so far ends, by the media clock."""
+        if self._anchor_s is None:
+            return None
+        return self._anchor_s + self._skipped_s + self._samples / SAMPLE_RATE
 
     def flush_if_idle(self, idle_s: float) -> None:
         """End an open segment whose audio stopped coming ``idle_s`` ago (the connection died

@@ -4,9 +4,11 @@ participant who never speaks."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 from array import array
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -316,7 +318,72 @@ def test_a_gap_in_the_audio_moves_the_clock() -> None:
     pipeline.push_pcm(silence)
     now[0] += 5.0  # five seconds without audio
     pipeline.push_pcm(silence)
-    anchor = pipeline._anchor_s  # the clock is the unit under test
-    assert anchor is not None
     # The second chunk ends "now", not 20 ms after the first one.
-    assert anchor + 2 * 640 / BYTES_PER_SECOND == pytest.approx(now[0], abs=0.001)
+    assert pipeline.clock_s == pytest.approx(now[0], abs=0.001)
+
+
+def rtp_frames(seconds: float, *, first_pts: int = 1234, voiced_from_s: float = 1.0,
+               ) -> list[av.AudioFrame]:
+    """20 ms 48 kHz mono frames as aiortc hands them over (``pts``: the RTP timestamp,
+    ``time_base`` 1/48000): silence, then from ``voiced_from_s`` a loud tone, wrapping at
+    2**32 like RTP's."""
+    frames = []
+    for i in range(round(seconds / 0.02)):
+        t = i * 0.02
+        level = 8000 if t >= voiced_from_s else 0
+        samples = array("h", (round(level * math.sin(2 * math.pi * 220 * (t + k / 48_000)))
+                              for k in range(960)))
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(samples.tobytes())
+        frame.sample_rate = 48_000
+        frame.pts = (first_pts + i * 960) % (1 << 32)
+        frame.time_base = Fraction(1, 48_000)
+        frames.append(frame)
+    return frames
+
+
+def feed(frames: list[av.AudioFrame], arrivals: list[float]) -> SpeakerPipeline:
+    clock = [0.0]
+    pipeline = SpeakerPipeline(TapConfig(), RecordingTranscriber(), lambda *a: None,
+                               clock=lambda: clock[0])
+    for frame, at in zip(frames, arrivals):
+        clock[0] = at
+        pipeline.push_frame(frame)
+    return pipeline
+
+
+def test_a_late_burst_is_not_a_gap() -> None:
+    """Issue 14: on a busy machine the tap's audio arrives late and then in a burst. That used
+    to re-anchor the media clock at every stall, so a loaded tap stamped speech seconds later
+    than it was said (and its latency looked shorter). With the sender's timestamps, a stall
+    moves no time."""
+    frames = rtp_frames(4.0)
+    on_time = [100.0 + (i + 1) * 0.02 for i in range(len(frames))]
+    stalled = list(on_time)
+    for i in range(50, 150):  # 1.0-3.0 s: the process stalls 2 s, then catches up at once
+        stalled[i] = max(on_time[i], on_time[149] + 0.001 * (i - 49))
+    quiet, busy = feed(frames, on_time), feed(frames, stalled)
+    assert busy.stream_start_s == pytest.approx(quiet.stream_start_s, abs=1e-6)
+    assert busy.clock_s == pytest.approx(100.0 + 4.0, abs=0.005)
+
+
+def test_a_late_first_frame_does_not_shift_the_stream() -> None:
+    """The first frame arrives 0.5 s late (the tap was busy joining), the rest on time: the
+    clock takes the earliest-arriving audio, not the first."""
+    frames = rtp_frames(2.0)
+    arrivals = [100.0 + (i + 1) * 0.02 for i in range(len(frames))]
+    arrivals[0] += 0.5
+    assert feed(frames, arrivals).stream_start_s == pytest.approx(100.0, abs=0.005)
+
+
+@pytest.mark.parametrize("first_pts", [1234, (1 << 32) - 960 * 60])  # the second wraps at 1.2 s
+def test_a_timestamp_gap_moves_the_clock_by_the_senders_time(first_pts: int) -> None:
+    """DTX: the sender sends nothing for 3 s and its timestamps run on. The frames after it
+    are stamped 3 s later even when the gap's end arrives late and in a burst."""
+    frames = rtp_frames(6.0, first_pts=first_pts)
+    kept = frames[:50] + frames[200:]  # 1.0-4.0 s never sent
+    arrivals = [100.0 + (i + 1) * 0.02 for i in range(50)] + \
+        [106.5 + 0.001 * i for i in range(len(kept) - 50)]  # the rest comes late, at once
+    pipeline = feed(kept, arrivals)
+    assert pipeline.stream_start_s == pytest.approx(100.0, abs=0.005)
+    assert pipeline.clock_s == pytest.approx(100.0 + 6.0, abs=0.005)
