@@ -75,6 +75,9 @@ COMFORT_NOISE = _comfort_noise()
 silence inside a segment. pocketsphinx needs to hear background before the first word and after
 the last: a segment that started right at the onset lost its first word ("can everyone hear
 me" -> "and everyone hear me"; measured in docs/transcription.md, "Segmentation")."""
+LATE_AUDIO = 0.2
+"""Audio arriving this fraction of ``max_backlog_s`` late (3 s by default, where a recogniser
+turns partials off) makes a speaker's transcription ``delayed``."""
 GAP_S = 0.25
 """A gap in a stream's audio (DTX, loss, a paused sender) this long or longer moves its media
 clock on: shown by the sender's timestamps jumping ahead or, for audio without them, by a
@@ -329,6 +332,7 @@ class SpeakerPipeline:
         self._skipped_s = 0.0  # gaps in the stream so far (stream time without audio)
         self._pts: int | None = None  # the last frame's timestamp, and its stream time
         self._pts_s = 0.0
+        self._arrival_lag_s = 0.0
         self._segment: str | None = None
         self._times: dict[str, SegmentTimes] = {}
         self._closed = False
@@ -349,14 +353,26 @@ class SpeakerPipeline:
 
     @property
     def behind_s(self) -> float:
-        """Seconds of this speaker's audio the recogniser has not consumed yet."""
-        return self._stream.behind_s if isinstance(self._stream, Pressure) else 0.0
+        """Seconds this speaker's transcription is behind their speech: how late their audio
+        reaches the tap (:attr:`arrival_lag_s`) plus the audio the recogniser has not consumed
+        yet."""
+        backlog = self._stream.behind_s if isinstance(self._stream, Pressure) else 0.0
+        return self.arrival_lag_s + backlog
+
+    @property
+    def arrival_lag_s(self) -> float:
+        """How much later than the media clock the latest audio arrived, seconds: a tap whose
+        own process is starved hears speech late, before any recogniser is behind."""
+        return self._arrival_lag_s
 
     @property
     def degraded(self) -> bool:
-        """The speaker's recogniser is behind: no partials until it catches up
-        (:mod:`media.tap.overload`)."""
-        return isinstance(self._stream, Pressure) and self._stream.degraded
+        """The speaker's transcription is behind (:mod:`media.tap.overload`): the recogniser
+        (no partials until it catches up), or the audio itself arrives more than
+        ``max_backlog_s`` / 5 late."""
+        if isinstance(self._stream, Pressure) and self._stream.degraded:
+            return True
+        return self._arrival_lag_s >= self.config.max_backlog_s * LATE_AUDIO
 
     def push_frame(self, frame: av.AudioFrame) -> None:
         """One decoded frame from the participant's track (any rate/layout/format)."""
@@ -407,6 +423,7 @@ class SpeakerPipeline:
             # sender's clock runs fast. The earliest arrival wins.
             self._anchor_s -= start_s + length_s - now
             start_s = now - length_s
+        self._arrival_lag_s = now - (start_s + length_s)
         self._samples += len(pcm) // 2
         self._handle(self._segmenter.push(pcm, start_s))
 

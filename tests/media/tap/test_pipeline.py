@@ -365,6 +365,21 @@ def test_a_late_burst_is_not_a_gap() -> None:
     quiet, busy = feed(frames, on_time), feed(frames, stalled)
     assert busy.stream_start_s == pytest.approx(quiet.stream_start_s, abs=1e-6)
     assert busy.clock_s == pytest.approx(100.0 + 4.0, abs=0.005)
+    # Caught up at the end: not behind.
+    assert busy.arrival_lag_s == pytest.approx(0.0, abs=0.005) and not busy.degraded
+
+
+def test_audio_arriving_late_makes_the_speaker_delayed() -> None:
+    """A starved tap hears speech late before any recogniser is behind (a loaded run had
+    finals 7-12 s after the speech while the room was never told): audio arriving a fifth of
+    ``max_backlog_s`` (3 s) late makes the speaker's transcription degraded."""
+    frames = rtp_frames(6.0)
+    on_time = [100.0 + (i + 1) * 0.02 for i in range(len(frames))]
+    late = on_time[:100] + [t + 3.5 for t in on_time[100:]]  # from 2 s on, 3.5 s late
+    pipeline = feed(frames, late)
+    assert pipeline.arrival_lag_s == pytest.approx(3.5, abs=0.005)
+    assert pipeline.behind_s >= 3.5 and pipeline.degraded
+    assert not feed(frames[:150], on_time[:100] + [t + 1.0 for t in on_time[100:150]]).degraded
 
 
 def test_a_late_first_frame_does_not_shift_the_stream() -> None:
