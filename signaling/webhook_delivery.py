@@ -215,7 +215,7 @@ class WebhookSender:
         if age_s >= self.config.max_age_s:
             await self.store.give_up(lease)
             self._count("failed", "expired")
-            logger.error("%s: failed (%s) and is %.0f s old, above webhooks.max_age_s: given "
+            logger.error("%s: failed (%s) and is %.1f s old, above webhooks.max_age_s: given "
                          "up; the meeting's next event follows", label, reason, age_s)
             return
         delay = backoff_s(attempt, self.config)

@@ -47,6 +47,8 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     #: Requests whose signature did not verify (a test fails if any arrive).
     rejected: list[str] = field(default_factory=list)
+    #: The ``webhook-id`` of every verified request, as it arrived (before any hold).
+    arrivals: list[str] = field(default_factory=list)
     #: Requests that arrived and are being held.
     holding: int = 0
     _runner: web.AppRunner | None = None
@@ -74,6 +76,7 @@ class Receiver:
         except WebhookVerificationError as exc:
             self.rejected.append(f"{exc}: {request.headers!r}")
             return web.Response(status=401)
+        self.arrivals.append(request.headers["webhook-id"])
         if self.hold is not None and not self.hold.is_set():
             self.holding += 1
             await self.hold.wait()
