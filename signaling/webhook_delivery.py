@@ -149,7 +149,7 @@ class WebhookSender:
     async def _idle(self) -> None:
         wait = self.config.poll_interval_s
         with contextlib.suppress(HubError):
-            due = await self.store.next_due_ms()
+            due = await self.store.next_due_ms(list(self.endpoints))
             if due is not None:
                 wait = min(wait, max(0.0, due / 1000 - time.time()) + 0.005)
         self._wake.clear()

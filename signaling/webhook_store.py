@@ -16,11 +16,15 @@ so a worker that stalled past its lease changes nothing. A worker killed mid-del
 the lane due again when the lease runs out, and the next worker to claim it redelivers the same
 event (same id): delivery is at least once.
 
+Each endpoint has its own schedule and a worker claims only from those of the URLs it is
+configured with. Events queued for a URL that no worker is configured with any more stay
+queued (and count in the gauges) until a worker has it again.
+
 Redis keys, all in one Cluster slot (``{wh}``) so each script runs in one slot:
 
 ================================  ======  ================================================
 ``cr:{wh}:lane:<endpoint>:<mid>``  stream  the lane's events (``id``, ``type``, ``c``, ``b``)
-``cr:{wh}:due``                    zset    lane -> when it may next be tried (ms, Redis time)
+``cr:{wh}:due:<endpoint>``         zset    lane -> when it may next be tried (ms, Redis time)
 ``cr:{wh}:heads``                  zset    lane -> when its head event happened (ms)
 ``cr:{wh}:owner``                  hash    lane -> lease owner ``<worker> <token>``
 ``cr:{wh}:tries``                  hash    lane -> ``<entry> <failed attempts>`` of its head
@@ -86,8 +90,9 @@ class WebhookStore(Protocol):
     async def give_up(self, lease: Lease) -> bool:
         """Drop the head undelivered (too old, or the receiver said 410 Gone)."""
 
-    async def next_due_ms(self) -> int | None:
-        """When the next lane is due (unix ms), or ``None`` when no event waits."""
+    async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:
+        """When the next lane of ``endpoints`` is due (unix ms; a leased lane when its lease
+        runs out), or ``None`` when none of their events waits."""
 
     async def stats(self) -> QueueStats: ...
 
@@ -195,8 +200,10 @@ class MemoryWebhookStore:
     async def give_up(self, lease: Lease) -> bool:
         return await self.delivered(lease)
 
-    async def next_due_ms(self) -> int | None:
-        return min((lane.due_ms for lane in self._lanes.values()), default=None)
+    async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:
+        wanted = set(endpoints)
+        return min((lane.due_ms for name, lane in self._lanes.items()
+                    if name.split(":", 1)[0] in wanted), default=None)
 
     async def stats(self) -> QueueStats:
         heads = [lane.events[0][1].created_ms for lane in self._lanes.values() if lane.events]
@@ -218,97 +225,120 @@ class MemoryWebhookStore:
 
 
 PREFIX = "cr:{wh}:"
-DUE, HEADS, OWNER, TRIES, COUNT = (PREFIX + name for name in
-                                   ("due", "heads", "owner", "tries", "count"))
+HEADS, OWNER, TRIES, COUNT = (PREFIX + name for name in ("heads", "owner", "tries", "count"))
+
+
+def due_key(endpoint: str) -> str:
+    """An endpoint's schedule: lane -> when it may next be tried. One per endpoint, so lanes
+    of an endpoint this worker does not deliver to never stand in front of its own."""
+    return f"{PREFIX}due:{endpoint}"
+
 
 # Every script reads the time from Redis, so workers on machines whose clocks differ share
-# one schedule. Lane stream keys are built in the scripts from PREFIX (same slot).
+# one schedule. Lane stream and due keys are built in the scripts from PREFIX: every key
+# carries the {wh} tag, so they share the scripts' slot on a Cluster.
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-#: KEYS due heads count; ARGV prefix max id type meeting created body endpoints...
+#: KEYS heads count; ARGV prefix max id type meeting created body endpoints...
 ENQUEUE = _NOW + """
 local refused = {}
 for i = 8, #ARGV do
   local ep = ARGV[i]
-  if tonumber(redis.call('HGET', KEYS[3], ep) or '0') >= tonumber(ARGV[2]) then
+  if tonumber(redis.call('HGET', KEYS[2], ep) or '0') >= tonumber(ARGV[2]) then
     table.insert(refused, ep)
   else
     local lane = ep .. ':' .. ARGV[5]
     redis.call('XADD', ARGV[1] .. 'lane:' .. lane, '*', 'id', ARGV[3], 'type', ARGV[4],
                'c', ARGV[6], 'b', ARGV[7])
-    redis.call('HINCRBY', KEYS[3], ep, 1)
-    redis.call('ZADD', KEYS[1], 'NX', now, lane)
-    redis.call('ZADD', KEYS[2], 'NX', ARGV[6], lane)
+    redis.call('HINCRBY', KEYS[2], ep, 1)
+    -- NX: a leased or backed-off lane keeps its time (its head goes first)
+    redis.call('ZADD', ARGV[1] .. 'due:' .. ep, 'NX', now, lane)
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[6], lane)
   end
 end
 return refused
 """
 
-#: KEYS due heads owner tries count; ARGV prefix owner lease_ms endpoints...
+#: KEYS heads owner tries; ARGV prefix owner lease_ms endpoints...
+#: (the most overdue lane of the given endpoints; lanes found empty are dropped on the way)
 CLAIM = _NOW + """
-local wanted = {}
-for i = 4, #ARGV do wanted[ARGV[i]] = true end
-local lanes = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 64)
-for _, lane in ipairs(lanes) do
-  local ep = string.match(lane, '^([^:]+):')
-  if ep and wanted[ep] then
-    local head = redis.call('XRANGE', ARGV[1] .. 'lane:' .. lane, '-', '+', 'COUNT', 1)
-    if #head == 0 then
-      redis.call('ZREM', KEYS[1], lane)
-      redis.call('ZREM', KEYS[2], lane)
-      redis.call('HDEL', KEYS[3], lane)
-      redis.call('HDEL', KEYS[4], lane)
-    else
-      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), lane)
-      redis.call('HSET', KEYS[3], lane, ARGV[2])
-      local attempts = 0
-      local tries = redis.call('HGET', KEYS[4], lane)
-      if tries then
-        local entry, n = string.match(tries, '^(%S+) (%d+)$')
-        if entry == head[1][1] then attempts = tonumber(n) end
-      end
-      return {lane, head[1][1], head[1][2], attempts}
+while true do
+  local best, best_due, best_key = nil, nil, nil
+  for i = 4, #ARGV do
+    local key = ARGV[1] .. 'due:' .. ARGV[i]
+    local first = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+    if #first > 0 and (best_due == nil or tonumber(first[2]) < best_due) then
+      best, best_due, best_key = first[1], tonumber(first[2]), key
     end
   end
+  if best == nil then return false end
+  local head = redis.call('XRANGE', ARGV[1] .. 'lane:' .. best, '-', '+', 'COUNT', 1)
+  if #head == 0 then
+    redis.call('ZREM', best_key, best)
+    redis.call('ZREM', KEYS[1], best)
+    redis.call('HDEL', KEYS[2], best)
+    redis.call('HDEL', KEYS[3], best)
+  else
+    redis.call('ZADD', best_key, now + tonumber(ARGV[3]), best)
+    redis.call('HSET', KEYS[2], best, ARGV[2])
+    local attempts = 0
+    local tries = redis.call('HGET', KEYS[3], best)
+    if tries then
+      local entry, n = string.match(tries, '^(%S+) (%d+)$')
+      if entry == head[1][1] then attempts = tonumber(n) end
+    end
+    return {best, head[1][1], head[1][2], attempts}
+  end
 end
-return false
 """
 
-#: KEYS due heads owner tries count; ARGV prefix lane owner entry
+#: KEYS heads owner tries count; ARGV prefix lane owner entry
 #: (the head was delivered or given up: remove it; the next head is due at once)
 REMOVE = _NOW + """
-if redis.call('HGET', KEYS[3], ARGV[2]) ~= ARGV[3] then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[2]) ~= ARGV[3] then return 0 end
 local stream = ARGV[1] .. 'lane:' .. ARGV[2]
 local ep = string.match(ARGV[2], '^([^:]+):')
+local due = ARGV[1] .. 'due:' .. ep
 if redis.call('XDEL', stream, ARGV[4]) == 1 then
-  if redis.call('HINCRBY', KEYS[5], ep, -1) <= 0 then redis.call('HDEL', KEYS[5], ep) end
+  if redis.call('HINCRBY', KEYS[4], ep, -1) <= 0 then redis.call('HDEL', KEYS[4], ep) end
 end
+redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
-redis.call('HDEL', KEYS[4], ARGV[2])
 local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
 if #head == 0 then
   redis.call('DEL', stream)
+  redis.call('ZREM', due, ARGV[2])
   redis.call('ZREM', KEYS[1], ARGV[2])
-  redis.call('ZREM', KEYS[2], ARGV[2])
 else
-  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  redis.call('ZADD', due, now, ARGV[2])
   local fields = head[1][2]
   for i = 1, #fields, 2 do
-    if fields[i] == 'c' then redis.call('ZADD', KEYS[2], fields[i + 1], ARGV[2]) end
+    if fields[i] == 'c' then redis.call('ZADD', KEYS[1], fields[i + 1], ARGV[2]) end
   end
 end
 return 1
 """
 
-#: KEYS due owner tries; ARGV lane owner entry attempts delay_ms
+#: KEYS owner tries; ARGV prefix lane owner entry attempts delay_ms
 RETRY = _NOW + """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3] .. ' ' .. ARGV[4])
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
+local ep = string.match(ARGV[2], '^([^:]+):')
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[4] .. ' ' .. ARGV[5])
+redis.call('ZADD', ARGV[1] .. 'due:' .. ep, now + tonumber(ARGV[6]), ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+#: KEYS took; ARGV user info max ttl (who took part, bounded)
+NOTE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+    or redis.call('HLEN', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
 return 1
 """
 
@@ -332,13 +362,14 @@ class RedisWebhookStore:
         self._claim = reg(CLAIM)
         self._remove = reg(REMOVE)
         self._retry = reg(RETRY)
+        self._note = reg(NOTE)
 
     @unavailable_on_redis_errors
     async def enqueue(self, event: QueuedEvent, endpoints: Sequence[str]) -> list[str]:
         if not endpoints:
             return []
         refused = await self._enqueue(
-            keys=[DUE, HEADS, COUNT],
+            keys=[HEADS, COUNT],
             args=[PREFIX, self.max_queued, event.event_id, event.type, event.meeting_id,
                   event.created_ms, event.body, *endpoints])
         return [ep.decode() for ep in refused]
@@ -349,7 +380,7 @@ class RedisWebhookStore:
         if not endpoints:
             return None
         owner = _token(worker_id)
-        reply = await self._claim(keys=[DUE, HEADS, OWNER, TRIES, COUNT],
+        reply = await self._claim(keys=[HEADS, OWNER, TRIES],
                                   args=[PREFIX, owner, lease_ms, *endpoints])
         if not reply:
             return None
@@ -364,22 +395,23 @@ class RedisWebhookStore:
 
     @unavailable_on_redis_errors
     async def delivered(self, lease: Lease) -> bool:
-        return bool(await self._remove(keys=[DUE, HEADS, OWNER, TRIES, COUNT],
+        return bool(await self._remove(keys=[HEADS, OWNER, TRIES, COUNT],
                                        args=[PREFIX, lease.lane, lease.owner, lease.entry]))
 
     @unavailable_on_redis_errors
     async def retry(self, lease: Lease, delay_ms: int) -> bool:
-        return bool(await self._retry(keys=[DUE, OWNER, TRIES],
-                                      args=[lease.lane, lease.owner, lease.entry,
+        return bool(await self._retry(keys=[OWNER, TRIES],
+                                      args=[PREFIX, lease.lane, lease.owner, lease.entry,
                                             lease.attempts + 1, max(0, int(delay_ms))]))
 
     async def give_up(self, lease: Lease) -> bool:
         return await self.delivered(lease)
 
     @unavailable_on_redis_errors
-    async def next_due_ms(self) -> int | None:
-        first = await self.client.zrange(DUE, 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
+    async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:
+        firsts = [await self.client.zrange(due_key(ep), 0, 0, withscores=True)
+                  for ep in endpoints]
+        return min((int(first[0][1]) for first in firsts if first), default=None)
 
     @unavailable_on_redis_errors
     async def stats(self) -> QueueStats:
@@ -389,11 +421,8 @@ class RedisWebhookStore:
 
     @unavailable_on_redis_errors
     async def note_participant(self, meeting_id: str, user_id: str, info: bytes) -> None:
-        key = f"{PREFIX}took:{meeting_id}"
-        if await self.client.hlen(key) < MAX_PARTICIPANTS \
-                or await self.client.hexists(key, user_id):
-            await self.client.hset(key, user_id, info)
-            await self.client.expire(key, self.key_ttl_s)
+        await self._note(keys=[f"{PREFIX}took:{meeting_id}"],
+                         args=[user_id, info, MAX_PARTICIPANTS, self.key_ttl_s])
 
     @unavailable_on_redis_errors
     async def participants(self, meeting_id: str) -> list[bytes]:

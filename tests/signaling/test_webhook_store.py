@@ -6,6 +6,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -75,10 +76,15 @@ async def test_a_failing_meeting_holds_up_only_itself(make_store: Any) -> None:
     first = await store.claim("w1", [EP], 10_000)
     assert first is not None and first.event == a1
     assert await store.retry(first, 60_000)  # a1 failed: its lane waits a minute
+    due = await store.next_due_ms([EP])
+    assert due is not None and due <= time.time() * 1000 + 1000  # b's lane: due now
     other = await store.claim("w1", [EP], 10_000)
     assert other is not None and other.event == b1  # meeting b goes on
     assert await store.delivered(other)
     assert await store.claim("w1", [EP], 10_000) is None  # a2 never overtakes a1
+    due = await store.next_due_ms([EP])
+    assert due is not None and due - time.time() * 1000 > 30_000  # a's retry, a minute on
+    assert await store.next_due_ms([OTHER]) is None
 
 
 async def test_a_retry_comes_back_after_its_delay_counting_attempts(make_store: Any) -> None:
