@@ -113,8 +113,8 @@ class WebhookSender:
                     len(self.endpoints), self.config.concurrency)
 
     async def aclose(self) -> None:
-        """Stop delivering; an attempt cut short stays leased until its lease runs out and is
-        then delivered again (same id). Idempotent."""
+        """Stop delivering; an attempt cut short is handed back (or, when that fails, stays
+        leased until its lease runs out) and delivered again, same id. Idempotent."""
         await cancel_all(self._tasks)
         self._tasks = []
         if self._session is not None:
@@ -141,6 +141,12 @@ class WebhookSender:
             self._wake.set()  # there may be more due lanes: let another loop look too
             try:
                 await self.attempt(lease)
+            except asyncio.CancelledError:
+                # Stopping mid-attempt: hand the lane back so another worker need not wait
+                # for the lease to run out (it delivers the same event again, same id).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.store.release(lease), 1.0)
+                raise
             except HubError as exc:  # the store went away between claim and outcome
                 logger.warning("meeting=%s webhook %s: outcome not recorded (%s); it is "
                                "delivered again once the lease runs out", lease.event.meeting_id,

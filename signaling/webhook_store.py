@@ -90,6 +90,9 @@ class WebhookStore(Protocol):
     async def give_up(self, lease: Lease) -> bool:
         """Drop the head undelivered (too old, or the receiver said 410 Gone)."""
 
+    async def release(self, lease: Lease) -> bool:
+        """Hand the lane back at once, its attempt unfinished (this worker is stopping)."""
+
     async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:
         """When the next lane of ``endpoints`` is due (unix ms; a leased lane when its lease
         runs out), or ``None`` when none of their events waits."""
@@ -199,6 +202,9 @@ class MemoryWebhookStore:
 
     async def give_up(self, lease: Lease) -> bool:
         return await self.delivered(lease)
+
+    async def release(self, lease: Lease) -> bool:
+        return await self.retry(msgspec.structs.replace(lease, attempts=lease.attempts - 1), 0)
 
     async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:
         wanted = set(endpoints)
@@ -406,6 +412,9 @@ class RedisWebhookStore:
 
     async def give_up(self, lease: Lease) -> bool:
         return await self.delivered(lease)
+
+    async def release(self, lease: Lease) -> bool:
+        return await self.retry(msgspec.structs.replace(lease, attempts=lease.attempts - 1), 0)
 
     @unavailable_on_redis_errors
     async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:

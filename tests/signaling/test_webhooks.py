@@ -4,6 +4,7 @@ receiver down for a while, a failing meeting holding up only itself, giving up."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -18,10 +19,13 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from signaling import protocol as p
 from signaling.app import HUB_KEY, STORE_KEY
 from signaling.cli import main
+from signaling.redis_store import connect
 from signaling.settings import ConfigError, as_dict, load_settings
 from signaling.store import Segment
 from signaling.testing.hub import HubHandle, start_hub, test_settings
+from signaling.testing.redis_server import RedisServer
 from signaling.webhook_delivery import DeliveryConfig, backoff_s, retry_after_s
+from signaling.webhook_store import OWNER
 from signaling.webhooks import Signer, build_event, new_secret, parse_secret
 from tests.support.webhook_receiver import Receiver
 from tests.support.wsclient import WsClient
@@ -344,3 +348,36 @@ async def test_no_webhooks_configured_sends_nothing(receiver: Receiver) -> None:
             dataclasses.asdict(hub.settings))  # the settings carry no webhook state
     finally:
         await hub.aclose()
+
+
+async def test_a_worker_stopping_mid_delivery_hands_the_event_to_another(
+        receiver: Receiver, redis: RedisServer) -> None:
+    """Two hubs share Redis; the receiver holds the first request. The hub delivering it shuts
+    down: it hands the lane back instead of leaving it leased, so the other hub delivers the
+    same event (same id) long before the lease (30 s here) would have run out."""
+    receiver.hold = asyncio.Event()
+    settings = test_settings(
+        redis={"url": redis.url},
+        webhooks={"urls": receiver.url, "secret": SECRET, **FAST, "timeout_s": 20.0,
+                  "lease_s": 30.0})
+    hubs = [await start_hub(settings) for _ in range(2)]
+    client = connect(redis.url)
+    try:
+        meeting_id, _ = await hubs[0].create_room()
+        await wait_until(lambda: receiver.holding, 10, what="the first request held")
+        (owner,) = (await wait_until(lambda: client.hgetall(OWNER), 5, what="a lease")).values()
+        worker = owner.decode().split()[0]
+        (delivering,) = [h for h in hubs if h.app[HUB_KEY].worker_id == worker]
+        first_id = receiver.arrivals[0]
+        await delivering.aclose()
+        hubs.remove(delivering)
+        receiver.hold.set()
+        await wait_until(lambda: receiver.arrivals.count(first_id) >= 2, 10,
+                         what="the other hub delivering the same event")
+        assert receiver.types(meeting_id) == ["meeting.started"]
+        assert not receiver.rejected
+    finally:
+        receiver.hold.set()
+        for hub in hubs:
+            await hub.aclose()
+        await client.aclose()
