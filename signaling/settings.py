@@ -260,7 +260,7 @@ class WebhookSettings:
     max_age_s: float = 86_400.0
     """An event still undelivered this many seconds after it was queued is given up at its
     next failed attempt (counted and logged as an error); the next event of its meeting
-    follows. With the defaults that is about 30 attempts over 24 hours."""
+    follows. With the defaults that is some 30 to 60 attempts over 24 hours."""
     max_queued: int = 100_000
     """Undelivered events (per endpoint) the store holds at most; an event emitted while it is
     full is not queued (counted and logged as an error)."""
