@@ -112,12 +112,13 @@ class Admission:
             await self.transcripts.ensure_tap(room)
         router = self.router
         if not resumed:
+            # queued before anyone can see (and kick) the newcomer: joined precedes its left
+            await self.webhooks.participant_joined(room, seat, replaced)
             for old in replaced:
                 await router.broadcast(room.room_id, p.PeerLeft(peer_id=old.peer_id,
                                                                 reason="replaced"))
             await router.broadcast(room.room_id, p.PeerJoined(peer=seat.info()),
                                    exclude=seat.peer_id)
-            await self.webhooks.participant_joined(room, seat, replaced)
         router.notify_roster(room.room_id)
         self.metrics.join_latency.observe(time.perf_counter() - started)
         logger.info("room=%s peer=%s user=%s role=%s %s", room.room_id, seat.peer_id,
