@@ -124,33 +124,40 @@ class WebhookSender:
     # ------------------------------------------------------------------ loops
 
     async def _loop(self, index: int) -> None:
-        lease_ms = int(self.config.lease_s * 1000)
-        endpoints = list(self.endpoints)
         while True:
             try:
-                lease = await self.store.claim(self.worker_id, endpoints, lease_ms)
-                self._store_down_logged = False
-            except HubError as exc:
-                if not self._store_down_logged:
-                    self._store_down_logged = True
-                    logger.warning("webhooks: cannot read the queue: %s", exc.message)
-                lease = None
-            if lease is None:
-                await self._idle()
-                continue
-            self._wake.set()  # there may be more due lanes: let another loop look too
-            try:
-                await self.attempt(lease)
-            except asyncio.CancelledError:
-                # Stopping mid-attempt: hand the lane back so another worker need not wait
-                # for the lease to run out (it delivers the same event again, same id).
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.store.release(lease), 1.0)
-                raise
-            except HubError as exc:  # the store went away between claim and outcome
-                logger.warning("meeting=%s webhook %s: outcome not recorded (%s); it is "
-                               "delivered again once the lease runs out", lease.event.meeting_id,
-                               lease.event.event_id, exc.message)
+                await self._step()
+            except Exception:  # a bug or an unexpected Redis reply: keep delivering
+                logger.exception("webhooks: delivery loop %d failed; going on", index)
+                await asyncio.sleep(self.config.poll_interval_s)
+
+    async def _step(self) -> None:
+        """Claim one due lane and attempt its head, or wait for one."""
+        try:
+            lease = await self.store.claim(self.worker_id, list(self.endpoints),
+                                           int(self.config.lease_s * 1000))
+            self._store_down_logged = False
+        except HubError as exc:
+            if not self._store_down_logged:
+                self._store_down_logged = True
+                logger.warning("webhooks: cannot read the queue: %s", exc.message)
+            lease = None
+        if lease is None:
+            await self._idle()
+            return
+        self._wake.set()  # there may be more due lanes: let another loop look too
+        try:
+            await self.attempt(lease)
+        except asyncio.CancelledError:
+            # Stopping mid-attempt: hand the lane back so another worker need not wait for
+            # the lease to run out (it delivers the same event again, same id).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.release(lease), 1.0)
+            raise
+        except HubError as exc:  # the store went away between claim and outcome
+            logger.warning("meeting=%s webhook %s: outcome not recorded (%s); it is "
+                           "delivered again once the lease runs out", lease.event.meeting_id,
+                           lease.event.event_id, exc.message)
 
     async def _idle(self) -> None:
         wait = self.config.poll_interval_s
@@ -164,8 +171,12 @@ class WebhookSender:
 
     async def _stats_loop(self) -> None:
         while True:
-            with contextlib.suppress(HubError):
+            try:
                 self.stats = await self.store.stats()
+            except HubError:
+                pass  # the claim loops say so; the gauges keep their last values
+            except Exception:
+                logger.exception("webhooks: reading the queue's stats failed")
             await asyncio.sleep(self.config.stats_interval_s)
 
     # ------------------------------------------------------------------ one attempt

@@ -35,6 +35,7 @@ Redis keys, all in one Cluster slot (``{wh}``) so each script runs in one slot:
 
 from __future__ import annotations
 
+import heapq
 import secrets
 import time
 from collections import deque
@@ -126,7 +127,10 @@ class _Lane:
 
 
 class MemoryWebhookStore:
-    """:class:`WebhookStore` in this process. ``clock`` (unix ms) is for tests."""
+    """:class:`WebhookStore` in this process. ``clock`` (unix ms) is for tests.
+
+    Due lanes come off a heap (entries go stale when a lane is rescheduled and are dropped
+    when they surface), so a claim costs O(log lanes) even with a long backlog."""
 
     def __init__(self, *, max_queued: int = 100_000,
                  clock: Callable[[], int] = _wall_ms) -> None:
@@ -135,18 +139,32 @@ class MemoryWebhookStore:
         self._lanes: dict[str, _Lane] = {}
         self._count: dict[str, int] = {}
         self._seq = 0
+        self._heap: list[tuple[int, int, str]] = []  # (due ms, push order, lane)
         self._took: dict[str, dict[str, bytes]] = {}
+
+    def _schedule(self, name: str, lane: _Lane, due_ms: int) -> None:
+        lane.due_ms = due_ms
+        self._seq += 1
+        heapq.heappush(self._heap, (due_ms, self._seq, name))
+        if len(self._heap) > 4 * len(self._lanes) + 64:  # too many stale entries: rebuild
+            self._heap = [(ln.due_ms, i, n) for i, (n, ln) in enumerate(self._lanes.items())]
+            heapq.heapify(self._heap)
+
+    def _current(self, entry: tuple[int, int, str]) -> bool:
+        lane = self._lanes.get(entry[2])
+        return lane is not None and lane.due_ms == entry[0]
 
     async def enqueue(self, event: QueuedEvent, endpoints: Sequence[str]) -> list[str]:
         refused = []
-        now = self._clock()
         for endpoint in endpoints:
             if self._count.get(endpoint, 0) >= self.max_queued:
                 refused.append(endpoint)
                 continue
-            lane = self._lanes.get(f"{endpoint}:{event.meeting_id}")
+            name = f"{endpoint}:{event.meeting_id}"
+            lane = self._lanes.get(name)
             if lane is None:
-                lane = self._lanes[f"{endpoint}:{event.meeting_id}"] = _Lane(due_ms=now)
+                lane = self._lanes[name] = _Lane()
+                self._schedule(name, lane, self._clock())
             self._seq += 1
             lane.events.append((self._seq, event))
             self._count[endpoint] = self._count.get(endpoint, 0) + 1
@@ -156,18 +174,28 @@ class MemoryWebhookStore:
                     ) -> Lease | None:
         now = self._clock()
         wanted = set(endpoints)
-        due = [(lane.due_ms, name) for name, lane in self._lanes.items()
-               if lane.due_ms <= now and name.split(":", 1)[0] in wanted]
-        if not due:
+        skipped: list[tuple[int, int, str]] = []
+        found: str | None = None
+        while self._heap and self._heap[0][0] <= now:
+            entry = heapq.heappop(self._heap)
+            if not self._current(entry):
+                continue
+            if entry[2].split(":", 1)[0] not in wanted:
+                skipped.append(entry)
+                continue
+            found = entry[2]
+            break
+        for entry in skipped:
+            heapq.heappush(self._heap, entry)
+        if found is None:
             return None
-        _, name = min(due)
-        lane = self._lanes[name]
-        entry, event = lane.events[0]
-        lane.due_ms = now + lease_ms
+        lane = self._lanes[found]
+        entry_seq, event = lane.events[0]
+        self._schedule(found, lane, now + lease_ms)
         lane.owner = _token(worker_id)
-        attempts = lane.tries[1] if lane.tries[0] == entry else 0
-        return Lease(lane=name, endpoint=name.split(":", 1)[0], event=event, entry=str(entry),
-                     attempts=attempts, owner=lane.owner)
+        attempts = lane.tries[1] if lane.tries[0] == entry_seq else 0
+        return Lease(lane=found, endpoint=found.split(":", 1)[0], event=event,
+                     entry=str(entry_seq), attempts=attempts, owner=lane.owner)
 
     def _held(self, lease: Lease) -> _Lane | None:
         lane = self._lanes.get(lease.lane)
@@ -186,7 +214,7 @@ class MemoryWebhookStore:
             del self._count[lease.endpoint]
         lane.owner, lane.tries = "", (0, 0)
         if lane.events:
-            lane.due_ms = self._clock()
+            self._schedule(lease.lane, lane, self._clock())
         else:
             del self._lanes[lease.lane]
         return True
@@ -196,8 +224,8 @@ class MemoryWebhookStore:
         if lane is None:
             return False
         lane.tries = (int(lease.entry), lease.attempts + 1)
-        lane.due_ms = self._clock() + delay_ms
         lane.owner = ""
+        self._schedule(lease.lane, lane, self._clock() + delay_ms)
         return True
 
     async def give_up(self, lease: Lease) -> bool:
@@ -207,7 +235,11 @@ class MemoryWebhookStore:
         return await self.retry(msgspec.structs.replace(lease, attempts=lease.attempts - 1), 0)
 
     async def next_due_ms(self, endpoints: Sequence[str]) -> int | None:
+        while self._heap and not self._current(self._heap[0]):
+            heapq.heappop(self._heap)
         wanted = set(endpoints)
+        if self._heap and self._heap[0][2].split(":", 1)[0] in wanted:
+            return self._heap[0][0]
         return min((lane.due_ms for name, lane in self._lanes.items()
                     if name.split(":", 1)[0] in wanted), default=None)
 
