@@ -381,3 +381,88 @@ async def test_a_worker_stopping_mid_delivery_hands_the_event_to_another(
         for hub in hubs:
             await hub.aclose()
         await client.aclose()
+
+
+async def test_every_leave_reason_reaches_the_backend(receiver: Receiver) -> None:
+    """``participant.left`` says why: the backend removed bob (``removed``), carol joined again
+    from a second tab (``replaced``, before her new seat's ``participant.joined``), dave's
+    connection dropped and he did not resume within the grace (``timeout``)."""
+    hub = await start_hub(test_settings(
+        rooms={"resume_grace_s": 0.2},
+        webhooks={"urls": receiver.url, "secret": SECRET, **FAST}))
+    clients: list[WsClient] = []
+    try:
+        meeting_id, room_id = await hub.create_room(invite=("bob", "carol", "dave"))
+        for _ in range(5):
+            clients.append(await WsClient.connect(hub.ws_url))
+        host, bob, carol, carol2, dave = clients
+        await host.join(hub.mint_token(room_id, "host", "host"))
+        for client, user in ((bob, "bob"), (carol, "carol"), (dave, "dave")):
+            await client.join(hub.mint_token(room_id, user))
+        status, body = await hub.call("webrtc/index/removeParticipant",
+                                      {"meetingId": meeting_id, "userId": "bob"})
+        assert status == 200, body
+        await host.expect(p.PeerLeft)
+        await carol2.join(hub.mint_token(room_id, "carol"))
+        await host.expect(p.PeerLeft)
+        dave.ws._response.connection.transport.abort()  # type: ignore[union-attr]
+        await host.expect(p.PeerLeft, timeout=10)
+        await wait_until(lambda: len(receiver.types(meeting_id)) >= 9, 10,
+                         what="every join and leave delivered")
+        got = [(r.type, r.payload["data"]["userId"], r.payload["data"].get("reason"))
+               for r in receiver.accepted(meeting_id)[1:]]
+        assert got == [("participant.joined", "host", None), ("participant.joined", "bob", None),
+                       ("participant.joined", "carol", None), ("participant.joined", "dave", None),
+                       ("participant.left", "bob", "removed"),
+                       ("participant.left", "carol", "replaced"),
+                       ("participant.joined", "carol", None),
+                       ("participant.left", "dave", "timeout")]
+    finally:
+        for client in clients:
+            await client.aclose()
+        await hub.aclose()
+
+
+async def test_events_above_max_queued_are_refused_and_counted(receiver: Receiver) -> None:
+    await receiver.stop()  # nothing is delivered: the queue only fills
+    hub = await hub_for(receiver, max_queued=2)
+    try:
+        meeting_id, room_id = await hub.create_room()
+        host = await WsClient.connect(hub.ws_url)
+        await host.join(hub.mint_token(room_id, "host", "host"))  # the 2nd event: full now
+        await host.send({"type": "end"})
+        await host.expect(p.RoomEndedMsg)
+        await host.aclose()
+        assert await metric(hub, "connvo_webhooks_queued_total") == 2
+        assert await metric(hub, 'connvo_webhooks_failed_total{reason="full"}') == 2
+        await receiver.start()
+        await wait_until(lambda: len(receiver.types(meeting_id)) >= 2, 10,
+                         what="the two queued events delivered")
+        assert receiver.types(meeting_id) == ["meeting.started", "participant.joined"]
+    finally:
+        await hub.aclose()
+
+
+async def test_events_wait_in_redis_for_the_next_hub(receiver: Receiver,
+                                                     redis: RedisServer) -> None:
+    """Durable: events queued in Redis while the receiver is down outlive the hub that queued
+    them; a hub started later (the receiver back by then) delivers them, in order."""
+    await receiver.stop()
+    settings = test_settings(redis={"url": redis.url},
+                             webhooks={"urls": receiver.url, "secret": SECRET, **FAST})
+    first = await start_hub(settings)
+    try:
+        meeting_id, expected = await run_meeting(first)
+        await wait_until(lambda: metric(first, "connvo_webhook_attempts_failed_total"), 10,
+                         what="failed attempts while the receiver is down")
+    finally:
+        await first.aclose()
+    await receiver.start()
+    second = await start_hub(settings)
+    try:
+        await wait_until(lambda: len(receiver.types(meeting_id)) >= len(expected), 10,
+                         what="the next hub delivering what the first one queued")
+        assert receiver.types(meeting_id) == expected
+        assert not receiver.rejected
+    finally:
+        await second.aclose()
