@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -17,14 +18,23 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from signaling import protocol as p
 from signaling.app import HUB_KEY, STORE_KEY
 from signaling.cli import main
+from signaling.memory_store import MemoryStore
+from signaling.protocol import Features
 from signaling.redis_store import connect
 from signaling.settings import ConfigError, as_dict, load_settings
-from signaling.store import Segment
+from signaling.store import Room, Segment
 from signaling.testing.hub import HubHandle, start_hub, test_settings
 from signaling.testing.redis_server import RedisServer
 from signaling.webhook_delivery import DeliveryConfig, backoff_s, retry_after_s
-from signaling.webhook_store import OWNER
-from signaling.webhooks import Signer, build_event, new_secret, parse_secret
+from signaling.webhook_store import OWNER, MemoryWebhookStore
+from signaling.webhooks import (
+    MAX_BODY_BYTES,
+    Signer,
+    Webhooks,
+    build_event,
+    new_secret,
+    parse_secret,
+)
 from tests.support.webhook_receiver import Receiver
 from tests.support.wsclient import WsClient
 from tests.waiting import wait_until
@@ -466,3 +476,24 @@ async def test_events_wait_in_redis_for_the_next_hub(receiver: Receiver,
         assert not receiver.rejected
     finally:
         await second.aclose()
+
+
+async def test_a_huge_participant_list_is_cut_to_fit_the_body() -> None:
+    """A meeting.ended listing more people than fit a webhook body (a bound, far beyond four
+    seats) still goes out: the list is cut, the count stays true, and it says so."""
+    queue = MemoryWebhookStore()
+    hooks = Webhooks(store=queue, endpoints=["aaaaaaaaaaaa"], state=MemoryStore())
+    room = Room(room_id="room_ab12", meeting_id="meeting_ab12", capacity=4,
+                features=Features(), state="ended", ended_at=1_800_000_000_000,
+                end_reason="empty")
+    for i in range(900):
+        await queue.note_participant("meeting_ab12", f"user_{i}", json.dumps(
+            {"userId": f"user_{i:04d}" + "u" * 118, "name": "n" * 64,
+             "role": "participant"}).encode())
+    await hooks.room_ended(room, [])
+    lease = await queue.claim("w", ["aaaaaaaaaaaa"], 1000)
+    assert lease is not None and lease.event.type == "meeting.ended"
+    assert len(lease.event.body) <= MAX_BODY_BYTES
+    data = json.loads(lease.event.body)["data"]
+    assert data["participantCount"] == 900 and data["participantsTruncated"] is True
+    assert 100 < len(data["participants"]) < 900 and data["reason"] == "empty"
