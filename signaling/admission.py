@@ -23,6 +23,7 @@ from .resume import Resume, new_resume_secret
 from .store import Room, Seat, Store
 from .tokens import JoinClaims, TokenService
 from .transcripts import Transcripts
+from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class Admission:
     def __init__(self, *, store: Store, router: Router, tokens: TokenService,
                  ice_servers_for: IceServersFor, metrics: Metrics, resume: Resume,
                  lifecycle: RoomLifecycle, transcripts: Transcripts,
-                 registry: WorkerRegistry | None) -> None:
+                 registry: WorkerRegistry | None, webhooks: Webhooks = NO_WEBHOOKS) -> None:
         self.store = store
         self.router = router
         self.worker_id = router.worker_id
@@ -64,6 +65,7 @@ class Admission:
         self.lifecycle = lifecycle
         self.transcripts = transcripts
         self.registry = registry
+        self.webhooks = webhooks
 
     async def join(self, conn: ClientSocket, msg: p.Join) -> None:
         """Admit ``conn`` (or resume its seat) and tell the room. Raises :class:`HubError` with
@@ -110,6 +112,8 @@ class Admission:
             await self.transcripts.ensure_tap(room)
         router = self.router
         if not resumed:
+            # queued before anyone can see (and kick) the newcomer: joined precedes its left
+            await self.webhooks.participant_joined(room, seat, replaced)
             for old in replaced:
                 await router.broadcast(room.room_id, p.PeerLeft(peer_id=old.peer_id,
                                                                 reason="replaced"))

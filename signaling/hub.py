@@ -36,6 +36,7 @@ from .tapjobs import TapJobs
 from .tasks import TaskSet, Timers
 from .tokens import TokenService
 from .transcripts import Transcripts
+from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Hub:
         worker_id: str,
         tap_jobs: TapJobs | None = None,
         registry: WorkerRegistry | None = None,
+        webhooks: Webhooks = NO_WEBHOOKS,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,13 +77,14 @@ class Hub:
         grace = Timers("resume-grace", logger=logger)
         self.lifecycle = RoomLifecycle(rooms=settings.rooms, store=store, router=self.router,
                                        grace=grace, transcripts=self.transcripts,
-                                       registry=registry)
+                                       registry=registry, webhooks=webhooks)
         self.resume = Resume(rooms=settings.rooms, store=store, router=self.router, grace=grace,
                              lifecycle=self.lifecycle)
         self.admission = Admission(store=store, router=self.router, tokens=tokens,
                                    ice_servers_for=ice_servers_for, metrics=metrics,
                                    resume=self.resume, lifecycle=self.lifecycle,
-                                   transcripts=self.transcripts, registry=registry)
+                                   transcripts=self.transcripts, registry=registry,
+                                   webhooks=webhooks)
         self.media = MediaFlags(store=store, router=self.router)
         self.chat = Chat(router=self.router, max_chars=settings.rooms.chat_max_chars)
         self._sockets: set[ClientSocket] = set()  # every open socket, joined or not
