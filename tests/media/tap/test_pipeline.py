@@ -39,16 +39,20 @@ from media.testing.speech import SHORT_SENTENCES, ShortCorpus, Speaker, pcm16k, 
 from tests.conftest import require_binary
 
 
-def segments(pcm: bytes, config: TapConfig | None = None) -> list[tuple[float, float]]:
-    """Feed ``pcm`` in 20 ms pieces; ``(start_s, end_s)`` of every segment."""
+def segmenter_events(pcm: bytes, config: TapConfig | None = None) -> list[SegmentEvent]:
+    """Feed ``pcm`` (from time 0) to a segmenter in 20 ms pieces, then flush; its events."""
     segmenter = Segmenter(config or TapConfig())
     events: list[SegmentEvent] = []
     step = BYTES_PER_SECOND // 50
     for offset in range(0, len(pcm), step):
         events += segmenter.push(pcm[offset:offset + step], offset / BYTES_PER_SECOND)
-    events += segmenter.flush()
+    return events + segmenter.flush()
+
+
+def segments(pcm: bytes, config: TapConfig | None = None) -> list[tuple[float, float]]:
+    """Feed ``pcm`` in 20 ms pieces; ``(start_s, end_s)`` of every segment."""
     out, start = [], None
-    for event in events:
+    for event in segmenter_events(pcm, config):
         if isinstance(event, SegmentStart):
             start = event.time_s
         elif isinstance(event, SegmentEnd):
@@ -74,14 +78,8 @@ class Segment:
 
 def segment_audio(pcm: bytes, config: TapConfig | None = None) -> list[Segment]:
     """Feed ``pcm`` (from time 0) in 20 ms pieces; every segment with the audio it carried."""
-    segmenter = Segmenter(config or TapConfig())
-    events: list[SegmentEvent] = []
-    step = BYTES_PER_SECOND // 50
-    for offset in range(0, len(pcm), step):
-        events += segmenter.push(pcm[offset:offset + step], offset / BYTES_PER_SECOND)
-    events += segmenter.flush()
     found: list[Segment] = []
-    for event in events:
+    for event in segmenter_events(pcm, config):
         if isinstance(event, SegmentStart):
             found.append(Segment(event.time_s))
         elif isinstance(event, SegmentAudio):
