@@ -84,10 +84,14 @@ export class Room extends Emitter {
   constructor(options) {
     super();
     if (!options?.wsUrl || !options?.token) throw new TypeError('Room needs wsUrl and token');
+    // An option given as `undefined` (an app passing its own config through) means "the
+    // default", not "nothing": `videoConstraints: undefined` once made turning the camera back
+    // on ask getUserMedia for no video at all.
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
     this.options = {
       iceTransportPolicy: 'all', audio: true, video: true, videoConstraints: DEFAULT_VIDEO,
       reconnectAttempts: 8, reconnectBackoffMs: 250, pingIntervalMs: 10_000,
-      iceCandidateFilter: null, ...options,
+      iceCandidateFilter: null, ...given,
     };
     this.wsUrl = options.wsUrl;
     this.token = options.token;
