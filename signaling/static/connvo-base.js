@@ -114,6 +114,11 @@ export class Api {
 
   /** Dev mode only: a join token (plus `meetingId`, `title`) for an invite link's meeting. */
   joinByInvite(invite) { return this.call('/api/dev/joinByInvite', { invite }); }
+
+  /** Dev mode only, no login: `{valid: true, meetingId, title, state, startedAt, serverTime}`
+   * of an invite link's meeting, or `{valid: false, code}` (`bad-invite`, `invite-expired`,
+   * `meeting-not-found`). */
+  checkInvite(invite) { return this.call('/api/dev/checkInvite', { invite }); }
 }
 
 // --------------------------------------------------------------------------------- media

@@ -112,6 +112,16 @@ export class PeerLink {
     }
   }
 
+  /** Whether `sdp` (an offer) comes from another RTCPeerConnection than the one we are
+   * connected to: its DTLS fingerprint differs (an ICE restart keeps it). */
+  isNewSession(sdp) {
+    const current = this.pc.remoteDescription?.sdp;
+    if (!current || this.pc.connectionState === 'new') return false;
+    const fingerprint = (text) => /a=fingerprint:(\S+ \S+)/.exec(text)?.[1] ?? null;
+    const before = fingerprint(current);
+    return Boolean(before && fingerprint(sdp) && before !== fingerprint(sdp));
+  }
+
   sendOffer() {
     const description = this.pc.localDescription;
     if (!description || description.type !== 'offer') return;

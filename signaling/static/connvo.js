@@ -132,13 +132,15 @@ export class Room extends Emitter {
   // ---------------------------------------------------------------- joining and leaving
 
   /** Connect, join and start negotiating. Resolves with the `joined` frame; rejects with a
-   * ConnvoError (`room-full`, `token-expired`, `room-ended`, ...). */
-  async join() {
+   * ConnvoError (`room-full`, `token-expired`, `room-ended`, ...). `resume`: the
+   * `resumeToken` of this tab's previous page (a reload): the seat and peerId come back when
+   * the hub still keeps them (`joined.resumed`), and the connections are made afresh. */
+  async join({ resume = null } = {}) {
     if (this.state !== 'idle') throw new ConnvoError('already-joined', 'join() was already called');
     this.#setState('connecting');
     try {
       await this.#prepareMedia();
-      const joined = await this.#connect(null);
+      const joined = await this.#connect(resume);
       this.#startPing();
       // A new network (wifi to cellular, VPN up): the old ICE path is likely dead.
       window.addEventListener('online', this.#onNetworkChange);
@@ -164,9 +166,19 @@ export class Room extends Emitter {
     this.emit('left', { reason });
   }
 
-  /** Host only: remove a peer (`kick`) or end the meeting for everyone (`end`). */
+  /** The page is going away (`pagehide`): closed or reloaded, it cannot tell. The hub keeps
+   * the seat a few seconds (`rooms.closing_grace_s`) for a reload to resume it with
+   * `join({resume: room.resumeToken})`; a closed tab's seat is freed. */
+  closing() {
+    if (this.state !== 'joined') return;
+    this.#send({ type: 'leave', closing: true });
+  }
+
+  /** Host only: remove a peer (`kick`), end the meeting for everyone (`end`), or ask a peer to
+   * mute (`askMute`: it gets `mute-requested`, mutes itself and can unmute). */
   kick(peerId) { this.#send({ type: 'kick', peerId }); }
   end() { this.#send({ type: 'end' }); }
+  askMute(peerId) { return this.#send({ type: 'ask-mute', peerId }); }
 
   sendChat(text) {
     const body = String(text ?? '').trim();
@@ -511,6 +523,8 @@ export class Room extends Emitter {
     this.role = msg.role;
     this.features = msg.features ?? {};
     this.resumeToken = msg.resumeToken;
+    /** Whether the hub gave back the seat we asked to resume (after a drop or a reload). */
+    this.seatResumed = Boolean(msg.resumed);
     this.#pongDeadline = null;
     if (!this.options.iceServers) this.iceServers = msg.iceServers ?? [];
     this.#setState('joined');
@@ -583,6 +597,21 @@ export class Room extends Emitter {
     return link;
   }
 
+  /** A new connection to a peer whose page restarted (same seat, new RTCPeerConnection); the
+   * tile stays, its streams are new. We are the polite side: the restarted page offers. */
+  #renewLink(old) {
+    old.close();
+    const peer = new RemotePeer({ peerId: old.peer.peerId, userId: old.peer.userId,
+      name: old.peer.name, role: old.peer.role, media: old.peer.media, joinedAt: old.peer.joinedAt });
+    const link = new PeerLink(this, peer, { polite: true });
+    this.#links.set(peer.peerId, link);
+    if (!peer.isTap) {
+      this.#peers.set(peer.peerId, peer);
+      this.emit('peer-updated', { peer });
+    }
+    return link;
+  }
+
   #removePeer(peerId, reason) {
     const link = this.#links.get(peerId);
     if (!link) return;
@@ -607,6 +636,9 @@ export class Room extends Emitter {
       case 'offer':
       case 'answer': {
         let link = this.#links.get(msg.from);
+        // An offer with new DTLS credentials from a peer we are connected to: its page was
+        // reloaded and resumed its seat; its old connection is gone, so make a new one.
+        if (link && msg.type === 'offer' && link.isNewSession(msg.sdp)) link = this.#renewLink(link);
         if (!link && msg.type === 'offer') {
           link = this.#addPeer({ peerId: msg.from, role: 'participant' }, { offer: false });
         }
@@ -647,6 +679,11 @@ export class Room extends Emitter {
         break;
       case 'pong':
         this.#pongDeadline = null;
+        break;
+      case 'mute-requested':
+        // A request from the host, not a switch: we mute ourselves and the person can unmute.
+        if (this.micEnabled) this.setMicEnabled(false).catch(() => {});
+        this.emit('mute-requested', { from: msg.from, name: msg.name || this.#nameOf(msg.from) });
         break;
       case 'kicked':
         this.#lastError = { code: 'kicked', message: msg.reason || 'You were removed from the meeting.' };
