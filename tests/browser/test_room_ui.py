@@ -221,3 +221,24 @@ async def test_initials_fit_and_toasts_leave_names_readable(dev_hub: HubHandle,
     await expect(ada.page.locator(".toast", has_text="Mmeli Mwale left")).to_be_visible()
     assert await ada.page.evaluate(TOAST_OVER_NAME) == []
     await asyncio.gather(*(p.aclose() for p in others))
+
+
+async def test_host_asks_someone_to_mute(dev_hub: HubHandle, browser: Chromium) -> None:
+    ada = await browser.open(dev_hub.base_url + "/", "Ada Lovelace")
+    link = await ada.start_meeting("Loud room")
+    grace = await browser.open(link, "Grace Hopper")
+    await grace.join()
+    page = ada.page
+    await page.get_by_role("button", name="People").click()
+    grace_row = page.get_by_role("listitem").filter(has_text="Grace Hopper")
+    await expect(grace_row).to_contain_text("Mic on")
+    await page.get_by_role("button", name="Ask to mute Grace Hopper").click()
+    # Grace's page mutes her and says who asked; she can unmute herself.
+    await expect(grace.page.locator(".toast", has_text="Ada Lovelace asked you to mute")
+                 ).to_be_visible()
+    await expect(grace.page.get_by_role("button", name="Unmute")).to_be_visible()
+    await expect(grace_row).to_contain_text("Muted")
+    await expect(page.get_by_role("group", name="Grace Hopper, muted")).to_be_visible()
+    await expect(page.get_by_role("button", name="Ask to mute Grace Hopper")).to_have_count(0)
+    await grace.page.get_by_role("button", name="Unmute").click()
+    await expect(grace_row).to_contain_text("Mic on")
