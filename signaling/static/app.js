@@ -8,6 +8,7 @@
 // constraints), `iceServers`, `iceTransportPolicy` ('all' | 'relay'), `iceCandidateFilter`.
 
 import { Api, ConnvoError, Room, captureLocalMedia } from './connvo.js';
+import { AudioLevels } from './levels.js';
 import { PeoplePanel } from './people.js';
 import { TabSession } from './session.js';
 
@@ -88,6 +89,7 @@ const state = {
   waitTimer: null, // polling for the host to start the meeting
   endedByMe: false,
   session: new TabSession(),
+  levels: null, // AudioLevels of the room: per-tile levels, active speaker, muted hint
   unread: 0,
   reconnectToast: null,
   rejoin: null, // () => Promise<void> for "Rejoin" / "Try again"
@@ -194,6 +196,7 @@ function notice(code, { message, waiting = false } = {}) {
     secondary.hidden = true;
   }
   stopPreview();
+  state.levels?.close();
   show('notice');
 }
 
@@ -557,6 +560,8 @@ async function enterRoom(join, { resume = null } = {}) {
     refreshToken: async () => (await state.fetchJoin()).token,
   });
   state.room = room;
+  state.levels?.close();
+  state.levels = new AudioLevels(renderLevels);
   bindRoom(room);
   $('tiles').replaceChildren();
   $('chat-log').replaceChildren();
@@ -579,6 +584,7 @@ async function enterRoom(join, { resume = null } = {}) {
   renderSelfTile();
   renderControls();
   renderCount();
+  state.levels.watchSelf(room.micTrack);
   show('room');
   clearInterval(state.clock);
   state.clock = setInterval(renderClock, 1000);
@@ -599,17 +605,20 @@ function bindRoom(room) {
     people.render();
   });
   room.on('peer-left', ({ peer, reason }) => {
+    state.levels?.unwatch(peer.peerId);
     removeTile(peer.peerId);
     renderCount();
     people.render();
     if (reason !== 'reconnected' && room.state === 'joined') toast(`${peer.name || 'Someone'} left`);
   });
-  room.on('track', ({ peer }) => {
+  room.on('track', ({ peer, track, source }) => {
+    if (source === 'microphone') state.levels?.watch(peer.peerId, track);
     upsertTile(peer);
     renderScreens();
   });
   room.on('connection-state', ({ peer }) => upsertTile(peer));
   room.on('local-media', () => {
+    state.levels?.watchSelf(room.micTrack);
     people.render();
     renderSelfTile();
     renderControls();
@@ -666,6 +675,20 @@ function bindRoom(room) {
   });
 }
 
+/** Levels on the tiles, the active speaker's highlight and the "you are muted" hint. */
+function renderLevels({ levels, speaker, talkingWhileMuted }) {
+  const room = state.room;
+  if (!room) return;
+  for (const tile of document.querySelectorAll('.tile:not(.screen-tile)')) {
+    const key = tile.dataset.peerId === room.peerId ? 'self' : tile.dataset.peerId;
+    const muted = tile.dataset.audio === 'off';
+    tile.style.setProperty('--level', String(muted ? 0 : (levels.get(key) ?? 0)));
+    tile.dataset.speaking = String(key === speaker && !muted);
+  }
+  const hint = $('muted-hint');
+  if (hint.hidden === talkingWhileMuted) hint.hidden = !talkingWhileMuted;
+}
+
 function renderClock() {
   const base = state.meetingClock;
   const ms = base ? base.serverTime - base.startedAt + (Date.now() - base.at) : Date.now() - state.joinedAt;
@@ -720,6 +743,7 @@ function tileFor(id, { self = false, screen = false } = {}) {
     <div class="nametag">
       <span class="mic-off" aria-hidden="true">${ICONS.micOff}</span>
       <span class="conn-dot" title=""></span>
+      <span class="level" aria-hidden="true"><i></i><i></i><i></i></span>
       <span class="name"></span>
     </div>`;
   const tiles = $('tiles');
@@ -940,6 +964,7 @@ function leave() {
   const room = state.room;
   if (!room) return;
   room.leave();
+  state.levels?.close();
   state.session.clear();
   clearInterval(state.clock);
   stopPreview();
