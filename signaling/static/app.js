@@ -22,6 +22,7 @@ const ICONS = {
   camOff: '<svg class="icon" viewBox="0 0 24 24"><path d="m21 6.5-4 4V7a1 1 0 0 0-1-1H9.8L21 17.2V6.5zM3.3 2 2 3.3 4.7 6H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12c.2 0 .4-.1.5-.2l3.2 3.2 1.3-1.3L3.3 2z"/></svg>',
   screen: '<svg class="icon" viewBox="0 0 24 24"><path d="M20 18a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2H4a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2H0v2h24v-2h-4zM4 6h16v10H4V6zm8 1-4 4h3v4h2v-4h3l-4-4z"/></svg>',
   chat: '<svg class="icon" viewBox="0 0 24 24"><path d="M20 2H4a2 2 0 0 0-2 2v18l4-4h14a2 2 0 0 0 2-2V4a2 2 0 0 0-2-2zM6 9h12v2H6V9zm8 5H6v-2h8v2zm4-6H6V6h12v2z"/></svg>',
+  notes: '<svg class="icon" viewBox="0 0 24 24"><path d="M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8l-6-6zm2 16H8v-2h8v2zm0-4H8v-2h8v2zm-3-5V3.5L18.5 9H13z"/></svg>',
   captions: '<svg class="icon" viewBox="0 0 24 24"><path d="M19 4H5a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2zM11 11H9.5v-.5h-2v3h2V13H11v1a1 1 0 0 1-1 1H7a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1h3a1 1 0 0 1 1 1v1zm7 0h-1.5v-.5h-2v3h2V13H18v1a1 1 0 0 1-1 1h-3a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1h3a1 1 0 0 1 1 1v1z"/></svg>',
   people: '<svg class="icon" viewBox="0 0 24 24"><path d="M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0h-1c1.2.8 2 2 2 3.5V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z"/></svg>',
   leave: '<svg class="icon" viewBox="0 0 24 24"><path d="M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-1 .5-1.9 1.1-2.7 1.8a1 1 0 0 1-1.4 0L.3 13.1a1 1 0 0 1 0-1.4C3.3 8.9 7.5 7 12 7s8.7 1.9 11.7 4.7a1 1 0 0 1 0 1.4l-2.4 2.4a1 1 0 0 1-1.4 0c-.8-.7-1.7-1.3-2.7-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z"/></svg>',
@@ -89,6 +90,7 @@ const state = {
   waitTimer: null, // polling for the host to start the meeting
   endedByMe: false,
   session: new TabSession(),
+  captions: localStorage.getItem('connvo.captions') === 'on', // this viewer's choice
   levels: null, // AudioLevels of the room: per-tile levels, active speaker, muted hint
   unread: 0,
   reconnectToast: null,
@@ -627,6 +629,7 @@ function bindRoom(room) {
   room.on('chat', addChat);
   room.on('transcript', addTranscript);
   room.on('transcription', ({ active }) => {
+    renderControls();
     $('transcribing').hidden = !active;
     document.querySelector('.transcribing-sep').hidden = !active;
     if (active) showTranscription('live'); // a new tap starts afresh
@@ -855,8 +858,13 @@ function renderControls() {
     pressed: state.panel === 'people' });
   setControl($('chat-button'), state.panel === 'chat', { icon: ICONS.chat, iconOff: ICONS.chat,
     label: 'Chat', labelOff: 'Chat', title: 'Hide chat', titleOff: 'Show chat', pressed: state.panel === 'chat' });
-  setControl($('transcript-button'), state.panel === 'transcript', { icon: ICONS.captions,
-    iconOff: ICONS.captions, label: 'Transcript', labelOff: 'Transcript', title: 'Hide transcript',
+  setControl($('captions-button'), state.captions, { icon: ICONS.captions, iconOff: ICONS.captions,
+    label: 'Captions', labelOff: 'Captions', title: 'Hide captions', titleOff: 'Show captions',
+    pressed: state.captions });
+  $('captions-button').hidden = !(room?.features.transcription || room?.transcriptionActive);
+  $('captions').hidden = !state.captions || $('captions-button').hidden;
+  setControl($('transcript-button'), state.panel === 'transcript', { icon: ICONS.notes,
+    iconOff: ICONS.notes, label: 'Transcript', labelOff: 'Transcript', title: 'Hide transcript',
     titleOff: 'Show live transcript', pressed: state.panel === 'transcript' });
   setControl($('leave-button'), true, { icon: ICONS.leave, label: 'Leave', title: 'Leave the meeting',
     pressed: null });
@@ -934,7 +942,26 @@ function addTranscriptGap(peerId, name) {
   item.scrollIntoView({ block: 'end' });
 }
 
+/** The live transcript over the video: the latest two lines, gone after a quiet while. */
+function showCaption({ peerId, name, segmentId, text }) {
+  const box = $('captions');
+  const id = `${peerId}:${segmentId}`;
+  let line = [...box.children].find((el) => el.dataset.segment === id);
+  if (!line) {
+    line = document.createElement('p');
+    line.dataset.segment = id;
+    line.innerHTML = '<b></b> <span></span>';
+    box.append(line);
+    while (box.children.length > 2) box.firstElementChild.remove();
+  }
+  line.querySelector('b').textContent = `${peerId === state.room?.peerId ? 'You' : name || 'Guest'}:`;
+  line.querySelector('span').textContent = text;
+  clearTimeout(line.fade);
+  line.fade = setTimeout(() => line.remove(), 6000);
+}
+
 function addTranscript({ peerId, name, segmentId, text, final }) {
+  showCaption({ peerId, name, segmentId, text });
   const id = `${peerId}:${segmentId}`;
   let item = document.querySelector(`.transcript-line[data-segment="${CSS.escape(id)}"]`);
   if (!item) {
@@ -989,6 +1016,11 @@ function setupRoomControls() {
   $('tab-people').addEventListener('click', () => state.panel !== 'people' && openPanel('people'));
   $('chat-button').addEventListener('click', () => openPanel('chat'));
   $('transcript-button').addEventListener('click', () => openPanel('transcript'));
+  $('captions-button').addEventListener('click', () => {
+    state.captions = !state.captions;
+    localStorage.setItem('connvo.captions', state.captions ? 'on' : 'off');
+    renderControls();
+  });
   $('tab-chat').addEventListener('click', () => state.panel !== 'chat' && openPanel('chat'));
   $('tab-transcript').addEventListener('click', () => state.panel !== 'transcript' && openPanel('transcript'));
   $('panel-close').addEventListener('click', () => openPanel(state.panel));

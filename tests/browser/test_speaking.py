@@ -57,3 +57,33 @@ async def test_active_speaker_and_the_muted_hint(dev_hub: HubHandle, browser: Ch
     await grace.page.get_by_role("button", name="Unmute").click()
     await expect(hint).to_be_hidden()
     await expect(grace_tile).to_have_attribute("data-speaking", "true", timeout=15_000)
+
+
+async def test_captions_over_the_video_per_viewer(dev_hub: HubHandle, browser: Chromium) -> None:
+    ada = await browser.open(dev_hub.base_url + "/", "Ada Lovelace")
+    link = await ada.start_meeting("Captioned", transcribe=True)
+    grace = await browser.open(link, "Grace Hopper")
+    await grace.join()
+    room_id, grace_id = await ada.room_id(), await grace.peer_id()
+    captions_button = ada.page.get_by_role("button", name="Captions")
+    await expect(captions_button).to_have_attribute("aria-pressed", "false")
+    await captions_button.click()
+    await expect(captions_button).to_have_attribute("aria-pressed", "true")
+
+    hub = dev_hub.app[HUB_KEY]
+    for text, final in (("shall we", False), ("Shall we start?", True)):
+        await hub.router.broadcast(room_id, p.Transcript(
+            peer_id=grace_id, segment_id="seg-1", text=text, final=final, start_ms=0,
+            end_ms=900))
+    captions = ada.page.locator("#captions")
+    await expect(captions).to_be_visible()
+    await expect(captions.locator("p")).to_have_count(1)  # the final replaced the partial
+    await expect(captions).to_have_text("Grace Hopper: Shall we start?")
+    # Grace did not turn captions on: her page shows none (the choice is each viewer's).
+    await expect(grace.page.get_by_role("button", name="Captions")).to_have_attribute(
+        "aria-pressed", "false")
+    await expect(grace.page.locator("#captions")).to_be_hidden()
+    # Ada's choice holds for her next meeting page (kept in this browser).
+    assert await ada.page.evaluate("() => localStorage.getItem('connvo.captions')") == "on"
+    await captions_button.click()
+    await expect(captions).to_be_hidden()
