@@ -7,7 +7,8 @@
 // `window.connvoConfig` (set before this script runs) overrides: `video` (getUserMedia video
 // constraints), `iceServers`, `iceTransportPolicy` ('all' | 'relay'), `iceCandidateFilter`.
 
-import { Api, ConnvoError, Room, captureLocalMedia } from './connvo.js';
+import { Api, ConnvoError, DEFAULT_VIDEO, Room, captureLocalMedia } from './connvo.js';
+import { DevicePickers } from './devices.js';
 import { AudioLevels } from './levels.js';
 import { PeoplePanel } from './people.js';
 import { TabSession } from './session.js';
@@ -91,6 +92,7 @@ const state = {
   endedByMe: false,
   session: new TabSession(),
   captions: localStorage.getItem('connvo.captions') === 'on', // this viewer's choice
+  devices: { audio: null, video: null, speaker: localStorage.getItem('connvo.speaker') }, // chosen deviceIds
   levels: null, // AudioLevels of the room: per-tile levels, active speaker, muted hint
   unread: 0,
   reconnectToast: null,
@@ -238,13 +240,19 @@ function mediaBanner(errors, tried = ['microphone', 'camera']) {
 }
 
 async function startPreview() {
-  const { stream, errors } = await captureLocalMedia({ videoConstraints: config.video });
+  const pick = (id) => (id ? { deviceId: { exact: id } } : {});
+  const { stream, errors } = await captureLocalMedia({
+    audio: state.devices.audio ? pick(state.devices.audio) : true,
+    videoConstraints: { ...(config.video ?? DEFAULT_VIDEO), ...pick(state.devices.video) } });
   state.preview = stream;
   if (!stream.getAudioTracks().length) state.micOn = false;
   if (!stream.getVideoTracks().length) state.camOn = false;
   showPreview();
   mediaBanner(errors);
   renderPreviewControls();
+  const of = (track) => track?.getSettings?.().deviceId ?? null;
+  await lobbyPickers.refresh({ audio: of(stream.getAudioTracks()[0]), video: of(stream.getVideoTracks()[0]),
+    speaker: state.devices.speaker });
 }
 
 function showPreview() {
@@ -267,7 +275,9 @@ async function togglePreviewCam() {
       state.preview.removeTrack(track);
     }
   } else {
-    const { stream, errors } = await captureLocalMedia({ audio: false, videoConstraints: config.video });
+    const device = state.devices.video ? { deviceId: { exact: state.devices.video } } : {};
+    const { stream, errors } = await captureLocalMedia({ audio: false,
+      videoConstraints: { ...(config.video ?? DEFAULT_VIDEO), ...device } });
     for (const track of stream.getVideoTracks()) state.preview.addTrack(track);
     state.camOn = stream.getVideoTracks().length > 0;
     mediaBanner(errors, ['camera']);
@@ -557,6 +567,7 @@ async function enterRoom(join, { resume = null } = {}) {
     audio: state.micOn,
     video: state.camOn,
     videoConstraints: config.video,
+    devices: { audio: state.devices.audio, video: state.devices.video },
     name: state.name,
     // A resume needs an unexpired join token: fetch a fresh one for a long meeting.
     refreshToken: async () => (await state.fetchJoin()).token,
@@ -779,6 +790,7 @@ function upsertTile(peer) {
   tile.querySelector('.tile-status').textContent = STATUS_TEXT[peer.state] ?? '';
   paintAvatar(tile.querySelector('.avatar'), peer.name || 'Guest');
   attach(tile.querySelector('video'), peer.stream);
+  routeAudio(tile.querySelector('video'));
 }
 
 /** A tile's accessible name says who it is and what they send: "Grace Hopper, muted, camera
@@ -999,7 +1011,68 @@ function leave() {
   notice('left');
 }
 
+// ------------------------------------------------------------------------------ devices
+
+const lobbyPickers = new DevicePickers($('lobby-devices'), (kind, id) => guarded(() => pickInLobby(kind, id)));
+const roomPickers = new DevicePickers($('room-devices'), (kind, id) => guarded(() => pickInRoom(kind, id)));
+
+/** The lobby: the preview's track for that kind is captured again from the chosen device. */
+async function pickInLobby(kind, deviceId) {
+  state.devices[kind] = deviceId;
+  if (kind === 'speaker') return pickSpeaker(deviceId);
+  await state.previewReady;
+  const stream = state.preview;
+  if (!stream) return undefined;
+  const old = kind === 'audio' ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
+  if (kind === 'video' && !state.camOn) return undefined; // used when the camera goes on
+  const { stream: got, errors } = await captureLocalMedia({ audio: kind === 'audio' ? { deviceId: { exact: deviceId } } : false,
+    video: kind === 'video', videoConstraints: { ...(config.video ?? DEFAULT_VIDEO), deviceId: { exact: deviceId } } });
+  mediaBanner(errors, [kind === 'audio' ? 'microphone' : 'camera']);
+  const track = got.getTracks()[0];
+  if (!track) return undefined;
+  if (old) {
+    stream.removeTrack(old);
+    old.stop();
+  }
+  if (kind === 'audio') track.enabled = state.micOn;
+  stream.addTrack(track);
+  showPreview();
+  renderPreviewControls();
+  return undefined;
+}
+
+/** In the room: the client swaps the track on every connection (no renegotiation). */
+async function pickInRoom(kind, deviceId) {
+  state.devices[kind] = deviceId;
+  if (kind === 'speaker') return pickSpeaker(deviceId);
+  await state.room?.switchDevice(kind, deviceId);
+  return undefined;
+}
+
+/** Remote audio to the chosen output (tiles play their peer's audio). */
+async function pickSpeaker(deviceId) {
+  state.devices.speaker = deviceId;
+  localStorage.setItem('connvo.speaker', deviceId);
+  await Promise.all([...document.querySelectorAll('.tile:not(.self) video')].map((video) => routeAudio(video)));
+}
+
+function routeAudio(video) {
+  const id = state.devices.speaker;
+  if (!id || !video.setSinkId || video.sinkId === id) return Promise.resolve();
+  return video.setSinkId(id).catch((err) => {
+    // the device went away: play on the default output
+    if (err?.name !== 'NotFoundError') console.warn('connvo: speaker', err);
+  });
+}
+
+function openSettings() {
+  const room = state.room;
+  roomPickers.refresh({ ...state.devices, ...(room ? room.deviceIds : {}) });
+  $('settings-dialog').showModal();
+}
+
 function setupRoomControls() {
+  $('settings-button').addEventListener('click', openSettings);
   $('mic-button').addEventListener('click', () => guarded(async () => {
     await state.room.setMicEnabled(!state.room.media.audio);
     state.micOn = state.room.micEnabled;

@@ -141,7 +141,8 @@ export function mediaError(err, what) {
   return new ConnvoError(`${what}-failed`, `Could not start your ${what}: ${err?.message ?? err}`, { cause: err });
 }
 
-/** Capture a camera + microphone stream for a preview (and to hand to `new Room`). Returns
+/** Capture a camera + microphone stream for a preview (and to hand to `new Room`); `audio`
+ * is true, false or constraints, `videoConstraints` the camera's. Returns
  * `{stream, errors}`; a blocked device is an entry in `errors`, not a rejection. */
 export async function captureLocalMedia({ audio = true, video = true,
   videoConstraints = DEFAULT_VIDEO } = {}) {
@@ -152,7 +153,9 @@ export async function captureLocalMedia({ audio = true, video = true,
       'This browser cannot use a camera or microphone here (the page must be served over https).'));
     return { stream, errors };
   }
-  const want = { audio: Boolean(audio), video: video ? videoConstraints : false };
+  // `audio` may be constraints (a chosen microphone: `{deviceId: {exact}}`).
+  const want = { audio: audio && typeof audio === 'object' ? audio : Boolean(audio),
+    video: video ? videoConstraints : false };
   if (!want.audio && !want.video) return { stream, errors };
   try {
     const got = await navigator.mediaDevices.getUserMedia(want);

@@ -15,7 +15,7 @@
 import { ConnvoError, DEFAULT_VIDEO, Emitter, mediaError, parseCandidate } from './connvo-base.js';
 import { PeerLink, RemotePeer, SENDING_ROLES } from './connvo-peer.js';
 
-export { Api, ConnvoError, Emitter, captureLocalMedia, mediaError, parseCandidate } from './connvo-base.js';
+export { Api, ConnvoError, DEFAULT_VIDEO, Emitter, captureLocalMedia, mediaError, parseCandidate } from './connvo-base.js';
 export { RemotePeer } from './connvo-peer.js';
 
 /** Close codes after which reconnecting cannot help (signaling/codes.py FATAL_CLOSES; a test
@@ -217,6 +217,32 @@ export class Room extends Emitter {
     }
     this.cameraEnabled = wanted;
     this.#mediaChanged();
+  }
+
+  /** Use another microphone (`kind: 'audio'`) or camera (`'video'`), by `deviceId` from
+   * `navigator.mediaDevices.enumerateDevices()`. The new track replaces the old one on every
+   * connection (`replaceTrack`: no renegotiation); mute and camera-off states are kept, and
+   * later captures (the camera turned back on) use the same device. */
+  async switchDevice(kind, deviceId) {
+    if (kind !== 'audio' && kind !== 'video') throw new TypeError(`no device kind ${kind}`);
+    this.options.devices = { ...this.options.devices, [kind]: deviceId };
+    if (kind === 'video' && !this.cameraEnabled) return null; // used when the camera goes on
+    const old = kind === 'audio' ? this.micTrack : this.localStream?.getVideoTracks()[0];
+    const track = await this.#capture(kind, { replacing: old }); // throws e.g. camera-busy
+    if (kind === 'audio') {
+      track.enabled = this.micEnabled;
+      for (const link of this.#links.values()) await link.setMicTrack(track);
+    } else {
+      for (const link of this.#links.values()) await link.setCameraTrack(track);
+    }
+    this.#mediaChanged();
+    return track;
+  }
+
+  /** The deviceId each of our tracks comes from: `{audio, video}` (null: none). */
+  get deviceIds() {
+    const of = (track) => track?.getSettings?.().deviceId ?? null;
+    return { audio: of(this.micTrack), video: of(this.localStream?.getVideoTracks()[0]) };
   }
 
   /** Share a screen, window or tab (when the room allows it). */
@@ -466,12 +492,14 @@ export class Room extends Emitter {
 
   // ---------------------------------------------------------------- internals: media
 
-  async #capture(kind) {
+  async #capture(kind, { replacing = null } = {}) {
     if (!navigator.mediaDevices?.getUserMedia) {
       throw new ConnvoError('media-unavailable', 'This browser cannot capture media (is the page served over https?)');
     }
-    const constraints = kind === 'audio' ? { audio: true }
-      : { video: this.options.videoConstraints };
+    const device = this.options.devices?.[kind];
+    const pick = device ? { deviceId: { exact: device } } : {};
+    const constraints = kind === 'audio' ? { audio: device ? pick : true }
+      : { video: { ...this.options.videoConstraints, ...pick } };
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia(constraints);
@@ -483,6 +511,10 @@ export class Room extends Emitter {
       this.#ownsLocalStream = true;
     }
     const track = stream.getTracks()[0];
+    if (replacing) {
+      this.localStream.removeTrack(replacing);
+      replacing.stop();
+    }
     this.localStream.addTrack(track);
     return track;
   }
