@@ -11,6 +11,7 @@ import { Api, ConnvoError, DEFAULT_VIDEO, Room, captureLocalMedia } from './conn
 import { DevicePickers } from './devices.js';
 import { AudioLevels } from './levels.js';
 import { PeoplePanel } from './people.js';
+import { qualityOf } from './quality.js';
 import { TabSession } from './session.js';
 
 const config = window.connvoConfig ?? {};
@@ -93,6 +94,7 @@ const state = {
   session: new TabSession(),
   captions: localStorage.getItem('connvo.captions') === 'on', // this viewer's choice
   devices: { audio: null, video: null, speaker: localStorage.getItem('connvo.speaker') }, // chosen deviceIds
+  quality: { timer: null, last: {} }, // per-peer connection quality from getStats every 2 s
   levels: null, // AudioLevels of the room: per-tile levels, active speaker, muted hint
   unread: 0,
   reconnectToast: null,
@@ -598,6 +600,7 @@ async function enterRoom(join, { resume = null } = {}) {
   renderControls();
   renderCount();
   state.levels.watchSelf(room.micTrack);
+  watchQuality(room);
   show('room');
   clearInterval(state.clock);
   state.clock = setInterval(renderClock, 1000);
@@ -689,6 +692,33 @@ function bindRoom(room) {
   });
 }
 
+const QUALITY_WORDS = { good: 'good', fair: 'fair', poor: 'poor', unknown: 'connecting' };
+
+/** Every 2 s: each tile's connection quality (good / fair / poor) from the room's stats. */
+function watchQuality(room) {
+  clearInterval(state.quality.timer);
+  state.quality.last = {};
+  state.quality.timer = setInterval(async () => {
+    if (room !== state.room || room.state !== 'joined') {
+      if (room !== state.room || ['left', 'ended', 'failed'].includes(room.state)) clearInterval(state.quality.timer);
+      return;
+    }
+    const stats = await room.getStats();
+    for (const [peerId, now] of Object.entries(stats)) {
+      const quality = qualityOf(now, state.quality.last[peerId] ?? null);
+      state.quality.last[peerId] = now;
+      const tile = document.querySelector(`.tile[data-key="${CSS.escape(peerId)}"]`);
+      if (!tile || tile.dataset.quality === quality) continue;
+      tile.dataset.quality = quality;
+      const dot = tile.querySelector('.conn-dot');
+      dot.title = `Connection: ${QUALITY_WORDS[quality]}`;
+      dot.setAttribute('aria-label', dot.title);
+      const peer = room.peers.get(peerId);
+      if (peer) labelTile(tile, peer.name || 'Guest', { audio: peer.media.audio, video: tile.dataset.video === 'on' });
+    }
+  }, 2000);
+}
+
 /** Levels on the tiles, the active speaker's highlight and the "you are muted" hint. */
 function renderLevels({ levels, speaker, talkingWhileMuted }) {
   const room = state.room;
@@ -756,7 +786,7 @@ function tileFor(id, { self = false, screen = false } = {}) {
     <div class="tile-status" aria-live="polite"></div>
     <div class="nametag">
       <span class="mic-off" aria-hidden="true">${ICONS.micOff}</span>
-      <span class="conn-dot" title=""></span>
+      <span class="conn-dot" role="img" aria-label="Connection: connecting" title="Connection: connecting"></span>
       <span class="level" aria-hidden="true"><i></i><i></i><i></i></span>
       <span class="name"></span>
     </div>`;
@@ -786,7 +816,6 @@ function upsertTile(peer) {
   tile.dataset.video = hasVideo ? 'on' : 'off';
   tile.querySelector('.name').textContent = peer.name || 'Guest';
   labelTile(tile, peer.name || 'Guest', { audio: peer.media.audio, video: hasVideo });
-  tile.querySelector('.conn-dot').title = `Connection: ${peer.state}`;
   tile.querySelector('.tile-status').textContent = STATUS_TEXT[peer.state] ?? '';
   paintAvatar(tile.querySelector('.avatar'), peer.name || 'Guest');
   attach(tile.querySelector('video'), peer.stream);
@@ -799,6 +828,7 @@ function labelTile(tile, name, { audio, video }) {
   const bits = [name];
   if (!audio) bits.push('muted');
   if (!video) bits.push('camera off');
+  if (tile.dataset.quality === 'poor') bits.push('poor connection');
   tile.setAttribute('aria-label', bits.join(', '));
 }
 
