@@ -102,7 +102,7 @@ async def test_check_invite_describes_a_link_without_a_login(dev_hub: HubHandle)
             assert resp.status == 200
             return dict((await resp.json())["value"])
 
-    status, body = await dev_hub.call("lifecycle/createMeeting", {"title": "Planning"})
+    _, body = await dev_hub.call("lifecycle/createMeeting", {"title": "Planning"})
     meeting_id = body["value"]["meetingId"]
     secret = dev_hub.settings.auth.secrets[0]
     invite, _ = mint_invite(secret, meeting_id)
