@@ -74,7 +74,9 @@ class Resume:
         self.router.detach(conn)
         if not conn.peer_id or conn.finished:
             return
-        grace = self.rooms.closing_grace_s if conn.page_closing else self.rooms.resume_grace_s
+        grace = self.rooms.resume_grace_s
+        if conn.page_closing:
+            grace = min(grace, self.rooms.closing_grace_s)
         if grace <= 0:
             seat = await self.store.remove_seat(conn.room_id, conn.peer_id)
             if seat is not None:
