@@ -145,6 +145,7 @@ DEV_ARGS: dict[str, type[_Args]] = {
     "/api/dev/login": DevLoginArgs,
     "/api/dev/createInvite": DevInviteArgs,
     "/api/dev/joinByInvite": DevJoinArgs,
+    "/api/dev/checkInvite": DevJoinArgs,
 }
 
 
@@ -233,6 +234,8 @@ class Api:
                 ("/api/dev/login", self._dev_login, False),
                 ("/api/dev/createInvite", self._create_invite, True),
                 ("/api/dev/joinByInvite", self._join_by_invite, True),
+                # No login: the page checks its link before asking for a name or a camera.
+                ("/api/dev/checkInvite", lambda _, a, __: s.check_invite(a.invite), False),
             ]
         endpoints = [(path, ARGS.get(path) or DEV_ARGS[path], handler, auth)
                      for path, handler, auth in handlers]

@@ -168,12 +168,21 @@ class Hub:
             await self.chat.send(conn, msg)
         elif isinstance(msg, p.Kick):
             await self.lifecycle.kick(conn.room_id, msg.peer_id, by=conn)
+        elif isinstance(msg, p.AskMute):
+            if conn.role != "host":
+                raise Forbidden("only the host can ask someone to mute")
+            self.router.ask_mute(conn, msg.peer_id)
         elif isinstance(msg, p.End):
             if conn.role != "host":
                 raise Forbidden("only the host can end the room")
             await self.lifecycle.end_room(conn.room_id, "ended by host")
         elif isinstance(msg, p.Leave):
-            await self.lifecycle.leave(conn, "left")
+            if msg.closing:
+                # Closed or reloaded, the page cannot tell: when its socket goes (the browser
+                # closes it as the page unloads) the seat is kept briefly, for a reload.
+                conn.page_closing = True
+            else:
+                await self.lifecycle.leave(conn, "left")
         elif isinstance(msg, (p.TranscriptIn, p.TranscriptStatusIn)):
             await self.transcripts.accept(conn, msg)
         elif isinstance(msg, p.Join):

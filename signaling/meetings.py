@@ -323,7 +323,23 @@ class MeetingService:
         meeting = await self._meeting(verify_invite(self.tokens.secrets, invite))
         granted = self.role_of(meeting, caller) or "participant"
         value = await self._join_token_for(meeting, caller, granted, ws_url, None)
-        return value | {"meetingId": meeting.meeting_id, "title": meeting.title}
+        return value | {"meetingId": meeting.meeting_id, "title": meeting.title,
+                        "startedAt": meeting.started_at, "serverTime": now_ms()}
+
+    async def check_invite(self, invite: str) -> dict[str, Any]:
+        """Dev mode only, no login: what an invite link leads to, so the page can say that a
+        link is broken, expired, ended or not started yet before it turns the camera on.
+        ``state`` is the meeting's (``scheduled`` until the host starts it); ``startedAt``
+        and ``serverTime`` (unix ms) let the page show how long the meeting has run. A link
+        that leads nowhere is an answer too, not an HTTP error (a page asking about its own
+        link is not failing): ``{valid: false, code}`` with ``bad-invite``, ``invite-expired``
+        or ``meeting-not-found``."""
+        try:
+            meeting = await self._meeting(verify_invite(self.tokens.secrets, invite))
+        except (Unauthenticated, NotFound) as exc:
+            return {"valid": False, "code": exc.code, "message": exc.message}
+        return {"valid": True, "meetingId": meeting.meeting_id, "title": meeting.title,
+                "state": meeting.state, "startedAt": meeting.started_at, "serverTime": now_ms()}
 
     async def get_transcript(self, caller: UserIdentity, meeting_id: str, cursor: str,
                              limit: int) -> dict[str, Any]:

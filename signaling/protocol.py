@@ -132,12 +132,24 @@ class End(_Msg, tag="end", frozen=True):
     pass
 
 
+class AskMute(_Msg, tag="ask-mute", frozen=True):
+    """Host only: ask one participant to mute their microphone. The hub relays it as
+    ``mute-requested {from}``; the client mutes itself and says who asked (a request, never a
+    remote switch: the person can unmute)."""
+
+    peer_id: PeerId
+
+
 class Ping(_Msg, tag="ping", frozen=True):
     ts: float | None = None
 
 
 class Leave(_Msg, tag="leave", frozen=True):
-    pass
+    """Leave the room. ``closing``: the page is being closed *or reloaded* (a browser cannot
+    tell which when it goes): the seat is kept for ``rooms.closing_grace_s`` only, so a reload
+    resumes it and a closed tab frees it within seconds, not after the full resume grace."""
+
+    closing: bool = False
 
 
 class TranscriptIn(_Msg, tag="transcript", frozen=True):
@@ -171,8 +183,8 @@ class TranscriptStatusIn(_Msg, tag="transcript-status", frozen=True):
 
 
 ClientMessage = (
-    Join | Offer | Answer | Candidate | Media | Chat | Kick | End | Ping | Leave | TranscriptIn
-    | TranscriptStatusIn
+    Join | Offer | Answer | Candidate | Media | Chat | Kick | End | AskMute | Ping | Leave
+    | TranscriptIn | TranscriptStatusIn
 )
 #: Client messages the hub relays to one other peer of the room.
 RELAYED = (Offer, Answer, Candidate)
@@ -235,6 +247,13 @@ class RoomEndedMsg(_Msg, tag="room-ended", frozen=True):
     reason: str = "ended"
 
 
+class MuteRequested(_Msg, tag="mute-requested", frozen=True):
+    """The host (``from``, named ``name``) asks this peer to mute its microphone."""
+
+    from_: str = msgspec.field(name="from")
+    name: str = ""
+
+
 class Pong(_Msg, tag="pong", frozen=True):
     ts: float | None = None
 
@@ -267,7 +286,8 @@ class Error(_Msg, tag="error", frozen=True):
 
 ServerMessage = (
     Joined | OfferFrom | AnswerFrom | CandidateFrom | PeerJoined | PeerUpdated | PeerLeft
-    | ChatFrom | Kicked | RoomEndedMsg | Pong | Transcript | TranscriptStatus | Error
+    | ChatFrom | Kicked | RoomEndedMsg | MuteRequested | Pong | Transcript | TranscriptStatus
+    | Error
 )
 
 # --------------------------------------------------------------------------- codec

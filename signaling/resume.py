@@ -75,6 +75,8 @@ class Resume:
         if not conn.peer_id or conn.finished:
             return
         grace = self.rooms.resume_grace_s
+        if conn.page_closing:
+            grace = min(grace, self.rooms.closing_grace_s)
         if grace <= 0:
             seat = await self.store.remove_seat(conn.room_id, conn.peer_id)
             if seat is not None:
@@ -92,14 +94,17 @@ class Resume:
         if seat is None or seat.detached_at is None:
             return
         self.router.update_seat(seat)
-        logger.info("%s socket dropped, seat kept %.0f s for resume", conn.label, grace)
-        self.arm(seat)
+        logger.info("%s socket %s, seat kept %.0f s for resume", conn.label,
+                    "closed by its closing page" if conn.page_closing else "dropped", grace)
+        self.arm(seat, grace)
 
-    def arm(self, seat: Seat) -> None:
-        """Start (or restart) a detached seat's grace timer for what is left of its grace."""
+    def arm(self, seat: Seat, grace: float | None = None) -> None:
+        """Start (or restart) a detached seat's grace timer for what is left of its grace
+        (``grace`` seconds from its detach; the resume grace by default)."""
         if seat.detached_at is None:  # an attached seat has no grace to run
             return
-        left = self.rooms.resume_grace_s - (now_ms() - seat.detached_at) / 1e3
+        total = self.rooms.resume_grace_s if grace is None else grace
+        left = total - (now_ms() - seat.detached_at) / 1e3
         self.grace.start(seat.peer_id, max(0.0, left), lambda: self._expire(seat))
 
     async def _expire(self, seat: Seat) -> None:

@@ -147,6 +147,20 @@ class Router:
             self.bus.send(target.worker_id, Envelope("deliver", conn.room_id, (msg.to,), frame))
         self.metrics.relayed.inc()
 
+    def ask_mute(self, conn: ClientSocket, peer_id: str) -> None:
+        """Deliver the host's ``ask-mute`` to one person of its room as ``mute-requested``
+        (the caller checked the role). Not to itself, a tap or an observer (nothing to mute),
+        nor a peer of another room: ``unknown-peer``; to a reconnecting peer:
+        ``peer-unavailable``."""
+        target = self._rosters.get(conn.room_id, {}).get(peer_id)
+        if target is None or peer_id == conn.peer_id or target.role in RECEIVE_ONLY_ROLES:
+            raise NotFound(f"no participant {peer_id} to mute in this room",
+                           code=ErrorCode.UNKNOWN_PEER)
+        if not target.connected:
+            raise PeerUnavailable(f"peer {peer_id} is reconnecting")
+        self.deliver(conn.room_id, (target,),
+                     p.encode(p.MuteRequested(from_=conn.peer_id, name=conn.name)))
+
     async def broadcast(self, room_id: str, msg: p._Msg, *, exclude: str = "") -> None:
         """Send ``msg`` to every connected peer of the room but ``exclude``."""
         roster = self._rosters.get(room_id)

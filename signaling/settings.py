@@ -168,6 +168,9 @@ class RoomSettings:
     """Non-tap peers per mesh room (at most 4)."""
     resume_grace_s: float = 20.0
     """Seconds a dropped peer keeps its seat and ``peerId`` waiting for ``resume``."""
+    closing_grace_s: float = 5.0
+    """Seconds the seat of a page that said ``leave {closing: true}`` (closed or reloaded) is
+    kept for a reload to resume it (never longer than ``resume_grace_s``)."""
     empty_timeout_s: float = 300.0
     """Seconds an active room may stay empty before it ends."""
     chat_max_chars: int = 2_000
@@ -323,6 +326,7 @@ class Settings:
             (self.server.shutdown_timeout_s > 0, "server.shutdown_timeout_s must be > 0"),
             (1 <= self.rooms.capacity <= MESH_LIMIT, f"rooms.capacity must be 1..{MESH_LIMIT}"),
             (self.rooms.resume_grace_s >= 0, "rooms.resume_grace_s must be >= 0"),
+            (self.rooms.closing_grace_s >= 0, "rooms.closing_grace_s must be >= 0"),
             (self.rooms.empty_timeout_s > 0, "rooms.empty_timeout_s must be > 0"),
             (1 <= self.rooms.chat_max_chars <= 4000, "rooms.chat_max_chars must be 1..4000"),
             (1024 <= self.limits.max_frame_bytes <= 4 << 20, "limits.max_frame_bytes 1 KiB..4 MiB"),

@@ -7,7 +7,12 @@
 // `window.connvoConfig` (set before this script runs) overrides: `video` (getUserMedia video
 // constraints), `iceServers`, `iceTransportPolicy` ('all' | 'relay'), `iceCandidateFilter`.
 
-import { Api, ConnvoError, Room, captureLocalMedia } from './connvo.js';
+import { Api, ConnvoError, DEFAULT_VIDEO, Room, captureLocalMedia } from './connvo.js';
+import { DevicePickers } from './devices.js';
+import { AudioLevels } from './levels.js';
+import { PeoplePanel } from './people.js';
+import { qualityOf } from './quality.js';
+import { TabSession } from './session.js';
 
 const config = window.connvoConfig ?? {};
 const $ = (id) => document.getElementById(id);
@@ -19,7 +24,9 @@ const ICONS = {
   camOff: '<svg class="icon" viewBox="0 0 24 24"><path d="m21 6.5-4 4V7a1 1 0 0 0-1-1H9.8L21 17.2V6.5zM3.3 2 2 3.3 4.7 6H4a1 1 0 0 0-1 1v10a1 1 0 0 0 1 1h12c.2 0 .4-.1.5-.2l3.2 3.2 1.3-1.3L3.3 2z"/></svg>',
   screen: '<svg class="icon" viewBox="0 0 24 24"><path d="M20 18a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2H4a2 2 0 0 0-2 2v10a2 2 0 0 0 2 2H0v2h24v-2h-4zM4 6h16v10H4V6zm8 1-4 4h3v4h2v-4h3l-4-4z"/></svg>',
   chat: '<svg class="icon" viewBox="0 0 24 24"><path d="M20 2H4a2 2 0 0 0-2 2v18l4-4h14a2 2 0 0 0 2-2V4a2 2 0 0 0-2-2zM6 9h12v2H6V9zm8 5H6v-2h8v2zm4-6H6V6h12v2z"/></svg>',
+  notes: '<svg class="icon" viewBox="0 0 24 24"><path d="M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8l-6-6zm2 16H8v-2h8v2zm0-4H8v-2h8v2zm-3-5V3.5L18.5 9H13z"/></svg>',
   captions: '<svg class="icon" viewBox="0 0 24 24"><path d="M19 4H5a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h14a2 2 0 0 0 2-2V6a2 2 0 0 0-2-2zM11 11H9.5v-.5h-2v3h2V13H11v1a1 1 0 0 1-1 1H7a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1h3a1 1 0 0 1 1 1v1zm7 0h-1.5v-.5h-2v3h2V13H18v1a1 1 0 0 1-1 1h-3a1 1 0 0 1-1-1v-4a1 1 0 0 1 1-1h3a1 1 0 0 1 1 1v1z"/></svg>',
+  people: '<svg class="icon" viewBox="0 0 24 24"><path d="M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0h-1c1.2.8 2 2 2 3.5V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z"/></svg>',
   leave: '<svg class="icon" viewBox="0 0 24 24"><path d="M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-1 .5-1.9 1.1-2.7 1.8a1 1 0 0 1-1.4 0L.3 13.1a1 1 0 0 1 0-1.4C3.3 8.9 7.5 7 12 7s8.7 1.9 11.7 4.7a1 1 0 0 1 0 1.4l-2.4 2.4a1 1 0 0 1-1.4 0c-.8-.7-1.7-1.3-2.7-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z"/></svg>',
   full: '<svg viewBox="0 0 24 24"><path d="M16 11a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm-8 0a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm0 2c-2.3 0-7 1.2-7 3.5V19h14v-2.5C15 14.2 10.3 13 8 13zm8 0h-1c1.2.8 2 2 2 3.5V19h6v-2.5c0-2.3-4.7-3.5-7-3.5z"/></svg>',
   clock: '<svg viewBox="0 0 24 24"><path d="M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16zm.5-13H11v6l5.2 3.2.8-1.3-4.5-2.7V7z"/></svg>',
@@ -42,10 +49,14 @@ const NOTICES = {
   'bad-token': { icon: 'lock', title: "This link doesn't work",
     text: 'It may have been cut off when it was copied. Ask the host to send it again.' },
   'room-ended': { icon: 'ended', title: 'This meeting has ended', text: 'The host ended the meeting for everyone.' },
+  'room-closed': { icon: 'ended', title: 'This meeting has ended', text: 'Start a new meeting whenever you like.' },
+  'ended-by-you': { icon: 'ended', title: 'You ended the meeting', text: 'Everyone has left the call.' },
+  'waiting-for-host': { icon: 'clock', title: 'Waiting for the host to start the meeting',
+    text: "You'll join automatically as soon as they start it. Keep this page open." },
   'meeting-concluded': { icon: 'ended', title: 'This meeting has ended', text: 'Ask the host to start a new one.' },
   'meeting-cancelled': { icon: 'ended', title: 'This meeting was cancelled', text: 'Ask the host to start a new one.' },
   'meeting-not-started': { icon: 'clock', title: "The meeting hasn't started yet",
-    text: 'The host needs to start it first. Try again in a moment.', retry: 'Try again' },
+    text: "You'll join automatically as soon as the host starts it.", retry: 'Try again' },
   'meeting-not-found': { icon: 'lock', title: "This meeting doesn't exist", text: 'Check the link, or start a new meeting.' },
   'taken-over': { icon: 'lock', title: 'You joined from somewhere else',
     text: 'This meeting is open in another tab or on another device, which now holds your place.' },
@@ -75,11 +86,32 @@ const state = {
   name: '',
   joinedAt: 0,
   clock: null,
-  panel: null, // 'chat' | 'transcript' | null
+  panel: null, // 'chat' | 'transcript' | 'people' | null
+  meetingClock: null, // {startedAt, serverTime, at}: the meeting's start, in the hub's clock
+  linkCheck: null, // the invite link's meeting as the hub described it on page open
+  waitTimer: null, // polling for the host to start the meeting
+  endedByMe: false,
+  session: new TabSession(),
+  captions: localStorage.getItem('connvo.captions') === 'on', // this viewer's choice
+  devices: { audio: null, video: null, speaker: localStorage.getItem('connvo.speaker') }, // chosen deviceIds
+  quality: { timer: null, last: {} }, // per-peer connection quality from getStats every 2 s
+  levels: null, // AudioLevels of the room: per-tile levels, active speaker, muted hint
   unread: 0,
   reconnectToast: null,
   rejoin: null, // () => Promise<void> for "Rejoin" / "Try again"
 };
+const people = new PeoplePanel({
+  list: $('people-list'),
+  footer: $('people-footer'),
+  room: () => state.room,
+  selfName: () => state.name,
+  initials: (name) => initials(name),
+  toast: (text, opts) => toast(text, opts),
+  onEnd: () => {
+    state.endedByMe = true;
+    state.room?.end();
+  },
+});
 window.demo = state; // for tests and the curious: window.demo.room is the connvo Room
 
 // ------------------------------------------------------------------------------ small helpers
@@ -107,6 +139,14 @@ function paintAvatar(el, name) {
   span.style.background = `linear-gradient(135deg, hsl(${hue(name)} 70% 58%), hsl(${(hue(name) + 40) % 360} 70% 46%))`;
 }
 
+/** Say something to screen readers (a polite live region), e.g. that someone muted. */
+function announce(text) {
+  const el = $('announcer');
+  el.textContent = '';
+  // A new text node each time, so the same words said twice are announced twice.
+  requestAnimationFrame(() => { el.textContent = text; });
+}
+
 function toast(text, { kind = 'info', ms = 4000, sticky = false } = {}) {
   const el = document.createElement('div');
   el.className = `toast ${kind}`;
@@ -117,9 +157,12 @@ function toast(text, { kind = 'info', ms = 4000, sticky = false } = {}) {
   return remove;
 }
 
-function setControl(button, on, { icon, iconOff, label, labelOff, title, titleOff }) {
+/** `pressed`: the button's aria-pressed (null: not a toggle). Mute and Stop video are
+ * pressed while muted / stopped; Share screen, Chat, People and Transcript while on / open. */
+function setControl(button, on, { icon, iconOff, label, labelOff, title, titleOff, pressed = !on }) {
   button.dataset.on = String(on);
-  button.setAttribute('aria-pressed', String(!on));
+  if (pressed === null) button.removeAttribute('aria-pressed');
+  else button.setAttribute('aria-pressed', String(pressed));
   const badge = button.querySelector('.badge');
   button.innerHTML = `${on ? icon : iconOff}<span class="label">${on ? label : labelOff}</span>`;
   if (badge) button.prepend(badge);
@@ -130,7 +173,8 @@ function formatTime(ts) {
   return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
-function notice(code, { message } = {}) {
+function notice(code, { message, waiting = false } = {}) {
+  if (!waiting) clearTimeout(state.waitTimer);
   const entry = NOTICES[code] ?? { icon: 'offline', title: 'Something went wrong', text: message || code };
   $('notice-card').dataset.code = code;
   $('notice-icon').innerHTML = ICONS[entry.icon] ?? '';
@@ -138,7 +182,15 @@ function notice(code, { message } = {}) {
   $('notice-text').textContent = entry.text;
   const primary = $('notice-primary');
   const secondary = $('notice-secondary');
-  if (entry.retry && state.rejoin) {
+  if (waiting) {
+    primary.textContent = 'Cancel';
+    primary.onclick = () => {
+      clearTimeout(state.waitTimer);
+      show('lobby');
+      state.previewReady = startPreview();
+    };
+    secondary.hidden = true;
+  } else if (entry.retry && state.rejoin) {
     primary.textContent = entry.retry;
     primary.onclick = () => state.rejoin();
     secondary.hidden = false;
@@ -150,6 +202,7 @@ function notice(code, { message } = {}) {
     secondary.hidden = true;
   }
   stopPreview();
+  state.levels?.close();
   show('notice');
 }
 
@@ -189,13 +242,19 @@ function mediaBanner(errors, tried = ['microphone', 'camera']) {
 }
 
 async function startPreview() {
-  const { stream, errors } = await captureLocalMedia({ videoConstraints: config.video });
+  const pick = (id) => (id ? { deviceId: { exact: id } } : {});
+  const { stream, errors } = await captureLocalMedia({
+    audio: state.devices.audio ? pick(state.devices.audio) : true,
+    videoConstraints: { ...(config.video ?? DEFAULT_VIDEO), ...pick(state.devices.video) } });
   state.preview = stream;
   if (!stream.getAudioTracks().length) state.micOn = false;
   if (!stream.getVideoTracks().length) state.camOn = false;
   showPreview();
   mediaBanner(errors);
   renderPreviewControls();
+  const of = (track) => track?.getSettings?.().deviceId ?? null;
+  await lobbyPickers.refresh({ audio: of(stream.getAudioTracks()[0]), video: of(stream.getVideoTracks()[0]),
+    speaker: state.devices.speaker });
 }
 
 function showPreview() {
@@ -218,7 +277,9 @@ async function togglePreviewCam() {
       state.preview.removeTrack(track);
     }
   } else {
-    const { stream, errors } = await captureLocalMedia({ audio: false, videoConstraints: config.video });
+    const device = state.devices.video ? { deviceId: { exact: state.devices.video } } : {};
+    const { stream, errors } = await captureLocalMedia({ audio: false,
+      videoConstraints: { ...(config.video ?? DEFAULT_VIDEO), ...device } });
     for (const track of stream.getVideoTracks()) state.preview.addTrack(track);
     state.camOn = stream.getVideoTracks().length > 0;
     mediaBanner(errors, ['camera']);
@@ -272,7 +333,82 @@ function setupLobby() {
     notice('invite-expired');
     return;
   }
-  state.previewReady = startPreview();
+  if (!state.invite) {
+    state.previewReady = startPreview();
+    return;
+  }
+  // An invite link: find out where it leads before the camera goes on.
+  const resuming = state.session.load(state.invite);
+  state.previewReady = checkLink().then((ok) => {
+    if (!ok) return undefined;
+    if (resuming) return resumeSession(resuming);
+    return startPreview();
+  });
+}
+
+/** The invite link's meeting, asked of the hub when the page opens: a broken, expired or
+ * ended link is a notice before anyone types a name or turns a camera on. True when the
+ * lobby should go on. */
+async function checkLink() {
+  const button = $('join-button');
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = 'Checking the link…';
+  try {
+    const meeting = await state.api.checkInvite(state.invite);
+    state.linkCheck = meeting;
+    if (!meeting.valid) {
+      notice(NOTICES[meeting.code] ? meeting.code : 'bad-invite', { message: meeting.message });
+      return false;
+    }
+    if (meeting.state === 'concluded' || meeting.state === 'cancelled') {
+      notice(`meeting-${meeting.state}`);
+      return false;
+    }
+    $('join-heading').textContent = meeting.title ? `Join “${meeting.title}”` : 'Join the meeting';
+    if (meeting.state === 'scheduled') {
+      $('join-lede').textContent = "The host hasn't started this meeting yet. Join now and you'll go in as soon as they do.";
+    }
+    return true;
+  } catch (err) {
+    notice(NOTICES[err.code] ? err.code : 'bad-invite', { message: err.message });
+    return false;
+  } finally {
+    button.disabled = false;
+    button.textContent = label;
+  }
+}
+
+/** Until the host starts the meeting: a waiting notice, the hub asked every 2 s; then join. */
+function waitForStart(join) {
+  clearTimeout(state.waitTimer);
+  stopPreview();
+  notice('waiting-for-host', { waiting: true });
+  const poll = async () => {
+    let meeting = null;
+    try {
+      meeting = await state.api.checkInvite(state.invite);
+    } catch {
+      // the hub is unreachable for a moment: ask again at the next tick
+    }
+    if ($('notice-card').dataset.code !== 'waiting-for-host') return; // cancelled
+    if (meeting && !meeting.valid) {
+      notice(NOTICES[meeting.code] ? meeting.code : 'bad-invite', { message: meeting.message });
+    } else if (meeting?.state === 'concluded' || meeting?.state === 'cancelled') {
+      notice(`meeting-${meeting.state}`);
+    } else if (meeting?.state === 'active') {
+      try {
+        show('lobby');
+        await startPreview();
+        await join();
+      } catch (err) {
+        fail(err);
+      }
+    } else {
+      state.waitTimer = setTimeout(poll, 2000);
+    }
+  };
+  state.waitTimer = setTimeout(poll, 2000);
 }
 
 /** Whether an invite link's token says it expired (checked again by the hub on join). */
@@ -309,6 +445,7 @@ async function submitLobby() {
     email = `guest-${crypto.randomUUID().slice(0, 8)}@guest.connvo.dev`;
     sessionStorage.setItem('connvo.guest', email);
   }
+  state.email = email;
   const button = $('join-button');
   const label = button.textContent;
   button.disabled = true;
@@ -320,45 +457,91 @@ async function submitLobby() {
       if (err.status === 404 || err.code === 'not-found') throw new ConnvoError('no-dev-login', err.message);
       throw err;
     }
-    const getJoin = state.invite ? () => state.api.joinByInvite(state.invite) : null;
     let join;
-    if (getJoin) {
-      join = await getJoin();
-      state.fetchJoin = getJoin;
-      state.title = join.title;
+    if (state.invite) {
+      state.fetchJoin = () => state.api.joinByInvite(state.invite);
       state.inviteLink = location.href;
+      const waitThenJoin = () => waitForStart(async () => {
+        const started = await state.fetchJoin();
+        state.title = started.title;
+        setupRejoin();
+        await enterRoom(started);
+      });
+      // Not started yet: wait for the host rather than be refused (asked again, it may
+      // have started while the name was typed).
+      const check = await state.api.checkInvite(state.invite);
+      if (check.valid && check.state === 'scheduled') {
+        waitThenJoin();
+        return;
+      }
+      try {
+        join = await state.fetchJoin();
+      } catch (err) {
+        if (err.code !== 'meeting-not-started') throw err;
+        waitThenJoin();
+        return;
+      }
+      state.title = join.title;
     } else {
       const title = $('title').value.trim() || `${name.split(/\s+/)[0]}'s meeting`;
       // Transcription is the meeting's to choose at creation (the hub then sends it a tap).
       const meeting = await state.api.createMeeting({ title,
         transcriptionEnabled: $('transcribe').checked });
       await state.api.startMeeting(meeting.meetingId);
-      join = await state.api.createJoinToken(meeting.meetingId);
-      state.fetchJoin = () => state.api.createJoinToken(meeting.meetingId);
       const { invite } = await state.api.createInvite(meeting.meetingId);
       state.invite = invite;
       state.title = title;
       state.inviteLink = `${location.origin}/?invite=${encodeURIComponent(invite)}`;
       history.replaceState(null, '', `/?invite=${encodeURIComponent(invite)}`);
+      // The host's own link makes them host; its answer carries the meeting's start time.
+      state.fetchJoin = () => state.api.joinByInvite(invite);
+      join = await state.fetchJoin();
     }
-    state.rejoin = async () => {
-      show('lobby');
-      $('join-button').disabled = true;
-      try {
-        await startPreview();
-        await enterRoom(await state.api.joinByInvite(state.invite));
-      } catch (err) {
-        fail(err);
-      } finally {
-        $('join-button').disabled = false;
-      }
-    };
+    setupRejoin();
     await enterRoom(join);
   } catch (err) {
     fail(err);
   } finally {
     button.disabled = false;
     button.textContent = label;
+  }
+}
+
+/** "Rejoin" / "Try again" on a notice: back through the lobby's preview into the room. */
+function setupRejoin() {
+  state.rejoin = async () => {
+    show('lobby');
+    $('join-button').disabled = true;
+    try {
+      await startPreview();
+      await enterRoom(await state.api.joinByInvite(state.invite));
+    } catch (err) {
+      fail(err);
+    } finally {
+      $('join-button').disabled = false;
+    }
+  };
+}
+
+/** A reload of a page that was in the room: straight back in, resuming the seat this tab's
+ * session kept (same peerId when the hub still holds it; a fresh join when not). */
+async function resumeSession(saved) {
+  state.name = saved.name;
+  state.micOn = saved.micOn;
+  state.camOn = saved.camOn;
+  $('name').value = saved.name;
+  try {
+    await state.api.devLogin({ email: saved.email, name: saved.name });
+    state.fetchJoin = () => state.api.joinByInvite(state.invite);
+    state.inviteLink = location.href;
+    const join = await state.fetchJoin();
+    state.title = join.title;
+    setupRejoin();
+    await startPreview();
+    await enterRoom(join, { resume: saved.resumeToken });
+  } catch (err) {
+    state.session.clear();
+    fail(err);
   }
 }
 
@@ -375,7 +558,7 @@ function fail(err) {
 
 // ------------------------------------------------------------------------------ room
 
-async function enterRoom(join) {
+async function enterRoom(join, { resume = null } = {}) {
   const room = new Room({
     wsUrl: join.wsUrl,
     token: join.token,
@@ -386,19 +569,28 @@ async function enterRoom(join) {
     audio: state.micOn,
     video: state.camOn,
     videoConstraints: config.video,
+    devices: { audio: state.devices.audio, video: state.devices.video },
     name: state.name,
     // A resume needs an unexpired join token: fetch a fresh one for a long meeting.
     refreshToken: async () => (await state.fetchJoin()).token,
   });
   state.room = room;
+  state.levels?.close();
+  state.levels = new AudioLevels(renderLevels);
   bindRoom(room);
   $('tiles').replaceChildren();
   $('chat-log').replaceChildren();
   $('transcript-log').replaceChildren();
   $('chat-empty').hidden = false;
   $('transcript-empty').hidden = false;
-  await room.join();
+  await room.join({ resume });
   state.joinedAt = Date.now();
+  state.endedByMe = false;
+  // The clock shows how long the meeting has run, in the hub's clock (ours may be off).
+  state.meetingClock = join.startedAt
+    ? { startedAt: join.startedAt, serverTime: join.serverTime ?? Date.now(), at: Date.now() } : null;
+  state.session.save({ invite: state.invite, resumeToken: room.resumeToken, name: state.name,
+    email: state.email, micOn: room.micEnabled, camOn: room.cameraEnabled });
   $('room-title').textContent = state.title || 'Meeting';
   document.title = `${state.title || 'Meeting'} · connvo`;
   $('self-label').textContent = state.name;
@@ -407,6 +599,8 @@ async function enterRoom(join) {
   renderSelfTile();
   renderControls();
   renderCount();
+  state.levels.watchSelf(room.micTrack);
+  watchQuality(room);
   show('room');
   clearInterval(state.clock);
   state.clock = setInterval(renderClock, 1000);
@@ -417,22 +611,31 @@ function bindRoom(room) {
   room.on('peer-joined', ({ peer }) => {
     upsertTile(peer);
     renderCount();
+    people.render();
+    if (room.state === 'joined') announce(`${peer.name || 'A guest'} joined`);
   });
   room.on('peer-updated', ({ peer }) => {
+    announceMediaChange(peer);
     upsertTile(peer);
     renderScreens();
+    people.render();
   });
   room.on('peer-left', ({ peer, reason }) => {
+    state.levels?.unwatch(peer.peerId);
     removeTile(peer.peerId);
     renderCount();
+    people.render();
     if (reason !== 'reconnected' && room.state === 'joined') toast(`${peer.name || 'Someone'} left`);
   });
-  room.on('track', ({ peer }) => {
+  room.on('track', ({ peer, track, source }) => {
+    if (source === 'microphone') state.levels?.watch(peer.peerId, track);
     upsertTile(peer);
     renderScreens();
   });
   room.on('connection-state', ({ peer }) => upsertTile(peer));
   room.on('local-media', () => {
+    state.levels?.watchSelf(room.micTrack);
+    people.render();
     renderSelfTile();
     renderControls();
     renderScreens();
@@ -440,6 +643,7 @@ function bindRoom(room) {
   room.on('chat', addChat);
   room.on('transcript', addTranscript);
   room.on('transcription', ({ active }) => {
+    renderControls();
     $('transcribing').hidden = !active;
     document.querySelector('.transcribing-sep').hidden = !active;
     if (active) showTranscription('live'); // a new tap starts afresh
@@ -460,14 +664,25 @@ function bindRoom(room) {
     state.reconnectToast = null;
     if (!resumed) toast('Reconnected');
   });
-  room.on('ended', () => {
+  room.on('joined', () => state.session.update({ resumeToken: room.resumeToken }));
+  room.on('ended', ({ reason }) => {
     clearInterval(state.clock);
-    notice('room-ended');
+    state.session.clear();
+    // Who ended it, in words: you, the host, or the meeting itself (empty, time limit).
+    if (state.endedByMe) notice('ended-by-you');
+    else notice(/host/.test(reason ?? '') ? 'room-ended' : 'room-closed');
   });
+  room.on('mute-requested', ({ name }) => {
+    toast(`${name || 'The host'} asked you to mute. You're muted — unmute when you want to speak.`,
+      { kind: 'warn', ms: 7000 });
+    renderControls();
+  });
+  room.on('local-media', () => state.session.update({ micOn: room.micEnabled, camOn: room.cameraEnabled }));
   room.on('error', (err) => {
     if (room !== state.room) return;
     if (err.fatal && room.state === 'failed' && state.joinedAt) {
       clearInterval(state.clock);
+      state.session.clear();
       notice(NOTICES[err.code] ? err.code : 'disconnected', { message: err.message });
     } else if (!err.fatal) {
       const quiet = ['negotiation-failed'];
@@ -477,8 +692,51 @@ function bindRoom(room) {
   });
 }
 
+const QUALITY_WORDS = { good: 'good', fair: 'fair', poor: 'poor', unknown: 'connecting' };
+
+/** Every 2 s: each tile's connection quality (good / fair / poor) from the room's stats. */
+function watchQuality(room) {
+  clearInterval(state.quality.timer);
+  state.quality.last = {};
+  state.quality.timer = setInterval(async () => {
+    if (room !== state.room || room.state !== 'joined') {
+      if (room !== state.room || ['left', 'ended', 'failed'].includes(room.state)) clearInterval(state.quality.timer);
+      return;
+    }
+    const stats = await room.getStats();
+    for (const [peerId, now] of Object.entries(stats)) {
+      const quality = qualityOf(now, state.quality.last[peerId] ?? null);
+      state.quality.last[peerId] = now;
+      const tile = document.querySelector(`.tile[data-key="${CSS.escape(peerId)}"]`);
+      if (!tile || tile.dataset.quality === quality) continue;
+      tile.dataset.quality = quality;
+      const dot = tile.querySelector('.conn-dot');
+      dot.title = `Connection: ${QUALITY_WORDS[quality]}`;
+      dot.setAttribute('aria-label', dot.title);
+      const peer = room.peers.get(peerId);
+      if (peer) labelTile(tile, peer.name || 'Guest', { audio: peer.media.audio, video: tile.dataset.video === 'on' });
+    }
+  }, 2000);
+}
+
+/** Levels on the tiles, the active speaker's highlight and the "you are muted" hint. */
+function renderLevels({ levels, speaker, talkingWhileMuted }) {
+  const room = state.room;
+  if (!room) return;
+  for (const tile of document.querySelectorAll('.tile:not(.screen-tile)')) {
+    const key = tile.dataset.peerId === room.peerId ? 'self' : tile.dataset.peerId;
+    const muted = tile.dataset.audio === 'off';
+    tile.style.setProperty('--level', String(muted ? 0 : (levels.get(key) ?? 0)));
+    tile.dataset.speaking = String(key === speaker && !muted);
+  }
+  const hint = $('muted-hint');
+  if (hint.hidden === talkingWhileMuted) hint.hidden = !talkingWhileMuted;
+}
+
 function renderClock() {
-  const s = Math.floor((Date.now() - state.joinedAt) / 1000);
+  const base = state.meetingClock;
+  const ms = base ? base.serverTime - base.startedAt + (Date.now() - base.at) : Date.now() - state.joinedAt;
+  const s = Math.max(0, Math.floor(ms / 1000));
   const hh = Math.floor(s / 3600);
   const mm = String(Math.floor((s % 3600) / 60)).padStart(2, '0');
   const ss = String(s % 60).padStart(2, '0');
@@ -519,6 +777,7 @@ function tileFor(id, { self = false, screen = false } = {}) {
   if (tile) return tile;
   tile = document.createElement('div');
   tile.className = `tile${self ? ' self' : ''}${screen ? ' screen-tile' : ''}`;
+  tile.setAttribute('role', 'group');
   tile.dataset.key = key;
   tile.dataset.peerId = id;
   tile.innerHTML = `
@@ -526,8 +785,9 @@ function tileFor(id, { self = false, screen = false } = {}) {
     <div class="avatar" aria-hidden="true"><span></span></div>
     <div class="tile-status" aria-live="polite"></div>
     <div class="nametag">
-      <span class="mic-off" title="Muted">${ICONS.micOff}</span>
-      <span class="conn-dot" title=""></span>
+      <span class="mic-off" aria-hidden="true">${ICONS.micOff}</span>
+      <span class="conn-dot" role="img" aria-label="Connection: connecting" title="Connection: connecting"></span>
+      <span class="level" aria-hidden="true"><i></i><i></i><i></i></span>
       <span class="name"></span>
     </div>`;
   const tiles = $('tiles');
@@ -555,10 +815,33 @@ function upsertTile(peer) {
   tile.dataset.audio = peer.media.audio ? 'on' : 'off';
   tile.dataset.video = hasVideo ? 'on' : 'off';
   tile.querySelector('.name').textContent = peer.name || 'Guest';
-  tile.querySelector('.conn-dot').title = `Connection: ${peer.state}`;
+  labelTile(tile, peer.name || 'Guest', { audio: peer.media.audio, video: hasVideo });
   tile.querySelector('.tile-status').textContent = STATUS_TEXT[peer.state] ?? '';
   paintAvatar(tile.querySelector('.avatar'), peer.name || 'Guest');
   attach(tile.querySelector('video'), peer.stream);
+  routeAudio(tile.querySelector('video'));
+}
+
+/** A tile's accessible name says who it is and what they send: "Grace Hopper, muted, camera
+ * off". */
+function labelTile(tile, name, { audio, video }) {
+  const bits = [name];
+  if (!audio) bits.push('muted');
+  if (!video) bits.push('camera off');
+  if (tile.dataset.quality === 'poor') bits.push('poor connection');
+  tile.setAttribute('aria-label', bits.join(', '));
+}
+
+/** "Grace Hopper muted" / "... turned their camera off", said when a peer's flags change. */
+function announceMediaChange(peer) {
+  const tile = document.querySelector(`.tile[data-key="${CSS.escape(peer.peerId)}"]`);
+  if (!tile) return;
+  const name = peer.name || 'A guest';
+  const was = { audio: tile.dataset.audio === 'on', video: tile.dataset.video === 'on' };
+  if (was.audio !== peer.media.audio) announce(`${name} ${peer.media.audio ? 'unmuted' : 'muted'}`);
+  if (was.video !== peer.media.video) {
+    announce(`${name} turned their camera ${peer.media.video ? 'on' : 'off'}`);
+  }
 }
 
 function removeTile(peerId) {
@@ -574,6 +857,7 @@ function renderSelfTile() {
   tile.dataset.audio = media.audio ? 'on' : 'off';
   tile.dataset.video = media.video ? 'on' : 'off';
   tile.querySelector('.name').textContent = `${state.name} (you)`;
+  labelTile(tile, `${state.name} (you)`, media);
   paintAvatar(tile.querySelector('.avatar'), state.name);
   attach(tile.querySelector('video'), room.localStream);
 }
@@ -595,6 +879,7 @@ function renderScreens() {
     tile.dataset.video = 'on';
     tile.dataset.audio = 'on';
     tile.querySelector('.name').textContent = peerId === room.peerId ? 'You are presenting' : `${name}'s screen`;
+    tile.setAttribute('aria-label', tile.querySelector('.name').textContent);
     attach(tile.querySelector('video'), stream);
   }
   $('tiles').classList.toggle('presenting', sharing.size > 0);
@@ -608,13 +893,23 @@ function renderControls() {
   setControl($('cam-button'), media.video, { icon: ICONS.cam, iconOff: ICONS.camOff, label: 'Stop video',
     labelOff: 'Start video', title: 'Turn off camera (Ctrl+E)', titleOff: 'Turn on camera (Ctrl+E)' });
   setControl($('screen-button'), media.screen, { icon: ICONS.screen, iconOff: ICONS.screen,
-    label: 'Stop sharing', labelOff: 'Share screen', title: 'Stop sharing your screen', titleOff: 'Share your screen' });
+    label: 'Share screen', labelOff: 'Share screen', title: 'Stop sharing your screen',
+    titleOff: 'Share your screen', pressed: media.screen });
+  setControl($('people-button'), state.panel === 'people', { icon: ICONS.people, iconOff: ICONS.people,
+    label: 'People', labelOff: 'People', title: 'Hide participants', titleOff: 'Show participants',
+    pressed: state.panel === 'people' });
   setControl($('chat-button'), state.panel === 'chat', { icon: ICONS.chat, iconOff: ICONS.chat,
-    label: 'Chat', labelOff: 'Chat', title: 'Hide chat', titleOff: 'Show chat' });
-  setControl($('transcript-button'), state.panel === 'transcript', { icon: ICONS.captions,
-    iconOff: ICONS.captions, label: 'Transcript', labelOff: 'Transcript', title: 'Hide transcript',
-    titleOff: 'Show live transcript' });
-  setControl($('leave-button'), true, { icon: ICONS.leave, label: 'Leave', title: 'Leave the meeting' });
+    label: 'Chat', labelOff: 'Chat', title: 'Hide chat', titleOff: 'Show chat', pressed: state.panel === 'chat' });
+  setControl($('captions-button'), state.captions, { icon: ICONS.captions, iconOff: ICONS.captions,
+    label: 'Captions', labelOff: 'Captions', title: 'Hide captions', titleOff: 'Show captions',
+    pressed: state.captions });
+  $('captions-button').hidden = !(room?.features.transcription || room?.transcriptionActive);
+  $('captions').hidden = !state.captions || $('captions-button').hidden;
+  setControl($('transcript-button'), state.panel === 'transcript', { icon: ICONS.notes,
+    iconOff: ICONS.notes, label: 'Transcript', labelOff: 'Transcript', title: 'Hide transcript',
+    titleOff: 'Show live transcript', pressed: state.panel === 'transcript' });
+  setControl($('leave-button'), true, { icon: ICONS.leave, label: 'Leave', title: 'Leave the meeting',
+    pressed: null });
   $('chat-badge').hidden = state.unread === 0 || state.panel === 'chat';
   $('chat-badge').textContent = String(state.unread);
 }
@@ -631,10 +926,11 @@ async function guarded(work) {
 function openPanel(which) {
   state.panel = state.panel === which ? null : which;
   $('panel').hidden = !state.panel;
-  $('chat-pane').hidden = state.panel !== 'chat';
-  $('transcript-pane').hidden = state.panel !== 'transcript';
-  $('tab-chat').setAttribute('aria-selected', String(state.panel === 'chat'));
-  $('tab-transcript').setAttribute('aria-selected', String(state.panel === 'transcript'));
+  for (const pane of ['people', 'chat', 'transcript']) {
+    $(`${pane}-pane`).hidden = state.panel !== pane;
+    $(`tab-${pane}`).setAttribute('aria-selected', String(state.panel === pane));
+  }
+  if (state.panel === 'people') people.render();
   if (state.panel === 'chat') {
     state.unread = 0;
     $('chat-input').focus();
@@ -688,7 +984,26 @@ function addTranscriptGap(peerId, name) {
   item.scrollIntoView({ block: 'end' });
 }
 
+/** The live transcript over the video: the latest two lines, gone after a quiet while. */
+function showCaption({ peerId, name, segmentId, text }) {
+  const box = $('captions');
+  const id = `${peerId}:${segmentId}`;
+  let line = [...box.children].find((el) => el.dataset.segment === id);
+  if (!line) {
+    line = document.createElement('p');
+    line.dataset.segment = id;
+    line.innerHTML = '<b></b> <span></span>';
+    box.append(line);
+    while (box.children.length > 2) box.firstElementChild.remove();
+  }
+  line.querySelector('b').textContent = `${peerId === state.room?.peerId ? 'You' : name || 'Guest'}:`;
+  line.querySelector('span').textContent = text;
+  clearTimeout(line.fade);
+  line.fade = setTimeout(() => line.remove(), 6000);
+}
+
 function addTranscript({ peerId, name, segmentId, text, final }) {
+  showCaption({ peerId, name, segmentId, text });
   const id = `${peerId}:${segmentId}`;
   let item = document.querySelector(`.transcript-line[data-segment="${CSS.escape(id)}"]`);
   if (!item) {
@@ -718,13 +1033,76 @@ function leave() {
   const room = state.room;
   if (!room) return;
   room.leave();
+  state.levels?.close();
+  state.session.clear();
   clearInterval(state.clock);
   stopPreview();
   state.preview = null;
   notice('left');
 }
 
+// ------------------------------------------------------------------------------ devices
+
+const lobbyPickers = new DevicePickers($('lobby-devices'), (kind, id) => guarded(() => pickInLobby(kind, id)));
+const roomPickers = new DevicePickers($('room-devices'), (kind, id) => guarded(() => pickInRoom(kind, id)));
+
+/** The lobby: the preview's track for that kind is captured again from the chosen device. */
+async function pickInLobby(kind, deviceId) {
+  state.devices[kind] = deviceId;
+  if (kind === 'speaker') return pickSpeaker(deviceId);
+  await state.previewReady;
+  const stream = state.preview;
+  if (!stream) return undefined;
+  const old = kind === 'audio' ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
+  if (kind === 'video' && !state.camOn) return undefined; // used when the camera goes on
+  const { stream: got, errors } = await captureLocalMedia({ audio: kind === 'audio' ? { deviceId: { exact: deviceId } } : false,
+    video: kind === 'video', videoConstraints: { ...(config.video ?? DEFAULT_VIDEO), deviceId: { exact: deviceId } } });
+  mediaBanner(errors, [kind === 'audio' ? 'microphone' : 'camera']);
+  const track = got.getTracks()[0];
+  if (!track) return undefined;
+  if (old) {
+    stream.removeTrack(old);
+    old.stop();
+  }
+  if (kind === 'audio') track.enabled = state.micOn;
+  stream.addTrack(track);
+  showPreview();
+  renderPreviewControls();
+  return undefined;
+}
+
+/** In the room: the client swaps the track on every connection (no renegotiation). */
+async function pickInRoom(kind, deviceId) {
+  state.devices[kind] = deviceId;
+  if (kind === 'speaker') return pickSpeaker(deviceId);
+  await state.room?.switchDevice(kind, deviceId);
+  return undefined;
+}
+
+/** Remote audio to the chosen output (tiles play their peer's audio). */
+async function pickSpeaker(deviceId) {
+  state.devices.speaker = deviceId;
+  localStorage.setItem('connvo.speaker', deviceId);
+  await Promise.all([...document.querySelectorAll('.tile:not(.self) video')].map((video) => routeAudio(video)));
+}
+
+function routeAudio(video) {
+  const id = state.devices.speaker;
+  if (!id || !video.setSinkId || video.sinkId === id) return Promise.resolve();
+  return video.setSinkId(id).catch((err) => {
+    // the device went away: play on the default output
+    if (err?.name !== 'NotFoundError') console.warn('connvo: speaker', err);
+  });
+}
+
+function openSettings() {
+  const room = state.room;
+  roomPickers.refresh({ ...state.devices, ...(room ? room.deviceIds : {}) });
+  $('settings-dialog').showModal();
+}
+
 function setupRoomControls() {
+  $('settings-button').addEventListener('click', openSettings);
   $('mic-button').addEventListener('click', () => guarded(async () => {
     await state.room.setMicEnabled(!state.room.media.audio);
     state.micOn = state.room.micEnabled;
@@ -737,8 +1115,15 @@ function setupRoomControls() {
     if (state.room.screenStream) await state.room.stopScreenShare();
     else await state.room.startScreenShare();
   }));
+  $('people-button').addEventListener('click', () => openPanel('people'));
+  $('tab-people').addEventListener('click', () => state.panel !== 'people' && openPanel('people'));
   $('chat-button').addEventListener('click', () => openPanel('chat'));
   $('transcript-button').addEventListener('click', () => openPanel('transcript'));
+  $('captions-button').addEventListener('click', () => {
+    state.captions = !state.captions;
+    localStorage.setItem('connvo.captions', state.captions ? 'on' : 'off');
+    renderControls();
+  });
   $('tab-chat').addEventListener('click', () => state.panel !== 'chat' && openPanel('chat'));
   $('tab-transcript').addEventListener('click', () => state.panel !== 'transcript' && openPanel('transcript'));
   $('panel-close').addEventListener('click', () => openPanel(state.panel));
@@ -759,7 +1144,9 @@ function setupRoomControls() {
     else return;
     event.preventDefault();
   });
-  window.addEventListener('beforeunload', () => state.room?.leave());
+  // Closing the tab or reloading (the page cannot tell which): the hub keeps the seat only a
+  // few seconds, for a reload to resume it (see session.js); a closed tab frees it.
+  window.addEventListener('pagehide', () => state.room?.closing());
 }
 
 setupLobby();

@@ -114,6 +114,11 @@ export class Api {
 
   /** Dev mode only: a join token (plus `meetingId`, `title`) for an invite link's meeting. */
   joinByInvite(invite) { return this.call('/api/dev/joinByInvite', { invite }); }
+
+  /** Dev mode only, no login: `{valid: true, meetingId, title, state, startedAt, serverTime}`
+   * of an invite link's meeting, or `{valid: false, code}` (`bad-invite`, `invite-expired`,
+   * `meeting-not-found`). */
+  checkInvite(invite) { return this.call('/api/dev/checkInvite', { invite }); }
 }
 
 // --------------------------------------------------------------------------------- media
@@ -136,7 +141,8 @@ export function mediaError(err, what) {
   return new ConnvoError(`${what}-failed`, `Could not start your ${what}: ${err?.message ?? err}`, { cause: err });
 }
 
-/** Capture a camera + microphone stream for a preview (and to hand to `new Room`). Returns
+/** Capture a camera + microphone stream for a preview (and to hand to `new Room`); `audio`
+ * is true, false or constraints, `videoConstraints` the camera's. Returns
  * `{stream, errors}`; a blocked device is an entry in `errors`, not a rejection. */
 export async function captureLocalMedia({ audio = true, video = true,
   videoConstraints = DEFAULT_VIDEO } = {}) {
@@ -147,7 +153,9 @@ export async function captureLocalMedia({ audio = true, video = true,
       'This browser cannot use a camera or microphone here (the page must be served over https).'));
     return { stream, errors };
   }
-  const want = { audio: Boolean(audio), video: video ? videoConstraints : false };
+  // `audio` may be constraints (a chosen microphone: `{deviceId: {exact}}`).
+  const want = { audio: audio && typeof audio === 'object' ? audio : Boolean(audio),
+    video: video ? videoConstraints : false };
   if (!want.audio && !want.video) return { stream, errors };
   try {
     const got = await navigator.mediaDevices.getUserMedia(want);

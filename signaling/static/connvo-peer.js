@@ -112,6 +112,16 @@ export class PeerLink {
     }
   }
 
+  /** Whether `sdp` (an offer) comes from another RTCPeerConnection than the one we are
+   * connected to: its DTLS fingerprint differs (an ICE restart keeps it). */
+  isNewSession(sdp) {
+    const current = this.pc.remoteDescription?.sdp;
+    if (!current || this.pc.connectionState === 'new') return false;
+    const fingerprint = (text) => /a=fingerprint:(\S+ \S+)/.exec(text)?.[1] ?? null;
+    const before = fingerprint(current);
+    return Boolean(before && fingerprint(sdp) && before !== fingerprint(sdp));
+  }
+
   sendOffer() {
     const description = this.pc.localDescription;
     if (!description || description.type !== 'offer') return;
@@ -278,7 +288,9 @@ export class PeerLink {
       peerId: this.peerId, name: this.peer.name, role: this.peer.role,
       connectionState: this.pc.connectionState, iceConnectionState: this.pc.iceConnectionState,
       signalingState: this.pc.signalingState,
-      inbound: { audio: { packets: 0, bytes: 0 }, video: { packets: 0, bytes: 0, frames: 0 } },
+      inbound: { audio: { packets: 0, bytes: 0, lost: 0, jitter: 0 },
+        video: { packets: 0, bytes: 0, frames: 0, lost: 0, jitter: 0 } },
+      roundTripTime: null, // seconds, of the selected candidate pair
       outbound: { audio: { packets: 0, bytes: 0 }, video: { packets: 0, bytes: 0 } },
       candidatePair: null,
       iceUfrag: /a=ice-ufrag:(\S+)/.exec(this.pc.localDescription?.sdp ?? '')?.[1] ?? null,
@@ -294,6 +306,8 @@ export class PeerLink {
       if (s.type === 'inbound-rtp' && out.inbound[s.kind]) {
         out.inbound[s.kind].packets += s.packetsReceived ?? 0;
         out.inbound[s.kind].bytes += s.bytesReceived ?? 0;
+        out.inbound[s.kind].lost += Math.max(0, s.packetsLost ?? 0);
+        out.inbound[s.kind].jitter = Math.max(out.inbound[s.kind].jitter, s.jitter ?? 0);
         if (s.kind === 'video') out.inbound.video.frames += s.framesDecoded ?? 0;
       } else if (s.type === 'outbound-rtp' && out.outbound[s.kind]) {
         out.outbound[s.kind].packets += s.packetsSent ?? 0;
@@ -304,6 +318,7 @@ export class PeerLink {
     }
     const pair = pairId && report.get(pairId);
     if (pair) {
+      out.roundTripTime = pair.currentRoundTripTime ?? null;
       const local = report.get(pair.localCandidateId) ?? {};
       const remote = report.get(pair.remoteCandidateId) ?? {};
       out.candidatePair = {

@@ -15,7 +15,7 @@
 import { ConnvoError, DEFAULT_VIDEO, Emitter, mediaError, parseCandidate } from './connvo-base.js';
 import { PeerLink, RemotePeer, SENDING_ROLES } from './connvo-peer.js';
 
-export { Api, ConnvoError, Emitter, captureLocalMedia, mediaError, parseCandidate } from './connvo-base.js';
+export { Api, ConnvoError, DEFAULT_VIDEO, Emitter, captureLocalMedia, mediaError, parseCandidate } from './connvo-base.js';
 export { RemotePeer } from './connvo-peer.js';
 
 /** Close codes after which reconnecting cannot help (signaling/codes.py FATAL_CLOSES; a test
@@ -84,10 +84,14 @@ export class Room extends Emitter {
   constructor(options) {
     super();
     if (!options?.wsUrl || !options?.token) throw new TypeError('Room needs wsUrl and token');
+    // An option given as `undefined` (an app passing its own config through) means "the
+    // default", not "nothing": `videoConstraints: undefined` once made turning the camera back
+    // on ask getUserMedia for no video at all.
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
     this.options = {
       iceTransportPolicy: 'all', audio: true, video: true, videoConstraints: DEFAULT_VIDEO,
       reconnectAttempts: 8, reconnectBackoffMs: 250, pingIntervalMs: 10_000,
-      iceCandidateFilter: null, ...options,
+      iceCandidateFilter: null, ...given,
     };
     this.wsUrl = options.wsUrl;
     this.token = options.token;
@@ -128,13 +132,15 @@ export class Room extends Emitter {
   // ---------------------------------------------------------------- joining and leaving
 
   /** Connect, join and start negotiating. Resolves with the `joined` frame; rejects with a
-   * ConnvoError (`room-full`, `token-expired`, `room-ended`, ...). */
-  async join() {
+   * ConnvoError (`room-full`, `token-expired`, `room-ended`, ...). `resume`: the
+   * `resumeToken` of this tab's previous page (a reload): the seat and peerId come back when
+   * the hub still keeps them (`joined.resumed`), and the connections are made afresh. */
+  async join({ resume = null } = {}) {
     if (this.state !== 'idle') throw new ConnvoError('already-joined', 'join() was already called');
     this.#setState('connecting');
     try {
       await this.#prepareMedia();
-      const joined = await this.#connect(null);
+      const joined = await this.#connect(resume);
       this.#startPing();
       // A new network (wifi to cellular, VPN up): the old ICE path is likely dead.
       window.addEventListener('online', this.#onNetworkChange);
@@ -160,9 +166,19 @@ export class Room extends Emitter {
     this.emit('left', { reason });
   }
 
-  /** Host only: remove a peer (`kick`) or end the meeting for everyone (`end`). */
+  /** The page is going away (`pagehide`): closed or reloaded, it cannot tell. The hub keeps
+   * the seat a few seconds (`rooms.closing_grace_s`) for a reload to resume it with
+   * `join({resume: room.resumeToken})`; a closed tab's seat is freed. */
+  closing() {
+    if (this.state !== 'joined') return;
+    this.#send({ type: 'leave', closing: true });
+  }
+
+  /** Host only: remove a peer (`kick`), end the meeting for everyone (`end`), or ask a peer to
+   * mute (`askMute`: it gets `mute-requested`, mutes itself and can unmute). */
   kick(peerId) { this.#send({ type: 'kick', peerId }); }
   end() { this.#send({ type: 'end' }); }
+  askMute(peerId) { return this.#send({ type: 'ask-mute', peerId }); }
 
   sendChat(text) {
     const body = String(text ?? '').trim();
@@ -201,6 +217,32 @@ export class Room extends Emitter {
     }
     this.cameraEnabled = wanted;
     this.#mediaChanged();
+  }
+
+  /** Use another microphone (`kind: 'audio'`) or camera (`'video'`), by `deviceId` from
+   * `navigator.mediaDevices.enumerateDevices()`. The new track replaces the old one on every
+   * connection (`replaceTrack`: no renegotiation); mute and camera-off states are kept, and
+   * later captures (the camera turned back on) use the same device. */
+  async switchDevice(kind, deviceId) {
+    if (kind !== 'audio' && kind !== 'video') throw new TypeError(`no device kind ${kind}`);
+    this.options.devices = { ...this.options.devices, [kind]: deviceId };
+    if (kind === 'video' && !this.cameraEnabled) return null; // used when the camera goes on
+    const old = kind === 'audio' ? this.micTrack : this.localStream?.getVideoTracks()[0];
+    const track = await this.#capture(kind, { replacing: old }); // throws e.g. camera-busy
+    if (kind === 'audio') {
+      track.enabled = this.micEnabled;
+      for (const link of this.#links.values()) await link.setMicTrack(track);
+    } else {
+      for (const link of this.#links.values()) await link.setCameraTrack(track);
+    }
+    this.#mediaChanged();
+    return track;
+  }
+
+  /** The deviceId each of our tracks comes from: `{audio, video}` (null: none). */
+  get deviceIds() {
+    const of = (track) => track?.getSettings?.().deviceId ?? null;
+    return { audio: of(this.micTrack), video: of(this.localStream?.getVideoTracks()[0]) };
   }
 
   /** Share a screen, window or tab (when the room allows it). */
@@ -450,12 +492,14 @@ export class Room extends Emitter {
 
   // ---------------------------------------------------------------- internals: media
 
-  async #capture(kind) {
+  async #capture(kind, { replacing = null } = {}) {
     if (!navigator.mediaDevices?.getUserMedia) {
       throw new ConnvoError('media-unavailable', 'This browser cannot capture media (is the page served over https?)');
     }
-    const constraints = kind === 'audio' ? { audio: true }
-      : { video: this.options.videoConstraints };
+    const device = this.options.devices?.[kind];
+    const pick = device ? { deviceId: { exact: device } } : {};
+    const constraints = kind === 'audio' ? { audio: device ? pick : true }
+      : { video: { ...this.options.videoConstraints, ...pick } };
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia(constraints);
@@ -467,6 +511,10 @@ export class Room extends Emitter {
       this.#ownsLocalStream = true;
     }
     const track = stream.getTracks()[0];
+    if (replacing) {
+      this.localStream.removeTrack(replacing);
+      replacing.stop();
+    }
     this.localStream.addTrack(track);
     return track;
   }
@@ -507,6 +555,8 @@ export class Room extends Emitter {
     this.role = msg.role;
     this.features = msg.features ?? {};
     this.resumeToken = msg.resumeToken;
+    /** Whether the hub gave back the seat we asked to resume (after a drop or a reload). */
+    this.seatResumed = Boolean(msg.resumed);
     this.#pongDeadline = null;
     if (!this.options.iceServers) this.iceServers = msg.iceServers ?? [];
     this.#setState('joined');
@@ -579,6 +629,21 @@ export class Room extends Emitter {
     return link;
   }
 
+  /** A new connection to a peer whose page restarted (same seat, new RTCPeerConnection); the
+   * tile stays, its streams are new. We are the polite side: the restarted page offers. */
+  #renewLink(old) {
+    old.close();
+    const peer = new RemotePeer({ peerId: old.peer.peerId, userId: old.peer.userId,
+      name: old.peer.name, role: old.peer.role, media: old.peer.media, joinedAt: old.peer.joinedAt });
+    const link = new PeerLink(this, peer, { polite: true });
+    this.#links.set(peer.peerId, link);
+    if (!peer.isTap) {
+      this.#peers.set(peer.peerId, peer);
+      this.emit('peer-updated', { peer });
+    }
+    return link;
+  }
+
   #removePeer(peerId, reason) {
     const link = this.#links.get(peerId);
     if (!link) return;
@@ -603,6 +668,9 @@ export class Room extends Emitter {
       case 'offer':
       case 'answer': {
         let link = this.#links.get(msg.from);
+        // An offer with new DTLS credentials from a peer we are connected to: its page was
+        // reloaded and resumed its seat; its old connection is gone, so make a new one.
+        if (link && msg.type === 'offer' && link.isNewSession(msg.sdp)) link = this.#renewLink(link);
         if (!link && msg.type === 'offer') {
           link = this.#addPeer({ peerId: msg.from, role: 'participant' }, { offer: false });
         }
@@ -643,6 +711,11 @@ export class Room extends Emitter {
         break;
       case 'pong':
         this.#pongDeadline = null;
+        break;
+      case 'mute-requested':
+        // A request from the host, not a switch: we mute ourselves and the person can unmute.
+        if (this.micEnabled) this.setMicEnabled(false).catch(() => {});
+        this.emit('mute-requested', { from: msg.from, name: msg.name || this.#nameOf(msg.from) });
         break;
       case 'kicked':
         this.#lastError = { code: 'kicked', message: msg.reason || 'You were removed from the meeting.' };

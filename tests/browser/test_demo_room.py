@@ -20,7 +20,7 @@ NAMES = ("Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson")
 
 
 async def test_four_people_then_full_then_expired_link(dev_hub: HubHandle, browser: Chromium) -> None:
-    host = await browser.open(dev_hub.base_url + "/", NAMES[0], viewport=(1280, 720))
+    host = await browser.open(dev_hub.base_url + "/", NAMES[0], viewport=(1280, 800))
     link = await host.start_meeting("Launch plan")
     pages = [host]
     for name in NAMES[1:]:
@@ -57,6 +57,16 @@ async def test_four_people_then_full_then_expired_link(dev_hub: HubHandle, brows
     shot = await host.screenshot("demo-room.png")
     # docs/demo-room.png is a copy of this file, refreshed by hand when the page changes.
     assert shot.stat().st_size > 20_000 and (REPO / "docs").is_dir()
+    # The same room on a phone (390x844), as Grace sees it with the People pane closed.
+    phone = pages[1].page
+    await phone.set_viewport_size({"width": 390, "height": 844})
+    await phone.get_by_role("button", name="Chat", exact=True).click()  # close the chat
+    await expect(phone.locator("#panel")).to_be_hidden()
+    await phone.wait_for_function(
+        "() => [...document.querySelectorAll('.tile[data-video=on] video')]"
+        ".every((v) => v.videoWidth > 0 && v.currentTime > 0.5)")
+    assert await phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+    await pages[1].screenshot("demo-room-phone.png")
 
     # A fifth person with the link: the room is full, and the page says so in words.
     fifth = await browser.open(link, "Edsger Dijkstra")
@@ -84,8 +94,10 @@ async def test_four_people_then_full_then_expired_link(dev_hub: HubHandle, brows
 
 
 def copy_screenshot_to_docs() -> None:
-    """``python -m tests.browser.test_demo_room``: refresh docs/demo-room.png from the last run."""
-    shutil.copy(REPO / "test-artifacts" / "browser" / "demo-room.png", REPO / "docs" / "demo-room.png")
+    """``python -m tests.browser.test_demo_room``: refresh docs/demo-room.png (1280x800) and
+    docs/demo-room-phone.png (390x844) from the last run."""
+    for name in ("demo-room.png", "demo-room-phone.png"):
+        shutil.copy(REPO / "test-artifacts" / "browser" / name, REPO / "docs" / name)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,37 @@ async def test_invite_endpoints_exist_only_in_dev_mode() -> None:
             assert status == 404, path
     finally:
         await hub.aclose()
+
+
+async def test_check_invite_describes_a_link_without_a_login(dev_hub: HubHandle) -> None:
+    """The page asks about its invite link when it opens, before anyone signs in: every link
+    gets an answer (200), a link that leads nowhere says why."""
+    session = await dev_hub.session()
+
+    async def check(invite: str) -> dict[str, Any]:
+        async with session.post(f"{dev_hub.base_url}/api/dev/checkInvite",
+                                json={"args": {"invite": invite}}) as resp:
+            assert resp.status == 200
+            return dict((await resp.json())["value"])
+
+    _, body = await dev_hub.call("lifecycle/createMeeting", {"title": "Planning"})
+    meeting_id = body["value"]["meetingId"]
+    secret = dev_hub.settings.auth.secrets[0]
+    invite, _ = mint_invite(secret, meeting_id)
+    value = await check(invite)
+    assert value["valid"] and (value["title"], value["state"]) == ("Planning", "scheduled")
+    assert value["startedAt"] is None
+    await dev_hub.call("lifecycle/startMeeting", {"meetingId": meeting_id})
+    value = await check(invite)
+    assert value["state"] == "active" and value["startedAt"] <= value["serverTime"]
+
+    expired, _ = mint_invite(secret, meeting_id, ttl_s=600, now=time.time() - 3600)
+    forged, _ = mint_invite("not-the-hub-secret-0123456789abcdef", meeting_id)
+    missing, _ = mint_invite(secret, "meeting-nope")
+    for bad, code in ((expired, "invite-expired"), (forged, "bad-invite"),
+                      ("garbage", "bad-invite"), (missing, "meeting-not-found")):
+        value = await check(bad)
+        assert (value["valid"], value["code"]) == (False, code), value
+    async with session.post(f"{dev_hub.base_url}/api/dev/checkInvite",
+                            json={"args": {"invite": ""}}) as resp:
+        assert resp.status == 400
