@@ -1,5 +1,6 @@
 """Room admission: ``join`` checked (token, room), a seat given within the room's capacity
-(atomically across workers, by the store) or resumed, and the room told.
+(atomically across workers, by the store) or resumed, and the room told. In a room with a
+waiting room the seat is given only once a host admits the peer (:mod:`~signaling.waiting`).
 
 Every store write happens before ``joined``: a client that sees ``joined`` is in. Frames other
 peers send the newcomer meanwhile are held and released after ``joined`` (less the
@@ -23,10 +24,12 @@ from .resume import Resume, new_resume_secret
 from .store import Room, Seat, Store
 from .tokens import JoinClaims, TokenService
 from .transcripts import Transcripts
+from .waiting import WaitingRoom, must_wait
 from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from .client_socket import ClientSocket
+    from .deadlines import Deadlines
     from .lifecycle import RoomLifecycle
     from .routing import Router
 
@@ -53,7 +56,8 @@ class Admission:
     def __init__(self, *, store: Store, router: Router, tokens: TokenService,
                  ice_servers_for: IceServersFor, metrics: Metrics, resume: Resume,
                  lifecycle: RoomLifecycle, transcripts: Transcripts,
-                 registry: WorkerRegistry | None) -> None:
+                 registry: WorkerRegistry | None, waiting: WaitingRoom,
+                 deadlines: Deadlines) -> None:
         self.store = store
         self.router = router
         self.worker_id = router.worker_id
@@ -64,10 +68,12 @@ class Admission:
         self.lifecycle = lifecycle
         self.transcripts = transcripts
         self.registry = registry
+        self.waiting = waiting
+        self.deadlines = deadlines
 
     async def join(self, conn: ClientSocket, msg: p.Join) -> None:
-        """Admit ``conn`` (or resume its seat) and tell the room. Raises :class:`HubError` with
-        the close code the socket must be closed with."""
+        """Admit ``conn`` (or resume its seat, or put it in the waiting room) and tell the room.
+        Raises :class:`HubError` with the close code the socket must be closed with."""
         started = time.perf_counter()
         claims = self.tokens.verify_join(msg.token)
         if msg.room_id is not None and msg.room_id != claims.room_id:
@@ -86,11 +92,23 @@ class Admission:
             else:
                 logger.info("room=%s user=%s resume refused (grace over?): joining afresh",
                             room.room_id, claims.user_id)
-        resumed = seat is not None
+        if seat is None and must_wait(room, claims.role):
+            await self.waiting.enter(conn, room, claims, new_peer_id())
+            return
+        await self.seat(conn, room, claims, new_peer_id(), resumed=seat,
+                        resume_token=resume_token, started=started)
+
+    async def seat(self, conn: ClientSocket, room: Room, claims: JoinClaims, peer_id: str, *,
+                   resumed: Seat | None = None, resume_token: str = "",
+                   started: float | None = None) -> None:
+        """Give ``conn`` a new seat as ``peer_id`` (or the ``resumed`` one), send ``joined``
+        and tell the room: the second half of a join, and what an admitted knocker gets."""
+        started = time.perf_counter() if started is None else started
+        seat = resumed
         replaced: tuple[Seat, ...] = ()
         admitted: tuple[Seat, ...] = ()
         if seat is None:
-            seat, resume_token, replaced, admitted = await self._admit(room, claims)
+            seat, resume_token, replaced, admitted = await self._admit(room, claims, peer_id)
         conn.peer_id, conn.room_id = seat.peer_id, room.room_id
         conn.user_id, conn.role, conn.name = seat.user_id, seat.role, seat.name
         conn.features = room.features
@@ -98,18 +116,23 @@ class Admission:
         self.router.attach(conn, room)
         self.lifecycle.empty.cancel(room.room_id)
         seats = await self._settle(conn, room, seat, admitted)
+        ends_at = await self.deadlines.watch(room) if seat.role != "tap" else None
         peers = [s.info() for s in seats if s.peer_id != seat.peer_id]
         known = {peer.peer_id for peer in peers}
         conn.release(p.encode(p.Joined(
             peer_id=seat.peer_id, room_id=room.room_id, role=seat.role,  # type: ignore[arg-type]
             peers=peers, ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
-            resume_token=resume_token, resumed=resumed,
+            resume_token=resume_token, resumed=resumed is not None, ends_at=ends_at,
         )), keep=lambda frame: not _announces(frame, known))
+        if ends_at is not None:
+            self.deadlines.warn_if_near(conn, ends_at)
+        if seat.role == "host" and room.features.knocks:
+            await self.waiting.knocks_for(conn)
         if seat.role != "tap" and room.features.transcription \
                 and not any(s.role == "tap" for s in seats):
             await self.transcripts.ensure_tap(room)
         router = self.router
-        if not resumed:
+        if resumed is None:
             for old in replaced:
                 await router.broadcast(room.room_id, p.PeerLeft(peer_id=old.peer_id,
                                                                 reason="replaced"))
@@ -120,12 +143,11 @@ class Admission:
         logger.info("room=%s peer=%s user=%s role=%s %s", room.room_id, seat.peer_id,
                     seat.user_id, seat.role, "resumed" if resumed else "joined")
 
-    async def _admit(self, room: Room, claims: JoinClaims
+    async def _admit(self, room: Room, claims: JoinClaims, peer_id: str
                      ) -> tuple[Seat, str, tuple[Seat, ...], tuple[Seat, ...]]:
         """A new seat within the room's capacity: the seat, its resume token, the detached
         seats of the same user it replaced, and the room's seats afterwards."""
         secret, secret_hash = new_resume_secret()
-        peer_id = new_peer_id()
         seat = Seat(
             peer_id=peer_id, room_id=room.room_id, user_id=claims.user_id, role=claims.role,
             name=claims.name, joined_at=now_ms(), worker_id=self.worker_id,

@@ -82,8 +82,12 @@ async def test_initialize_is_idempotent(hub: HubHandle) -> None:
     by_bob = await ok(hub, INIT, {"meetingId": meeting_id}, user="bob")
     assert first["roomId"] == again["roomId"] == by_bob["roomId"]
     assert first["success"] is True and first["provider"] == "webrtc"
+    # A meeting created without controls: everything allowed, no waiting room, no limit.
     assert first["features"] == {"chat": True, "screenSharing": True, "transcription": False,
-                                 "recording": False, "maxParticipants": 4}
+                                 "recording": False, "maxParticipants": 4,
+                                 "participantVideo": True, "participantAudio": True,
+                                 "waitingRoom": False, "autoAdmit": False,
+                                 "maxDurationMinutes": None}
     assert await state_of(hub, meeting_id) == "scheduled"  # initialising does not start it
     started = await ok(hub, START, {"meetingId": meeting_id})
     assert started["roomInfo"]["roomId"] == first["roomId"]
