@@ -67,7 +67,7 @@ async def test_admitted_knocker_joins(hub: HubHandle, clients: list[WsClient]) -
     seats = await hub.app[STORE_KEY].seats(room_id)
     assert [s.user_id for s in seats] == ["host"]
     status, body = await hub.call("queries/getMeeting", {"meetingId": meeting_id})
-    assert body["value"]["participantCount"] == 1
+    assert status == 200 and body["value"]["participantCount"] == 1
     await host.send({"type": "admit", "peerId": knocked.peer_id})
     joined = await bob.expect(p.Joined)
     assert joined.peer_id == knocked.peer_id  # the peer the host saw knocking
