@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
 import msgspec
@@ -91,6 +92,17 @@ def verify_invite(secrets_: Sequence[str], token: str) -> str:
             return meeting_id
         break
     raise Unauthenticated("this invite link is not valid", code=ErrorCode.BAD_INVITE)
+
+
+def room_url(ws_url: str, room_id: str, token: str) -> str:
+    """The link that opens the hub's page (``/``, at the same place as ``/ws``: on
+    ``server.public_url`` when set) straight into ``room_id`` with ``token``. The token rides in
+    the fragment, which browsers never send to a server (no access log or proxy sees it)."""
+    base = ws_url.removesuffix("/ws")
+    for ws, http in (("wss://", "https://"), ("ws://", "http://")):
+        if base.startswith(ws):
+            base = http + base[len(ws):]
+    return f"{base}/?{urlencode({'room': room_id})}#{urlencode({'token': token})}"
 
 
 def ice_dicts(servers: list[IceServer]) -> list[dict[str, Any]]:
@@ -274,7 +286,8 @@ class MeetingService:
         name = caller.name or caller.email.split("@")[0] or caller.user_id
         token, expires = self.tokens.mint_join(room.room_id, caller.user_id, granted, name=name,
                                                ttl_s=ttl_s)
-        return {"token": token, "roomId": room.room_id, "wsUrl": ws_url, "role": granted,
+        return {"token": token, "roomId": room.room_id, "wsUrl": ws_url,
+                "roomUrl": room_url(ws_url, room.room_id, token), "role": granted,
                 "expiresAt": expires * 1000,
                 "iceServers": ice_dicts(self.ice_servers_for(caller.user_id))}
 

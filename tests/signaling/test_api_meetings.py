@@ -100,7 +100,8 @@ async def test_join_token_joins_the_room(hub: HubHandle) -> None:
     meeting_id, room = await hub.create_room(invite=("bob",))
     value = await ok(hub, JOIN_TOKEN, {"meetingId": meeting_id}, user="bob",
                      schema="Response_createJoinToken")
-    assert set(value) == {"token", "roomId", "wsUrl", "role", "expiresAt", "iceServers"}
+    assert set(value) == {"token", "roomId", "wsUrl", "roomUrl", "role", "expiresAt",
+                          "iceServers"}
     assert value["roomId"] == room and value["role"] == "participant"
     assert value["wsUrl"] == hub.ws_url
     assert abs(value["expiresAt"] - (time.time() + 3600) * 1000) < 10_000
