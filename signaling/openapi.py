@@ -73,9 +73,9 @@ _S, _B, _N = {"type": "string"}, {"type": "boolean"}, {"type": "number"}
 #: Our additions: path -> (summary, value schema, example args). Their args come from ARGS.
 EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     f"{RUN}/webrtc/index/createJoinToken": (
-        "A join token for the caller in the meeting's room, with its ICE servers and roomUrl: "
-        "a link (on server.public_url) that opens the hub's page straight into the room with "
-        "that token",
+        ("A join token for the caller in the meeting's room, with its ICE servers and roomUrl: "
+         "a link (on server.public_url) that opens the hub's page straight into the room with "
+         "that token"),
         _obj(["token", "roomId", "wsUrl", "roomUrl", "role", "expiresAt", "iceServers"],
              token=_S, roomId=_S, wsUrl=_S, roomUrl=_S, role=_S, expiresAt=_N,
              iceServers=_ICE_SERVERS),
