@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from . import protocol as p
 from .clock import now_ms
 from .codes import Close, ErrorCode
+from .deadlines import MAX_DURATION, Deadlines
 from .errors import Forbidden, HubError, NotFound, RoomEnded
 from .metrics import Metrics
 from .resume import Resume, new_resume_secret
@@ -29,7 +30,6 @@ from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from .client_socket import ClientSocket
-    from .deadlines import Deadlines
     from .lifecycle import RoomLifecycle
     from .routing import Router
 
@@ -83,6 +83,9 @@ class Admission:
             raise NotFound("no such room", code=ErrorCode.NO_ROOM)
         if room.state == "ended":
             raise RoomEnded("the room has ended")
+        if await self.deadlines.passed(room):  # nobody here ended it on time (no worker had it)
+            await self.lifecycle.end_room(room.room_id, MAX_DURATION)
+            raise RoomEnded("the meeting reached its maximum duration")
         seat: Seat | None = None
         resume_token = ""
         if msg.resume:

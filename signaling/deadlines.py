@@ -77,6 +77,11 @@ class Deadlines:
             self.arm(room.room_id, ends_at)
         return ends_at
 
+    async def passed(self, room: Room) -> bool:
+        """Whether the room's deadline has passed (arming it here if it had not been)."""
+        ends_at = await self.watch(room)
+        return ends_at is not None and ends_at <= now_ms()
+
     def arm(self, room_id: str, ends_at: int) -> None:
         self._armed[room_id] = ends_at
         warn_at = ends_at - int(self.rooms.ending_warning_s * 1000)

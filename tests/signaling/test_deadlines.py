@@ -104,3 +104,29 @@ async def test_the_deadline_survives_a_restart_of_the_worker() -> None:
         if again is not None:
             await again.aclose()
         await hub.aclose()
+
+
+async def test_a_join_after_an_unwatched_deadline_ends_the_room() -> None:
+    """No worker held the room when its time ran out (the one that started it went away and
+    nobody was in it): the next join finds the deadline passed, ends the room and is refused."""
+    store = MemoryStore()
+    port = free_port()
+    hub = await start_hub_on(port, store=store)
+    try:
+        meeting_id, room_id = await hub.create_room(maxDurationMinutes=1)
+    finally:
+        await hub.aclose()
+    # The same stored start and duration, read by a worker on which a minute is a millisecond:
+    # the deadline has passed by the time anyone joins.
+    hub = await start_hub_on(port, store=store,
+                             settings=test_settings(rooms={"duration_minute_s": 0.001}))
+    late = await WsClient.connect(hub.ws_url)
+    try:
+        await late.send({"type": "join", "token": hub.mint_token(room_id, "host", "host")})
+        assert (await closed_with(late))[0] == Close.ROOM_ENDED
+        assert [m.code for m in late.seen(p.Error)] == ["room-ended"]
+        status, body = await hub.call("queries/getMeeting", {"meetingId": meeting_id})
+        assert status == 200 and body["value"]["state"] == "concluded"
+    finally:
+        await late.aclose()
+        await hub.aclose()
