@@ -80,7 +80,10 @@ class Hub:
                                        registry=registry)
         self.resume = Resume(rooms=settings.rooms, store=store, router=self.router, grace=grace,
                              lifecycle=self.lifecycle)
-        self.waiting = WaitingRoom(rooms=settings.rooms, store=store, router=self.router)
+        self.waiting = WaitingRoom(rooms=settings.rooms, store=store, router=self.router,
+                                   registry=registry)
+        if registry is not None:
+            registry.on_knocks_reaped = self.waiting.reaped
         self.deadlines = Deadlines(rooms=settings.rooms, store=store, router=self.router,
                                    end_room=self.lifecycle.end_room)
         self.lifecycle.deadlines = self.deadlines

@@ -11,6 +11,9 @@ or ``room-full`` (4409). Denied, it is closed with 4403 ``denied``. Nobody answe
 ``rooms.waiting_timeout_s`` closes it with 4408 ``waiting-timeout``. Hosts learn how each knock
 ended (``knock-ended {peerId, reason}``) so their prompts go away.
 
+A knock whose worker dies is removed by another worker's reaper (:mod:`~signaling.workers`),
+and the hosts told, as a dead worker's seats are.
+
 The knocker's socket is this worker's socket for its peer id (:meth:`Router.attach`) but in no
 room's roster: nobody can address it, it gets no room broadcasts, and ``close`` envelopes (deny,
 room ended) reach it on whichever worker it is.
@@ -31,6 +34,7 @@ from .settings import RoomSettings
 from .store import Room, Seat, Store
 from .tasks import TaskSet, Timers
 from .tokens import JoinClaims
+from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from .client_socket import ClientSocket
@@ -53,10 +57,13 @@ def must_wait(room: Room, role: str) -> bool:
 class WaitingRoom:
     """This worker's knockers, and the hosts' ``admit`` / ``deny``."""
 
-    def __init__(self, *, rooms: RoomSettings, store: Store, router: Router) -> None:
+    def __init__(self, *, rooms: RoomSettings, store: Store, router: Router,
+                 registry: WorkerRegistry | None = None) -> None:
         self.rooms = rooms
         self.store = store
         self.router = router
+        #: Heartbeats and the reaper: a knock of a worker that dies is removed by another.
+        self.registry = registry
         self.worker_id = router.worker_id
         #: Set by the hub: seats an admitted knocker (``Admission.seat``).
         self.give_seat: SeatGiver | None = None
@@ -83,6 +90,8 @@ class WaitingRoom:
         entry = Seat(peer_id=peer_id, room_id=room.room_id, user_id=claims.user_id,
                      role=claims.role, name=claims.name, joined_at=now_ms(),
                      worker_id=self.worker_id)
+        if self.registry is not None:  # first: the reaper must find the room if we die
+            await self.registry.note_room(room.room_id)
         replaced = await self.store.knock(entry, max_waiting=self.rooms.max_waiting)
         conn.peer_id, conn.room_id = peer_id, room.room_id
         conn.user_id, conn.role, conn.name = claims.user_id, claims.role, claims.name
@@ -202,6 +211,12 @@ class WaitingRoom:
             ErrorCode.DENIED)
         self._tell(room_id, await self._hosts(room_id),
                    p.KnockEnded(peer_id=entry.peer_id, reason="denied"))
+
+    async def reaped(self, room_id: str, entries: list[Seat]) -> None:
+        """Knocks of a dead worker were removed by this worker's reaper: tell the hosts."""
+        hosts = await self._hosts(room_id)
+        for entry in entries:
+            self._tell(room_id, hosts, p.KnockEnded(peer_id=entry.peer_id, reason="left"))
 
     async def knocks_for(self, conn: ClientSocket) -> None:
         """A host just joined: the knocks already waiting, oldest first."""

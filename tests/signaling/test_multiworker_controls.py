@@ -173,3 +173,27 @@ async def test_deadline_holds_across_a_worker_restart(redis: RedisServer) -> Non
             await again.aclose()
         worker.cleanup()
 
+
+
+async def test_knocks_of_a_dead_worker_are_reaped(redis: RedisServer) -> None:
+    """The worker holding a knocker is killed: another worker's reaper removes the knock and
+    tells the host, so no host is left with a prompt nobody can answer."""
+    fast_reaper = {"CONNVO_RTC_REDIS_HEARTBEAT_S": "0.5", "CONNVO_RTC_REDIS_DEAD_AFTER_S": "3",
+                   "CONNVO_RTC_REDIS_REAP_INTERVAL_S": "0.5"}
+    async with run_workers(redis.url, 2, env=fast_reaper) as (w1, w2):
+        _, room_id = await start(w1.base_url, ("bob",), waitingRoomEnabled=True)
+        host = await WsClient.connect(w1.ws_url)
+        bob = await WsClient.connect(w2.ws_url)
+        try:
+            await host.join(join_token(room_id, "host", "host"))
+            await bob.send({"type": "join", "token": join_token(room_id, "bob")})
+            await bob.expect(p.Waiting)
+            knocked = (await host.expect(p.Knock)).peer
+            w2.kill(signal.SIGKILL)
+            ended = await host.expect(p.KnockEnded, timeout=20)
+            assert (ended.peer_id, ended.reason) == (knocked.peer_id, "left")
+            await host.send({"type": "admit", "peerId": knocked.peer_id})
+            assert (await host.expect(p.Error)).code == "unknown-peer"
+        finally:
+            await host.aclose()
+            await bob.aclose()
