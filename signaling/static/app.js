@@ -457,9 +457,9 @@ async function enterRoom(join) {
   $('room-title').textContent = state.title || 'Meeting';
   document.title = `${state.title || 'Meeting'} · connvo`;
   $('self-label').textContent = state.name;
-  $('screen-button').hidden = room.features.screenSharing === false || !navigator.mediaDevices?.getDisplayMedia;
+  // What the room's controls do not let us send has no button (hosts are exempt).
+  $('screen-button').hidden = !room.maySend('screen') || !navigator.mediaDevices?.getDisplayMedia;
   $('chat-button').hidden = room.features.chat === false;
-  $('screen-button').hidden ||= !room.maySend('screen');
   $('cam-button').hidden = !room.maySend('video');
   $('mic-button').hidden = !room.maySend('audio');
   $('copy-link').hidden = !state.inviteLink;
