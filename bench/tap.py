@@ -1,6 +1,6 @@
 """Transcription tap: accuracy, latency, recogniser speed and the hub's loop lag, side by side.
 
-    .venv/bin/python -m bench.tap [--max-speakers 8] [--json FILE]
+    .venv/bin/python -m bench.tap [--max-speakers 8] [--json FILE] [--short-only] [--burners N]
     .venv/bin/python -m bench.tap --failover N
 
 1. **Over WebRTC.** A hub with its in-process tap runs in *this* process (one event loop, as
@@ -27,6 +27,10 @@
    (nothing dropped, end of segment -> final under 1 s at p95), the largest N it keeps pace
    with (nothing dropped, finals under 3 s behind), and how long the process waited for a CPU
    (``/proc/<pid>/schedstat``): other load on the machine shows there.
+4. **Short utterances** (:mod:`bench.tap_short`; first, and alone with ``--short-only``): four
+   bots taking turns with one short sentence each, over WebRTC, on the quiet machine and with a
+   CPU burner per core: WER tap / direct per clip and pooled, what became of every segment
+   (transcribed, empty, dropped and told), end of speech -> final text.
 
 Prints one table with the machine's core count and load (other work on the machine moves
 every figure here; run it on a quiet machine for numbers to quote).
@@ -161,12 +165,15 @@ async def bots_main(spec: dict[str, Any]) -> None:
     from signaling import protocol
 
     received: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
+    peers: dict[str, str | None] = {}
 
     async def one(bot: dict[str, Any]) -> None:
         config = PeerClientConfig(ws_url=spec["ws_url"], token=bot["token"],
                                   audio=FileSpec(bot["audio"], loop=bot["loop"]),
                                   pin_host_addresses=("127.0.0.1",), name=bot["name"])
         async with PeerClient(config) as client:
+            peers[bot["name"]] = client.peer_id
             deadline = time.monotonic() + spec["run_s"]
             with client.messages() as messages:
                 while time.monotonic() < deadline:
@@ -179,9 +186,12 @@ async def bots_main(spec: dict[str, Any]) -> None:
                         received.append({"room": bot["room"], "at_ms": time.time() * 1000,
                                          "end_ms": message.end_ms, "text": message.text,
                                          "segment": message.segment_id})
+                    elif isinstance(message, protocol.TranscriptStatus) and bot["record"]:
+                        statuses.append({"state": message.state, "peer": message.peer_id,
+                                         "dropped": message.dropped})
 
     await asyncio.gather(*(one(bot) for bot in spec["bots"]))
-    print(json.dumps(received))
+    print(json.dumps({"received": received, "statuses": statuses, "peers": peers}))
 
 
 # --------------------------------------------------------------------------- part 1
@@ -225,13 +235,13 @@ async def over_webrtc(workdir: Path, corpus: str, clips: list[Clip]) -> dict[str
     anchors: dict[str, float] = {}
     original_push = tap_pipeline.SpeakerPipeline.push_pcm
 
-    def recording_push(self: Any, pcm: bytes) -> None:  # keep what the tap heard, per speaker
+    def recording_push(self: Any, pcm: bytes, **kwargs: Any) -> None:  # what the tap heard
         received_pcm.setdefault(self.name, bytearray()).extend(pcm)
-        original_push(self, pcm)
-        anchors.setdefault(self.name, self._anchor_s)  # unix time of the stream's sample 0
+        original_push(self, pcm, **kwargs)
+        anchors[self.name] = self.stream_start_s  # unix time of the stream's sample 0
 
     tap_pipeline.SpeakerPipeline.push_pcm = recording_push  # type: ignore[method-assign]
-    hub = await start_hub(test_settings(tap={"enabled": True}))
+    hub = await start_hub(test_settings(tap={"enabled": True}), inline_tap=True)
     probe = LagProbe()
     try:
         corpus_meeting, corpus_room = await hub.create_room(host="alice", transcription=True)
@@ -259,7 +269,7 @@ async def over_webrtc(workdir: Path, corpus: str, clips: list[Clip]) -> dict[str
         lag = await probe.stop()
         if bots.returncode != 0:
             raise RuntimeError(f"bot process failed:\n{err.decode()[-3000:]}")
-        finals = json.loads(out.decode().strip().splitlines()[-1])
+        finals = json.loads(out.decode().strip().splitlines()[-1])["received"]
         status, body = await hub.call("transcripts/getTranscript", {"meetingId": corpus_meeting},
                                       user="alice")
         assert status == 200, body
@@ -524,13 +534,19 @@ def table(r: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.tap_short import run_short
+
     with tempfile.TemporaryDirectory(prefix="bench-tap-") as tmp:
         workdir = Path(tmp)
+        short = await run_short(workdir, args.burners)
+        if args.short_only:
+            return {"short": short}
         corpus, clips = make_corpus(workdir)
         results = await over_webrtc(workdir, corpus, clips)
         results.update(await asyncio.to_thread(direct, clips, results.pop("heard_pcm"),
                                                workdir))
     results.update(await capacity(args.max_speakers))
+    results["short"] = short
     return results
 
 
@@ -598,6 +614,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-speakers", type=int, default=8)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--short-only", action="store_true",
+                        help="only the short-utterance corpus, quiet and loaded")
+    parser.add_argument("--burners", type=int, default=None, metavar="N",
+                        help="CPU burners in the short utterances' loaded run (default: one "
+                             "per core)")
     parser.add_argument("--failover", type=int, default=0, metavar="N",
                         help="only measure N kill -9 failovers of a tap worker")
     parser.add_argument("--bots", help=argparse.SUPPRESS)  # internal: the bot process
@@ -617,14 +638,21 @@ def main() -> None:
     for tool in ("espeak-ng", "sox"):
         if subprocess.run(["which", tool], capture_output=True, check=False).returncode:
             sys.exit(f"bench/tap.py needs {tool}")
+    from bench.tap_short import short_table
+
     load_before = os.getloadavg()[0]
     results = asyncio.run(run(args))
     print(f"tap bench: jfk.flac + espeak-ng over WebRTC (loopback), in-process tap, "
           f"1 recogniser process; machine: {os.cpu_count()} cores, load "
           f"{load_before:.2f} before / {os.getloadavg()[0]:.2f} after")
-    print(table(results))
+    if not args.short_only:
+        print(table(results))
+        print()
+    print(short_table(results["short"]))
     if args.json:
-        results.pop("lag_s")
+        results.pop("lag_s", None)
+        for short_run in results["short"]["runs"].values():
+            short_run.pop("lag_s")
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
 

@@ -26,6 +26,7 @@ from .store import Room, Seat, Store
 from .tokens import JoinClaims, TokenService
 from .transcripts import Transcripts
 from .waiting import WaitingRoom, must_wait
+from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class Admission:
                  ice_servers_for: IceServersFor, metrics: Metrics, resume: Resume,
                  lifecycle: RoomLifecycle, transcripts: Transcripts,
                  registry: WorkerRegistry | None, waiting: WaitingRoom,
-                 deadlines: Deadlines) -> None:
+                 deadlines: Deadlines, webhooks: Webhooks = NO_WEBHOOKS) -> None:
         self.store = store
         self.router = router
         self.worker_id = router.worker_id
@@ -70,6 +71,7 @@ class Admission:
         self.registry = registry
         self.waiting = waiting
         self.deadlines = deadlines
+        self.webhooks = webhooks
 
     async def join(self, conn: ClientSocket, msg: p.Join) -> None:
         """Admit ``conn`` (or resume its seat, or put it in the waiting room) and tell the room.
@@ -136,6 +138,8 @@ class Admission:
             await self.transcripts.ensure_tap(room)
         router = self.router
         if resumed is None:
+            # queued before anyone can see (and kick) the newcomer: joined precedes its left
+            await self.webhooks.participant_joined(room, seat, replaced)
             for old in replaced:
                 await router.broadcast(room.room_id, p.PeerLeft(peer_id=old.peer_id,
                                                                 reason="replaced"))

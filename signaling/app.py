@@ -35,6 +35,9 @@ from .store import Store
 from .tapjobs import MemoryTapJobs, RedisTapJobs, TapJobs
 from .tasks import cancel_all
 from .tokens import TokenService
+from .webhook_delivery import DeliveryConfig, WebhookSender
+from .webhook_store import MemoryWebhookStore, RedisWebhookStore, WebhookStore
+from .webhooks import Signer, Webhooks, endpoint_id
 from .workers import PresenceConfig, WorkerRegistry
 
 if TYPE_CHECKING:
@@ -92,6 +95,34 @@ def _pin_for(host: str) -> tuple[str, ...] | None:
     return ("127.0.0.1",) if _connect_host(host).startswith("127.") else None
 
 
+def make_webhooks(settings: Settings, store: Store, redis_client: Any, metrics: Metrics,
+                  worker_id: str) -> tuple[Webhooks, WebhookSender | None]:
+    """The emitter and this worker's sender; with no ``webhooks.urls`` an emitter that does
+    nothing and no sender. Events wait in Redis when the hub has Redis, else in memory."""
+    config = settings.webhooks
+    if not config.urls:
+        return Webhooks(), None
+    queue: WebhookStore
+    if redis_client is not None:
+        queue = RedisWebhookStore(redis_client, max_queued=config.max_queued,
+                                  key_ttl_s=settings.redis.key_ttl_s)
+    else:
+        queue = MemoryWebhookStore(max_queued=config.max_queued)
+    endpoints = {endpoint_id(url): url for url in config.urls}
+    sender = WebhookSender(
+        store=queue, endpoints=endpoints, signer=Signer(config.secret), worker_id=worker_id,
+        metrics=metrics, config=DeliveryConfig(
+            timeout_s=config.timeout_s, backoff_initial_s=config.backoff_initial_s,
+            backoff_max_s=config.backoff_max_s, max_age_s=config.max_age_s,
+            lease_s=config.lease_s, concurrency=config.concurrency,
+            poll_interval_s=config.poll_interval_s,
+            stats_interval_s=min(5.0, max(config.poll_interval_s, 0.2))))
+    metrics.bind_webhooks(sender)
+    webhooks = Webhooks(store=queue, endpoints=tuple(endpoints), state=store, metrics=metrics,
+                        on_queued=sender.wake)
+    return webhooks, sender
+
+
 def create_app(
     settings: Settings,
     *,
@@ -139,9 +170,11 @@ def create_app(
         )
     else:
         tap_jobs = MemoryTapJobs(reclaim_after_s=settings.tap.reclaim_after_s)
+    webhooks, sender = make_webhooks(settings, store, redis_client, metrics, worker_id)
     hub = Hub(
         settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
         metrics=metrics, worker_id=worker_id, tap_jobs=tap_jobs, registry=registry,
+        webhooks=webhooks,
     )
     # With port 0 this is a placeholder: server.run (or the test hub) sets the bound port.
     local_url = LocalUrl(local_ws_url(settings.server.host, settings.server.port))
@@ -176,7 +209,8 @@ def create_app(
         await hub.transcripts.ensure_tap(room)
 
     service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
-                             ice_servers_for=ice_servers_for, on_room_active=on_room_active)
+                             ice_servers_for=ice_servers_for, on_room_active=on_room_active,
+                             webhooks=webhooks)
     api = Api(settings, tokens, service, metrics)
     app[SETTINGS_KEY] = settings
     app[TOKENS_KEY] = tokens
@@ -193,12 +227,16 @@ def create_app(
             await registry.start(hub.lifecycle.on_reaped, hub.tick)
         if tap is not None:
             await tap.start()
+        if sender is not None:
+            await sender.start()
         logger.info("hub worker %s started (%s state%s)", hub.worker_id,
                     "Redis" if redis_client is not None else "in-memory",
                     "" if tap is None else ", in-process tap" if inline_tap
                     else ", tap in a child process")
         yield
         await cancel_all([pinger])
+        if sender is not None:
+            await sender.aclose()
         if tap is not None:
             await tap.aclose()
         if registry is not None:

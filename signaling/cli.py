@@ -1,6 +1,7 @@
 """``connvo-rtc``: the command line.
 
-``serve`` runs the hub, ``token`` mints a join token, ``turn`` renders/runs coturn. Bad settings
+``serve`` runs the hub, ``token`` mints a join token, ``webhook-secret`` makes a webhook
+signing secret, ``turn`` renders/runs coturn. Bad settings
 print one clear line and exit 1.
 """
 
@@ -157,6 +158,13 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def webhook_secret(args: argparse.Namespace) -> int:
+    from .webhooks import new_secret
+
+    print(new_secret())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="connvo-rtc", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", default=os.environ.get("CONNVO_RTC_LOG_LEVEL", "INFO"))
@@ -193,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-ttl", type=int, default=86_400, help="refuse TTLs above this")
     t.add_argument("-v", "--verbose", action="store_true")
     t.set_defaults(func=token)
+
+    w = sub.add_parser("webhook-secret", help="print a new webhook signing secret (whsec_...) "
+                       "for webhooks.secret / CONNVO_RTC_WEBHOOKS_SECRET")
+    w.set_defaults(func=webhook_secret)
 
     # Subcommands owned by the other packages register themselves; one whose extra is not
     # installed stands in with the command to install it.

@@ -38,6 +38,7 @@ from .tasks import TaskSet, Timers
 from .tokens import TokenService
 from .transcripts import Transcripts
 from .waiting import WaitingRoom
+from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Hub:
         worker_id: str,
         tap_jobs: TapJobs | None = None,
         registry: WorkerRegistry | None = None,
+        webhooks: Webhooks = NO_WEBHOOKS,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,7 +79,7 @@ class Hub:
         grace = Timers("resume-grace", logger=logger)
         self.lifecycle = RoomLifecycle(rooms=settings.rooms, store=store, router=self.router,
                                        grace=grace, transcripts=self.transcripts,
-                                       registry=registry)
+                                       registry=registry, webhooks=webhooks)
         self.resume = Resume(rooms=settings.rooms, store=store, router=self.router, grace=grace,
                              lifecycle=self.lifecycle)
         self.waiting = WaitingRoom(rooms=settings.rooms, store=store, router=self.router,
@@ -91,7 +93,8 @@ class Hub:
                                    ice_servers_for=ice_servers_for, metrics=metrics,
                                    resume=self.resume, lifecycle=self.lifecycle,
                                    transcripts=self.transcripts, registry=registry,
-                                   waiting=self.waiting, deadlines=self.deadlines)
+                                   waiting=self.waiting, deadlines=self.deadlines,
+                                   webhooks=webhooks)
         self.waiting.give_seat = self.admission.seat
         self.router.on_admit = self.waiting.admitted
         self.media = MediaFlags(store=store, router=self.router)

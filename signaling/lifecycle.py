@@ -20,6 +20,7 @@ from .settings import RoomSettings
 from .store import Seat, Store
 from .tasks import Timers
 from .transcripts import Transcripts
+from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ class RoomLifecycle:
     """Leaving, kicking, ending rooms, and reconcile."""
 
     def __init__(self, *, rooms: RoomSettings, store: Store, router: Router, grace: Timers,
-                 transcripts: Transcripts, registry: WorkerRegistry | None) -> None:
+                 transcripts: Transcripts, registry: WorkerRegistry | None,
+                 webhooks: Webhooks = NO_WEBHOOKS) -> None:
         self.rooms = rooms
         self.store = store
         self.router = router
@@ -43,6 +45,7 @@ class RoomLifecycle:
         self.grace = grace
         self.transcripts = transcripts
         self.registry = registry
+        self.webhooks = webhooks
         self.empty = Timers("empty-room", logger=logger)
         #: The rooms' deadlines (set by the hub; forgotten when a room ends).
         self.deadlines: Deadlines | None = None
@@ -79,6 +82,7 @@ class RoomLifecycle:
         router.notify_roster(seat.room_id)
         if room is not None and seat.role != "tap":
             await self.store.set_presence(room.meeting_id, seat.user_id, "left")
+            await self.webhooks.participant_left(room, seat, reason)
         remaining = await router.refresh_roster(seat.room_id)
         if not any(s.role != "tap" for s in remaining) and room is not None:
             room_id = seat.room_id
@@ -150,6 +154,7 @@ class RoomLifecycle:
             if seat.role != "tap":
                 await self.store.set_presence(room.meeting_id, seat.user_id, "left")
         self.router.forget_room(room_id)
+        await self.webhooks.room_ended(room, seats)
         logger.info("room=%s ended (%s), %d peers closed", room_id, reason, len(seats))
         return True
 

@@ -31,6 +31,7 @@ from .protocol import MESH_LIMIT, Features, IceServer
 from .settings import Settings
 from .store import Meeting, MeetingState, Room, Store, provider_for
 from .tokens import TokenService, UserIdentity, normalize_email
+from .webhooks import NO_WEBHOOKS, Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -122,13 +123,15 @@ class MeetingService:
 
     def __init__(self, *, settings: Settings, store: Store, rooms: RoomLifecycle, tokens: TokenService,
                  ice_servers_for: IceServersFor,
-                 on_room_active: Callable[[Meeting, Room], Any] | None = None) -> None:
+                 on_room_active: Callable[[Meeting, Room], Any] | None = None,
+                 webhooks: Webhooks = NO_WEBHOOKS) -> None:
         self.settings = settings
         self.store = store
         self.rooms = rooms
         self.tokens = tokens
         self.ice_servers_for = ice_servers_for
         self.on_room_active = on_room_active
+        self.webhooks = webhooks
 
     # ------------------------------------------------------------------ access
 
@@ -206,6 +209,7 @@ class MeetingService:
         if self.rooms.deadlines is not None:  # this worker ends it on time, whoever joins
             await self.rooms.deadlines.watch(room)
         logger.info("meeting=%s started, room=%s", meeting_id, room.room_id)
+        await self.webhooks.meeting_started(meeting, room)
         return {
             "success": True, "videoProvider": "webrtc", "webrtcReady": True,
             "roomInfo": {"roomId": room.room_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -59,6 +60,22 @@ class Metrics:
             "delayed (recogniser behind, partials paused), dropping (speech not transcribed), "
             "live (caught up)", ["state"], registry=r)
 
+        self.webhooks_queued = Counter(
+            "connvo_webhooks_queued", "Webhook events this worker queued, one per endpoint",
+            registry=r)
+        self.webhooks_delivered = Counter(
+            "connvo_webhooks_delivered", "Webhook events this worker delivered (a 2xx answer)",
+            registry=r)
+        self.webhook_attempts_failed = Counter(
+            "connvo_webhook_attempts_failed", "Webhook delivery attempts of this worker that "
+            "failed (to be retried unless given up), by reason: timeout, connection, http_<status>",
+            ["reason"], registry=r)
+        self.webhooks_failed = Counter(
+            "connvo_webhooks_failed", "Webhook events given up, never delivered, by reason: "
+            "expired (still failing after webhooks.max_age_s), gone (HTTP 410), full (queue "
+            "full when emitted), unavailable (store unreachable when emitted)", ["reason"],
+            registry=r)
+
     def bind(self, peers: Callable[[], float], sockets: Callable[[], float],
              rooms: Callable[[], float]) -> None:
         """Have the gauges read live values from the hub when scraped."""
@@ -80,6 +97,12 @@ class Metrics:
         ``restarts``, ``claimed``) when scraped."""
         self.registry.register(_TapCollector(tap))
 
+    def bind_webhooks(self, sender: object) -> None:
+        """Expose the webhook queue's depth and the age of its oldest undelivered event (read
+        from the store every few seconds by :class:`~signaling.webhook_delivery.WebhookSender`,
+        for every worker and endpoint) when scraped."""
+        self.registry.register(_WebhookCollector(sender))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -96,6 +119,26 @@ class _BusCollector:
             yield CounterMetricFamily(name, doc, value=getattr(self.bus, attr, 0))
 
     def describe(self) -> list[CounterMetricFamily]:
+        return []
+
+
+class _WebhookCollector:
+    def __init__(self, sender: object) -> None:
+        self.sender = sender
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = getattr(self.sender, "stats", None)
+        pending = getattr(stats, "pending", 0)
+        oldest = getattr(stats, "oldest_ms", None)
+        yield GaugeMetricFamily(
+            "connvo_webhooks_pending", "Webhook events queued and not yet delivered (every "
+            "worker, every endpoint)", value=float(pending))
+        age = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+        yield GaugeMetricFamily(
+            "connvo_webhooks_oldest_pending_seconds", "Age of the oldest undelivered webhook "
+            "event (0: none waits)", value=age)
+
+    def describe(self) -> list[GaugeMetricFamily]:
         return []
 
 

@@ -22,6 +22,7 @@ from turn.errors import TurnConfigError
 from turn.ice import IceConfig
 
 from .protocol import MESH_LIMIT
+from .webhooks import WebhookConfigError, check_secret, check_url
 
 
 class ConfigError(ValueError):
@@ -248,6 +249,47 @@ class TapSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    urls: tuple[str, ...] = ()
+    """Endpoints of the meeting backend that receive every event (Standard Webhooks: a signed
+    JSON ``POST``). ``https://`` URLs; ``http://`` only to a loopback host unless
+    ``allow_plain_http``. Env ``CONNVO_RTC_WEBHOOKS_URLS`` (comma-separated). Empty: no
+    webhooks."""
+    secret: tuple[str, ...] = field(default=(), repr=False)
+    """Signing secrets in Standard Webhooks form (``whsec_`` + base64 of 24..64 random bytes).
+    Every delivery is signed with each (rotation: list the new one first, drop the old one
+    once receivers have it). Env ``CONNVO_RTC_WEBHOOKS_SECRET`` (comma-separated). Required
+    with ``urls``."""
+    timeout_s: float = 15.0
+    """Seconds one delivery attempt may take (connect, send, response) before it counts as
+    failed. Must be below ``lease_s``."""
+    backoff_initial_s: float = 5.0
+    """Seconds before the first retry of a failed delivery; each further retry waits twice as
+    long (with jitter: a random 50..100 % of it), up to ``backoff_max_s``."""
+    backoff_max_s: float = 3600.0
+    """Longest wait between two attempts, seconds (a ``Retry-After`` of the receiver is
+    honoured up to this)."""
+    max_age_s: float = 86_400.0
+    """An event still undelivered this many seconds after it was queued is given up at its
+    next failed attempt (counted and logged as an error); the next event of its meeting
+    follows. With the defaults that is some 30 to 60 attempts over 24 hours."""
+    max_queued: int = 100_000
+    """Undelivered events (per endpoint) the store holds at most; an event emitted while it is
+    full is not queued (counted and logged as an error)."""
+    lease_s: float = 30.0
+    """A worker delivering a meeting's events holds its lease this long per attempt; when the
+    worker dies mid-delivery another worker takes the meeting once the lease runs out."""
+    concurrency: int = 4
+    """Meetings one worker delivers to at once."""
+    poll_interval_s: float = 1.0
+    """Seconds between looks for due events from other workers (events emitted by this
+    worker are picked up at once)."""
+    allow_plain_http: bool = False
+    """Allow ``http://`` URLs to hosts other than loopback (the body and signature then cross
+    the network unencrypted)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the hub reads at start."""
 
@@ -258,6 +300,7 @@ class Settings:
     ice: IceSettings = IceSettings()
     redis: RedisSettings = RedisSettings()
     tap: TapSettings = TapSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @property
     def dev_mode(self) -> bool:
@@ -347,7 +390,39 @@ class Settings:
             if not url.startswith(("turn:", "turns:")):
                 raise ConfigError(f"ice.turn_urls: {url!r} is not a turn: URL")
         self.ice_config()  # raises ConfigError on a bad TURN/STUN setup
+        self._validate_webhooks()
         return self
+
+    def _validate_webhooks(self) -> None:
+        w = self.webhooks
+        checks: list[tuple[bool, str]] = [
+            (0 < w.timeout_s <= 300, "webhooks.timeout_s must be > 0 and <= 300"),
+            (w.lease_s > w.timeout_s, ("webhooks.lease_s must be above webhooks.timeout_s (a "
+             "delivery must end before its lease does)")),
+            (w.lease_s <= 3600, "webhooks.lease_s must be <= 3600"),
+            (0 < w.backoff_initial_s <= w.backoff_max_s,
+             "webhooks.backoff_initial_s must be > 0 and <= webhooks.backoff_max_s"),
+            (w.backoff_max_s <= 86_400, "webhooks.backoff_max_s must be <= 86400"),
+            (w.max_age_s >= w.backoff_initial_s, ("webhooks.max_age_s must be >= "
+             "webhooks.backoff_initial_s")),
+            (w.max_age_s <= 30 * 86_400, "webhooks.max_age_s must be <= 2592000 (30 days)"),
+            (1 <= w.max_queued <= 10_000_000, "webhooks.max_queued must be 1..10000000"),
+            (1 <= w.concurrency <= 256, "webhooks.concurrency must be 1..256"),
+            (0 < w.poll_interval_s <= 60, "webhooks.poll_interval_s must be > 0 and <= 60"),
+            (not w.urls or bool(w.secret), ("webhooks.urls needs webhooks.secret (whsec_...; "
+             "env CONNVO_RTC_WEBHOOKS_SECRET)")),
+            (len(set(w.urls)) == len(w.urls), "webhooks.urls lists a URL twice"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        try:
+            for url in w.urls:
+                check_url(url, allow_plain_http=w.allow_plain_http)
+            for secret in w.secret:
+                check_secret(secret)
+        except WebhookConfigError as exc:
+            raise ConfigError(str(exc)) from None
 
     def ice_config(self) -> IceConfig:
         """The ``turn`` package's view of the ICE settings."""
@@ -477,4 +552,5 @@ def as_dict(settings: Settings) -> dict[str, Any]:
     data = dataclasses.asdict(settings)
     data["auth"]["secrets"] = ["***"] * len(settings.auth.secrets)
     data["ice"]["turn_secrets"] = ["***"] * len(settings.ice.turn_secrets)
+    data["webhooks"]["secret"] = ["***"] * len(settings.webhooks.secret)
     return data

@@ -65,9 +65,13 @@ class TapConfig:
     speech_ratio: float = 0.6
     """Fraction of voiced frames in the start window that starts a segment."""
     speech_end_s: float = 0.4
-    """Unvoiced time that ends a segment, seconds (the floor of end-of-speech -> final text)."""
-    pre_roll_s: float = 0.3
-    """Audio kept before the start window and sent with a new segment, seconds."""
+    """Unvoiced time that ends a segment, seconds (the floor of end-of-speech -> final text).
+    It is also the segment's hang-over: the audio after its last voiced frame goes with it, so
+    trailing words (and the background after them) reach the recogniser."""
+    pre_roll_s: float = 0.2
+    """Audio before a segment's first voiced frame sent with it, seconds (whole 30 ms frames:
+    0.2 is 0.21). pocketsphinx needs background before the first word or it loses that word;
+    more than ~0.3 s costs accuracy again (docs/transcription.md, "Segmentation")."""
     max_segment_s: float = 10.0
     """A segment longer than this is ended and a new one started, seconds (bounds the final's
     latency: pocketsphinx's second pass runs at the segment's end)."""

@@ -10,9 +10,12 @@ Segmentation (:class:`Segmenter`) is our own small state machine over the VAD's 
 decisions rather than ``pocketsphinx.Endpointer``, because the tap needs what the endpointer
 lacks: a hard maximum segment length, a level gate in front of the VAD (muted participants,
 noise floors), and timestamps on the media clock rather than frames-fed. A segment starts when
-``speech_ratio`` of the frames in the last ``speech_start_s`` are voiced (and carries
-``pre_roll_s`` of audio before that window), ends after ``speech_end_s`` without voice, and is
-split at ``max_segment_s``. Its start/end times are those of its first and last voiced frames.
+``speech_ratio`` of the frames in the last ``speech_start_s`` are voiced, ends after
+``speech_end_s`` without voice, and is split at ``max_segment_s``. Its audio runs from
+``pre_roll_s`` before its first voiced frame to the end (the hang-over after the last voiced
+frame), digital silence in it replaced by quiet noise: the recogniser must hear background
+before the first word and after the last (docs/transcription.md, "Segmentation"). Its
+start/end times are those of its first and last voiced frames.
 
 Buffers are bounded by construction: the ring holds ``pre_roll_s + speech_start_s`` of audio,
 the chunk buffer ``chunk_s``; audio goes to the recogniser as it arrives, whose own back-pressure
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import secrets
 import time
 from array import array
@@ -50,12 +54,34 @@ FRAME_S = 0.03
 FRAME_BYTES = int(SAMPLE_RATE * FRAME_S) * 2
 DIGITAL_SILENCE = 4
 """Frames whose peak is below this (about -78 dBFS) are digital silence: a muted track, a
-zero-padded file. They are kept out of segments: log-energy features of exact zeros throw
-pocketsphinx's noise and cepstral-mean estimates far off (measured: jfk.flac behind 1 s of
-zeros, WER 0.18 -> 0.5)."""
+zero-padded file, Opus decoding a silent sender. The recogniser never gets them: log-energy
+features of exact zeros throw pocketsphinx's noise and cepstral-mean estimates far off
+(measured: jfk.flac behind 1 s of zeros, WER 0.18 -> 0.5). Inside a segment (its pre-roll and
+hang-over) they are sent as :data:`COMFORT_NOISE` instead."""
+COMFORT_NOISE_DBFS = -70.0
+"""RMS level of the comfort noise, dBFS: a quiet microphone's noise floor, far below the level
+gate (its peaks are about -58 dBFS)."""
+
+
+def _comfort_noise(frames: int = 8) -> tuple[bytes, ...]:
+    rng = random.Random(14)  # fixed: the same audio gives the same transcript
+    sigma = 32767 * math.pow(10.0, COMFORT_NOISE_DBFS / 20.0)
+    return tuple(array("h", (round(rng.gauss(0.0, sigma)) for _ in range(FRAME_BYTES // 2)))
+                 .tobytes() for _ in range(frames))
+
+
+COMFORT_NOISE = _comfort_noise()
+"""30 ms frames of white noise at :data:`COMFORT_NOISE_DBFS`, sent in turn in place of digital
+silence inside a segment. pocketsphinx needs to hear background before the first word and after
+the last: a segment that started right at the onset lost its first word ("can everyone hear
+me" -> "and everyone hear me"; measured in docs/transcription.md, "Segmentation")."""
+LATE_AUDIO = 0.2
+"""Audio arriving this fraction of ``max_backlog_s`` late (3 s by default, where a recogniser
+turns partials off) makes a speaker's transcription ``delayed``."""
 GAP_S = 0.25
-"""A frame arriving this much later than the media clock expects marks a gap (DTX, loss, a
-paused sender): the clock is re-anchored to the arrival time."""
+"""A gap in a stream's audio (DTX, loss, a paused sender) this long or longer moves its media
+clock on: shown by the sender's timestamps jumping ahead or, for audio without them, by a
+late arrival."""
 
 
 def dbfs_to_peak(dbfs: float) -> int:
@@ -99,7 +125,8 @@ class SegmentStart:
 
 @dataclass(frozen=True)
 class SegmentAudio:
-    """Audio of the open segment (pre-roll included in the first)."""
+    """Audio of the open segment (pre-roll included in the first; digital silence sent as
+    :data:`COMFORT_NOISE`)."""
 
     pcm: bytes
     time_s: float
@@ -122,6 +149,11 @@ class Segmenter:
     Feed with :meth:`push` (any length; a remainder waits for the next call) and read the
     events it returns. ``vad`` defaults to ``pocketsphinx.Vad(config.vad_mode)``; tests may pass
     any object with ``is_speech(frame: bytes) -> bool``.
+
+    A segment's audio runs from ``pre_roll_s`` before its first voiced frame to ``speech_end_s``
+    after its last one (the hang-over), digital silence in it sent as :data:`COMFORT_NOISE`:
+    the recogniser hears the background before the first word and after the last, as it does
+    when it decodes a recording whole.
     """
 
     def __init__(self, config: TapConfig, vad: Vad | None = None) -> None:
@@ -135,14 +167,18 @@ class Segmenter:
         self._needed = max(1, math.ceil(config.speech_ratio * self._window))
         self._end_frames = max(1, round(config.speech_end_s / FRAME_S))
         self._max_frames = max(self._window + 1, round(config.max_segment_s / FRAME_S))
-        pre_roll = round(config.pre_roll_s / FRAME_S)
-        self._ring: deque[tuple[bytes, float, bool]] = deque(maxlen=pre_roll + self._window)
+        self._pre_roll = round(config.pre_roll_s / FRAME_S)
+        # The last frames heard, in a segment or not: the start window and the pre-roll before
+        # its first voiced frame (which may reach back into the previous segment's hang-over).
+        self._ring: deque[tuple[bytes, float, bool, bool]] = deque(
+            maxlen=self._pre_roll + self._window)
         self._recent: deque[bool] = deque(maxlen=self._window)
         self._pending = b""
         self._in_segment = False
         self._frames = 0
         self._silent_run = 0
         self._last_voice_end = 0.0
+        self._noise = 0
         #: Frames judged so far, and how many of them reached the VAD (past the level gate).
         self.frames_seen = 0
         self.frames_vad = 0
@@ -180,32 +216,31 @@ class Segmenter:
     def flush(self) -> list[SegmentEvent]:
         """End any open segment (the speaker left)."""
         self._pending = b""
+        self._ring.clear()
+        self._recent.clear()
         if not self._in_segment:
             return []
         self._in_segment = False
-        self._ring.clear()
-        self._recent.clear()
         return [SegmentEnd(self._last_voice_end)]
 
     def _frame(self, frame: bytes, frame_s: float, events: list[SegmentEvent]) -> None:
         voiced, peak = self._judge(frame)
         self.frames_seen += 1
         end_s = frame_s + FRAME_S
+        silent = peak < DIGITAL_SILENCE
+        if silent:
+            # Exact zeros would wreck the recogniser's estimates (see DIGITAL_SILENCE); the
+            # same time of quiet background keeps the words' timing and the pauses around them.
+            frame = COMFORT_NOISE[self._noise]
+            self._noise = (self._noise + 1) % len(COMFORT_NOISE)
+        self._ring.append((frame, frame_s, voiced, silent))
         if not self._in_segment:
-            if peak < DIGITAL_SILENCE and not self._ring:
-                return  # never start a segment's pre-roll with digital silence (see above)
-            if peak < DIGITAL_SILENCE:
-                self._ring.clear()  # ... nor carry it in the middle of one
-                self._recent.clear()
-                return
-            self._ring.append((frame, frame_s, voiced))
             self._recent.append(voiced)
             if voiced and sum(self._recent) >= self._needed:
                 self._open(events, end_s)
             return
         self._frames += 1
-        if peak >= DIGITAL_SILENCE:
-            events.append(SegmentAudio(frame, end_s))
+        events.append(SegmentAudio(frame, end_s))
         if voiced:
             self._silent_run = 0
             self._last_voice_end = end_s
@@ -220,15 +255,25 @@ class Segmenter:
             self._frames, self._silent_run, self._last_voice_end = 0, 0, end_s
 
     def _open(self, events: list[SegmentEvent], end_s: float) -> None:
-        window = list(self._ring)[-self._window :]
-        first_voiced = next(t for _, t, v in window if v)
-        events.append(SegmentStart(first_voiced))
-        events.append(SegmentAudio(b"".join(f for f, _, _ in self._ring), end_s))
+        frames = list(self._ring)
+        window_start = len(frames) - min(self._window, len(self._recent))
+        first = next(i for i in range(window_start, len(frames)) if frames[i][2])
+        # The pre-roll counts back from the first voiced frame, so its length does not depend
+        # on how fast the window filled: it was the whole ring (0.30-0.42 s before the first
+        # voiced frame), and background beyond ~0.3 s costs pocketsphinx words again.
+        begin = max(0, first - self._pre_roll)
+        while begin < first and frames[begin][3]:
+            # Never open with comfort noise: its -70 dBFS becomes the recogniser's first noise
+            # and cepstral-mean estimate, which a speaker's decoder keeps for the segments after
+            # (jfk.flac over WebRTC behind 1 s of zeros: WER 0.27 -> 0.77). Inside a segment it
+            # stays, in place of the zeros.
+            begin += 1
+        events.append(SegmentStart(frames[first][1]))
+        events.append(SegmentAudio(b"".join(f[0] for f in frames[begin:]), end_s))
         self._in_segment = True
-        self._frames = len(window)
+        self._frames = len(frames) - first
         self._silent_run = 0
         self._last_voice_end = end_s
-        self._ring.clear()
         self._recent.clear()
 
     def _close(self, events: list[SegmentEvent]) -> None:
@@ -256,8 +301,12 @@ class SpeakerPipeline:
     """One participant: resample, segment, stream segments to the recogniser, and report
     results with their segment's wall-clock times to ``on_result(segment_id, times, result)``.
 
-    The media clock is the sample count since the first frame, anchored to that frame's arrival
-    (``clock()``, unix seconds) and re-anchored after gaps, so times survive jitter and DTX.
+    The media clock is the stream's own time -- the samples received, plus the gaps the
+    sender's timestamps show (DTX, a paused sender) -- anchored to arrival (``clock()``, unix
+    seconds) by its earliest-arriving audio. A late burst of audio (this process or the
+    network stalled) is not a gap and moves no time: the segments of a busy tap keep the times
+    their words were spoken. Audio without timestamps (:meth:`push_pcm` alone) takes a late
+    arrival for a gap.
     """
 
     def __init__(
@@ -278,8 +327,12 @@ class SpeakerPipeline:
         self._segmenter = Segmenter(config, vad)
         self._chunk_bytes = max(FRAME_BYTES, int(config.chunk_s * SAMPLE_RATE) * 2)
         self._buffer = bytearray()
-        self._anchor_s: float | None = None
+        self._anchor_s: float | None = None  # unix time of the stream's time 0
         self._samples = 0
+        self._skipped_s = 0.0  # gaps in the stream so far (stream time without audio)
+        self._pts: int | None = None  # the last frame's timestamp, and its stream time
+        self._pts_s = 0.0
+        self._arrival_lag_s = 0.0
         self._segment: str | None = None
         self._times: dict[str, SegmentTimes] = {}
         self._closed = False
@@ -300,37 +353,91 @@ class SpeakerPipeline:
 
     @property
     def behind_s(self) -> float:
-        """Seconds of this speaker's audio the recogniser has not consumed yet."""
-        return self._stream.behind_s if isinstance(self._stream, Pressure) else 0.0
+        """Seconds this speaker's transcription is behind their speech: how late their audio
+        reaches the tap (:attr:`arrival_lag_s`) plus the audio the recogniser has not consumed
+        yet."""
+        backlog = self._stream.behind_s if isinstance(self._stream, Pressure) else 0.0
+        return self.arrival_lag_s + backlog
+
+    @property
+    def arrival_lag_s(self) -> float:
+        """How much later than the media clock the latest audio arrived, seconds: a tap whose
+        own process is starved hears speech late, before any recogniser is behind."""
+        return self._arrival_lag_s
 
     @property
     def degraded(self) -> bool:
-        """The speaker's recogniser is behind: no partials until it catches up
-        (:mod:`media.tap.overload`)."""
-        return isinstance(self._stream, Pressure) and self._stream.degraded
+        """The speaker's transcription is behind (:mod:`media.tap.overload`): the recogniser
+        (no partials until it catches up), or the audio itself arrives more than
+        ``max_backlog_s`` / 5 late."""
+        if isinstance(self._stream, Pressure) and self._stream.degraded:
+            return True
+        return self._arrival_lag_s >= self.config.max_backlog_s * LATE_AUDIO
 
     def push_frame(self, frame: av.AudioFrame) -> None:
         """One decoded frame from the participant's track (any rate/layout/format)."""
         if self._closed:
             return
+        stream_s = self._stream_time(frame)
         pcm = self._resampler.resample(frame)
         if pcm:
-            self.push_pcm(pcm)
+            self.push_pcm(pcm, stream_s=stream_s)
 
-    def push_pcm(self, pcm: bytes) -> None:
-        """16 kHz mono s16 audio that just arrived."""
+    def _stream_time(self, frame: av.AudioFrame) -> float | None:
+        """The frame's start in stream time by its sender's timestamps (RTP's, from aiortc:
+        32-bit, wrapping), or None: no timestamps, or they jumped back (a new sender)."""
+        if frame.pts is None or frame.time_base is None:
+            return None
+        if self._pts is None:
+            self._pts, self._pts_s = frame.pts, self._skipped_s + self._samples / SAMPLE_RATE
+            return self._pts_s
+        step = frame.pts - self._pts
+        if abs(step) >= 1 << 31:  # an RTP timestamp wrapped
+            step -= (1 << 32) if step > 0 else -(1 << 32)
+        self._pts = frame.pts
+        self._pts_s += float(step * frame.time_base)
+        return self._pts_s
+
+    def push_pcm(self, pcm: bytes, *, stream_s: float | None = None) -> None:
+        """16 kHz mono s16 audio that just arrived; ``stream_s``: where it starts in stream
+        time by the sender's timestamps, if known."""
         if self._closed:
             return
         now = self._clock()
         self._last_push = time.monotonic()
-        expected = None if self._anchor_s is None else \
-            self._anchor_s + self._samples / SAMPLE_RATE
-        if expected is None or now - expected > GAP_S:
-            # First audio, or a gap: this chunk's end is now.
-            self._anchor_s = now - len(pcm) / BYTES_PER_SECOND - self._samples / SAMPLE_RATE
-            expected = self._anchor_s + self._samples / SAMPLE_RATE
+        length_s = len(pcm) / BYTES_PER_SECOND
+        received_s = self._skipped_s + self._samples / SAMPLE_RATE  # stream time of this chunk
+        if self._anchor_s is None:
+            self._anchor_s = now - length_s - received_s  # first audio: its end is now
+        elif stream_s is not None:
+            if stream_s - received_s > GAP_S:  # the sender's clock ran on without audio
+                self._skipped_s += stream_s - received_s
+            elif stream_s < received_s - 1.0:  # timestamps jumped back: take them afresh
+                self._pts_s = received_s
+        elif now - (self._anchor_s + received_s) > GAP_S:  # no timestamps: late is a gap
+            self._skipped_s += now - length_s - (self._anchor_s + received_s)
+        start_s = self._anchor_s + self._skipped_s + self._samples / SAMPLE_RATE
+        if now < start_s + length_s:
+            # Audio is never heard before it was sent: an earlier arrival than the clock
+            # allows means the anchor came from a late one (a busy first moment), or the
+            # sender's clock runs fast. The earliest arrival wins.
+            self._anchor_s -= start_s + length_s - now
+            start_s = now - length_s
+        self._arrival_lag_s = now - (start_s + length_s)
         self._samples += len(pcm) // 2
-        self._handle(self._segmenter.push(pcm, expected))
+        self._handle(self._segmenter.push(pcm, start_s))
+
+    @property
+    def stream_start_s(self) -> float | None:
+        """Unix time of the stream's time 0 (its first sample), as the clock has it now."""
+        return self._anchor_s
+
+    @property
+    def clock_s(self) -> float | None:
+        """Unix time at which the audio received so far ends, by the media clock."""
+        if self._anchor_s is None:
+            return None
+        return self._anchor_s + self._skipped_s + self._samples / SAMPLE_RATE
 
     def flush_if_idle(self, idle_s: float) -> None:
         """End an open segment whose audio stopped coming ``idle_s`` ago (the connection died

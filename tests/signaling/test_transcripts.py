@@ -81,6 +81,35 @@ async def test_tap_transcripts_reach_the_room_and_are_stored(hub: HubHandle) -> 
             await c.aclose()
 
 
+async def test_a_leavers_last_words_are_still_stored_and_sent(hub: HubHandle) -> None:
+    """A speaker who says a sentence and leaves at once: its final comes from the tap after the
+    ``peer-left`` (seconds later on a busy tap). It is stored and sent, with the right user;
+    a peer id never seen in the room is still refused."""
+    meeting_id, room_id = await hub.create_room(invite=("bob",), transcription=True)
+    host, bob, tap = [await WsClient.connect(hub.ws_url) for _ in range(3)]
+    try:
+        await host.join(hub.mint_token(room_id, "host", "host"))
+        jb = await bob.join(hub.mint_token(room_id, "bob"))
+        await tap.join(hub.mint_token(room_id, "tap", "tap"))
+        await bob.aclose()
+        assert (await host.expect(p.PeerLeft)).peer_id == jb.peer_id
+        await tap.send({"type": "transcript", "peerId": jb.peer_id, "segmentId": "s9",
+                        "text": "see you next week", "final": True, "startMs": 10,
+                        "endMs": 900})
+        got = await host.expect(p.Transcript)
+        assert (got.peer_id, got.user_id, got.text) == (jb.peer_id, "bob", "see you next week")
+        status, body = await hub.call("transcripts/getTranscript", {"meetingId": meeting_id})
+        assert status == 200, body
+        assert [(s["userId"], s["text"]) for s in body["value"]["segments"]] == \
+            [("bob", "see you next week")]
+        await tap.send({"type": "transcript", "peerId": "p_nobody", "segmentId": "s10",
+                        "text": "who", "final": True, "startMs": 10, "endMs": 900})
+        assert (await tap.expect(p.Error)).code == "unknown-peer"
+    finally:
+        for c in (host, bob, tap):
+            await c.aclose()
+
+
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 async def test_segment_store_contract(kind: str, request: pytest.FixtureRequest) -> None:
     if kind == "memory":
