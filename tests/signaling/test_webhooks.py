@@ -519,6 +519,8 @@ async def test_waiting_room_and_deadline_events(receiver: Receiver) -> None:
         await host.send({"type": "admit", "peerId": knocked.peer_id})
         await bob.expect(p.Joined)
         await bob.expect(p.RoomEndedMsg, timeout=15)
+        for client in (bob, host):  # closed by the hub at the deadline
+            await client.expect_close(15)
 
         def types() -> list[str]:
             return [r.type for r in receiver.received if r.meeting_id == meeting_id]
