@@ -1,5 +1,6 @@
 """Room admission: ``join`` checked (token, room), a seat given within the room's capacity
-(atomically across workers, by the store) or resumed, and the room told.
+(atomically across workers, by the store) or resumed, and the room told. In a room with a
+waiting room the seat is given only once a host admits the peer (:mod:`~signaling.waiting`).
 
 Every store write happens before ``joined``: a client that sees ``joined`` is in. Frames other
 peers send the newcomer meanwhile are held and released after ``joined`` (less the
@@ -17,12 +18,14 @@ from typing import TYPE_CHECKING
 from . import protocol as p
 from .clock import now_ms
 from .codes import Close, ErrorCode
+from .deadlines import MAX_DURATION, Deadlines
 from .errors import Forbidden, HubError, NotFound, RoomEnded
 from .metrics import Metrics
 from .resume import Resume, new_resume_secret
 from .store import Room, Seat, Store
 from .tokens import JoinClaims, TokenService
 from .transcripts import Transcripts
+from .waiting import WaitingRoom, must_wait
 from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
@@ -54,7 +57,8 @@ class Admission:
     def __init__(self, *, store: Store, router: Router, tokens: TokenService,
                  ice_servers_for: IceServersFor, metrics: Metrics, resume: Resume,
                  lifecycle: RoomLifecycle, transcripts: Transcripts,
-                 registry: WorkerRegistry | None, webhooks: Webhooks = NO_WEBHOOKS) -> None:
+                 registry: WorkerRegistry | None, waiting: WaitingRoom,
+                 deadlines: Deadlines, webhooks: Webhooks = NO_WEBHOOKS) -> None:
         self.store = store
         self.router = router
         self.worker_id = router.worker_id
@@ -65,11 +69,13 @@ class Admission:
         self.lifecycle = lifecycle
         self.transcripts = transcripts
         self.registry = registry
+        self.waiting = waiting
+        self.deadlines = deadlines
         self.webhooks = webhooks
 
     async def join(self, conn: ClientSocket, msg: p.Join) -> None:
-        """Admit ``conn`` (or resume its seat) and tell the room. Raises :class:`HubError` with
-        the close code the socket must be closed with."""
+        """Admit ``conn`` (or resume its seat, or put it in the waiting room) and tell the room.
+        Raises :class:`HubError` with the close code the socket must be closed with."""
         started = time.perf_counter()
         claims = self.tokens.verify_join(msg.token)
         if msg.room_id is not None and msg.room_id != claims.room_id:
@@ -79,6 +85,9 @@ class Admission:
             raise NotFound("no such room", code=ErrorCode.NO_ROOM)
         if room.state == "ended":
             raise RoomEnded("the room has ended")
+        if await self.deadlines.passed(room):  # nobody here ended it on time (no worker had it)
+            await self.lifecycle.end_room(room.room_id, MAX_DURATION)
+            raise RoomEnded("the meeting reached its maximum duration")
         seat: Seat | None = None
         resume_token = ""
         if msg.resume:
@@ -88,11 +97,23 @@ class Admission:
             else:
                 logger.info("room=%s user=%s resume refused (grace over?): joining afresh",
                             room.room_id, claims.user_id)
-        resumed = seat is not None
+        if seat is None and must_wait(room, claims.role):
+            await self.waiting.enter(conn, room, claims, new_peer_id())
+            return
+        await self.seat(conn, room, claims, new_peer_id(), resumed=seat,
+                        resume_token=resume_token, started=started)
+
+    async def seat(self, conn: ClientSocket, room: Room, claims: JoinClaims, peer_id: str, *,
+                   resumed: Seat | None = None, resume_token: str = "",
+                   started: float | None = None) -> None:
+        """Give ``conn`` a new seat as ``peer_id`` (or the ``resumed`` one), send ``joined``
+        and tell the room: the second half of a join, and what an admitted knocker gets."""
+        started = time.perf_counter() if started is None else started
+        seat = resumed
         replaced: tuple[Seat, ...] = ()
         admitted: tuple[Seat, ...] = ()
         if seat is None:
-            seat, resume_token, replaced, admitted = await self._admit(room, claims)
+            seat, resume_token, replaced, admitted = await self._admit(room, claims, peer_id)
         conn.peer_id, conn.room_id = seat.peer_id, room.room_id
         conn.user_id, conn.role, conn.name = seat.user_id, seat.role, seat.name
         conn.features = room.features
@@ -100,18 +121,23 @@ class Admission:
         self.router.attach(conn, room)
         self.lifecycle.empty.cancel(room.room_id)
         seats = await self._settle(conn, room, seat, admitted)
+        ends_at = await self.deadlines.watch(room) if seat.role != "tap" else None
         peers = [s.info() for s in seats if s.peer_id != seat.peer_id]
         known = {peer.peer_id for peer in peers}
         conn.release(p.encode(p.Joined(
             peer_id=seat.peer_id, room_id=room.room_id, role=seat.role,  # type: ignore[arg-type]
             peers=peers, ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
-            resume_token=resume_token, resumed=resumed,
+            resume_token=resume_token, resumed=resumed is not None, ends_at=ends_at,
         )), keep=lambda frame: not _announces(frame, known))
+        if ends_at is not None:
+            self.deadlines.warn_if_near(conn, ends_at)
+        if seat.role == "host" and room.features.knocks:
+            await self.waiting.knocks_for(conn)
         if seat.role != "tap" and room.features.transcription \
                 and not any(s.role == "tap" for s in seats):
             await self.transcripts.ensure_tap(room)
         router = self.router
-        if not resumed:
+        if resumed is None:
             # queued before anyone can see (and kick) the newcomer: joined precedes its left
             await self.webhooks.participant_joined(room, seat, replaced)
             for old in replaced:
@@ -124,12 +150,11 @@ class Admission:
         logger.info("room=%s peer=%s user=%s role=%s %s", room.room_id, seat.peer_id,
                     seat.user_id, seat.role, "resumed" if resumed else "joined")
 
-    async def _admit(self, room: Room, claims: JoinClaims
+    async def _admit(self, room: Room, claims: JoinClaims, peer_id: str
                      ) -> tuple[Seat, str, tuple[Seat, ...], tuple[Seat, ...]]:
         """A new seat within the room's capacity: the seat, its resume token, the detached
         seats of the same user it replaced, and the room's seats afterwards."""
         secret, secret_hash = new_resume_secret()
-        peer_id = new_peer_id()
         seat = Seat(
             peer_id=peer_id, room_id=room.room_id, user_id=claims.user_id, role=claims.role,
             name=claims.name, joined_at=now_ms(), worker_id=self.worker_id,

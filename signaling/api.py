@@ -44,6 +44,8 @@ Positive = Annotated[float, msgspec.Meta(ge=0, le=1e13)]
 # The seeds type counts as JSON ``number``: 8 and 8.0 are both valid, 8.5 is not.
 Count = Annotated[float, msgspec.Meta(ge=1, le=1000, multiple_of=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=60, le=1e9, multiple_of=1)]
+#: A meeting's longest duration: whole minutes, one minute to a day.
+Minutes = Annotated[float, msgspec.Meta(ge=1, le=1440, multiple_of=1)]
 
 
 class _Args(msgspec.Struct, rename="camel", frozen=True):
@@ -66,8 +68,15 @@ class CreateMeetingArgs(_Args, frozen=True):
     recording_enabled: bool = False
     scheduled_at: Positive | None = None
     transcription_enabled: bool = False
+    # Meeting controls (issue 16). Each is optional; left out, the meeting behaves as meetings
+    # did before controls existed (everything allowed, no waiting room, no time limit).
     chat_enabled: bool = True
     screen_sharing_enabled: bool = True
+    participant_video_enabled: bool = True
+    participant_audio_enabled: bool = True
+    waiting_room_enabled: bool = False
+    auto_admit: bool = False
+    max_duration_minutes: Minutes | None = None
 
 
 class MeetingArgs(_Args, frozen=True):

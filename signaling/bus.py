@@ -23,10 +23,11 @@ class Envelope(msgspec.Struct, frozen=True, array_like=True):
 
     ``deliver`` sends ``frame`` (an encoded protocol message) to ``to``; ``close`` closes those
     peers' sockets with ``code``/``frame`` as the reason; ``roster`` tells the worker that the
-    room's membership changed (``frame`` is unused) so it refreshes its routing view.
+    room's membership changed (``frame`` is unused) so it refreshes its routing view; ``admit``
+    tells the worker that a host let ``to`` (knockers in its waiting room) in.
     """
 
-    kind: Literal["deliver", "close", "roster"]
+    kind: Literal["deliver", "close", "roster", "admit"]
     room_id: str
     to: tuple[str, ...]
     frame: bytes = b""

@@ -74,6 +74,7 @@ class ClientSocket(WebSocketProtocol):
         "role",
         "room_id",
         "user_id",
+        "waiting",
     )
 
     def __init__(self, hub: Hub) -> None:
@@ -91,6 +92,8 @@ class ClientSocket(WebSocketProtocol):
         self.finished = False
         #: Set by ``leave {closing: true}``: the page is closing or reloading; a short grace.
         self.page_closing = False
+        #: True while the peer waits in a waiting room for a host to let it in (no seat).
+        self.waiting = False
         self._held: list[bytes] | None = None
         self._bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
         self._strikes = 0
@@ -155,7 +158,8 @@ class ClientSocket(WebSocketProtocol):
             # Only the client's own close frame with 1000 means "I left"; a close we started
             # (shutdown 1001, kick) or a dropped connection keeps the seat for resume.
             if (self.client_close_code == Close.NORMAL and self._joined and not self.finished
-                    and not self.page_closing and not hub.closing and self.close_code in (None, Close.NORMAL)):
+                    and not self.page_closing and not self.waiting and not hub.closing
+                    and self.close_code in (None, Close.NORMAL)):
                 await hub.lifecycle.leave(self, "left")
             await hub.disconnected(self)
         except HubError as exc:  # e.g. the store became unreachable while the peer left

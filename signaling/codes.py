@@ -78,6 +78,16 @@ class ErrorCode(StrEnum):
     NO_ROOM = "no-room"
     SERVER_FULL = "server-full"
     REMOVED = "removed"
+    #: The room has a waiting room and this peer has not been admitted yet: only ``ping`` and
+    #: ``leave`` are accepted meanwhile.
+    WAITING = "waiting"
+    #: Close reason (with Close.FORBIDDEN) and error code: a host turned the knock down.
+    DENIED = "denied"
+    #: Close reason (with Close.JOIN_TIMEOUT): nobody admitted the peer within
+    #: ``rooms.waiting_timeout_s``.
+    WAITING_TIMEOUT = "waiting-timeout"
+    #: Close reason (with Close.ROOM_FULL): ``rooms.max_waiting`` peers wait already.
+    WAITING_ROOM_FULL = "waiting-room-full"
     #: Close reason with Close.TAKEN_OVER.
     TAKEN_OVER = "taken-over"
     #: Close reason with Close.FRAME_TOO_LARGE.

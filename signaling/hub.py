@@ -24,6 +24,7 @@ from .admission import Admission, IceServersFor
 from .bus import Bus
 from .chat import Chat
 from .codes import Close, ErrorCode
+from .deadlines import Deadlines
 from .errors import BadRequest, Forbidden, HubError
 from .lifecycle import RoomLifecycle
 from .media_state import MediaFlags
@@ -36,6 +37,7 @@ from .tapjobs import TapJobs
 from .tasks import TaskSet, Timers
 from .tokens import TokenService
 from .transcripts import Transcripts
+from .waiting import WaitingRoom
 from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
@@ -80,11 +82,21 @@ class Hub:
                                        registry=registry, webhooks=webhooks)
         self.resume = Resume(rooms=settings.rooms, store=store, router=self.router, grace=grace,
                              lifecycle=self.lifecycle)
+        self.waiting = WaitingRoom(rooms=settings.rooms, store=store, router=self.router,
+                                   registry=registry)
+        if registry is not None:
+            registry.on_knocks_reaped = self.waiting.reaped
+        self.deadlines = Deadlines(rooms=settings.rooms, store=store, router=self.router,
+                                   end_room=self.lifecycle.end_room)
+        self.lifecycle.deadlines = self.deadlines
         self.admission = Admission(store=store, router=self.router, tokens=tokens,
                                    ice_servers_for=ice_servers_for, metrics=metrics,
                                    resume=self.resume, lifecycle=self.lifecycle,
                                    transcripts=self.transcripts, registry=registry,
+                                   waiting=self.waiting, deadlines=self.deadlines,
                                    webhooks=webhooks)
+        self.waiting.give_seat = self.admission.seat
+        self.router.on_admit = self.waiting.admitted
         self.media = MediaFlags(store=store, router=self.router)
         self.chat = Chat(router=self.router, max_chars=settings.rooms.chat_max_chars)
         self._sockets: set[ClientSocket] = set()  # every open socket, joined or not
@@ -124,8 +136,12 @@ class Hub:
         self._cleanups.spawn(coro, "socket cleanup")
 
     async def disconnected(self, conn: ClientSocket) -> None:
-        """A socket closed: forget it, and keep its seat for resume (unless it left)."""
+        """A socket closed: forget it, and keep its seat for resume (unless it left); a
+        knocker's knock ends."""
         self._sockets.discard(conn)
+        if conn.waiting:
+            await self.waiting.gone(conn)
+            return
         await self.resume.disconnected(conn)
 
     async def aclose(self, timeout: float = 5.0) -> None:
@@ -137,6 +153,7 @@ class Hub:
         self._closed = True
         self.resume.grace.close()
         self.lifecycle.empty.close()
+        self.waiting.timers.close()
         sockets = list(self._sockets)
         logger.info("shutdown: closing %d websockets with 1001", len(sockets))
         for conn in sockets:
@@ -146,6 +163,8 @@ class Hub:
             conn.abort()
         await self._cleanups.wait(timeout)  # the closed sockets' seats are detached (kept)
         await self.resume.grace.aclose()
+        await self.waiting.aclose()
+        await self.deadlines.aclose()
         await self.lifecycle.aclose()
         await self._cleanups.aclose()
         logger.info("shutdown: hub closed")
@@ -158,7 +177,9 @@ class Hub:
 
     async def dispatch(self, conn: ClientSocket, msg: p.ClientMessage) -> None:
         """Handle one message of a joined peer; :class:`HubError` becomes an ``error`` frame."""
-        if isinstance(msg, (p.Offer, p.Answer, p.Candidate)):
+        if conn.waiting:
+            await self._dispatch_waiting(conn, msg)
+        elif isinstance(msg, (p.Offer, p.Answer, p.Candidate)):
             self.router.relay(conn, msg)
         elif isinstance(msg, p.Ping):
             conn.send(p.encode(p.Pong(ts=msg.ts)))
@@ -183,10 +204,24 @@ class Hub:
                 conn.page_closing = True
             else:
                 await self.lifecycle.leave(conn, "left")
+        elif isinstance(msg, (p.Admit, p.Deny)):
+            await self.waiting.answer(conn, msg)
         elif isinstance(msg, (p.TranscriptIn, p.TranscriptStatusIn)):
             await self.transcripts.accept(conn, msg)
         elif isinstance(msg, p.Join):
             raise BadRequest("already joined", code=ErrorCode.ALREADY_JOINED)
+
+    async def _dispatch_waiting(self, conn: ClientSocket, msg: p.ClientMessage) -> None:
+        """A knocker (waiting room) may only ``ping`` and ``leave``."""
+        if isinstance(msg, p.Ping):
+            conn.send(p.encode(p.Pong(ts=msg.ts)))
+        elif isinstance(msg, p.Leave):
+            await self.waiting.leave(conn)
+        elif isinstance(msg, p.Join):
+            raise BadRequest("already joined", code=ErrorCode.ALREADY_JOINED)
+        else:
+            raise BadRequest(f"{p.message_type(msg)}: wait until a host lets you in",
+                             code=ErrorCode.WAITING)
 
     def send_error(self, conn: ClientSocket, exc: HubError) -> None:
         self.metrics.errors.labels(code=exc.code).inc()

@@ -25,6 +25,7 @@ from .workers import WorkerRegistry
 
 if TYPE_CHECKING:
     from .client_socket import ClientSocket
+    from .deadlines import Deadlines
     from .resume import Resume
     from .routing import Router
 
@@ -46,6 +47,8 @@ class RoomLifecycle:
         self.registry = registry
         self.webhooks = webhooks
         self.empty = Timers("empty-room", logger=logger)
+        #: The rooms' deadlines (set by the hub; forgotten when a room ends).
+        self.deadlines: Deadlines | None = None
         #: Set when a store call failed half-way (outage): the next tick runs reconcile().
         self.needs_repair = True
         self._ticks = 0
@@ -127,17 +130,22 @@ class RoomLifecycle:
                 await self.after_removal(removed, reason)
 
     async def end_room(self, room_id: str, reason: str) -> bool:
-        """End a room everywhere: everyone gets ``room-ended`` and a 4410 close; the meeting is
-        concluded. Returns False when it had already ended."""
+        """End a room everywhere: everyone (and everyone in its waiting room) gets
+        ``room-ended`` and a 4410 close; the meeting is concluded. Returns False when it had
+        already ended. The one place every end of a meeting goes through (host, API, empty
+        room, deadline)."""
         seats = await self.store.seats(room_id)
+        knocking = await self.store.knocking(room_id)
         room = await self.store.end_room(room_id, reason, now_ms=now_ms())
         if room is None:
             return False
         self.empty.cancel(room_id)
+        if self.deadlines is not None:
+            self.deadlines.forget(room_id)
         for seat in seats:
             self.grace.cancel(seat.peer_id)
-        self.router.close_peers(room_id, seats, p.RoomEndedMsg(reason=reason), Close.ROOM_ENDED,
-                                "room-ended")
+        self.router.close_peers(room_id, [*seats, *knocking], p.RoomEndedMsg(reason=reason),
+                                Close.ROOM_ENDED, "room-ended")
         with contextlib.suppress(HubError):
             await self.store.transition_meeting(room.meeting_id, "concluded",
                                                 from_states=("scheduled", "active"),

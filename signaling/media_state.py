@@ -1,5 +1,15 @@
-"""Who sends what: a peer's media flags (the ``media`` message) and the rule on what each role
-may send, checked on ``media`` messages and on every relayed offer and answer."""
+"""Who sends what: a peer's media flags (the ``media`` message) and the rules on what each peer
+may send, checked on ``media`` messages and on every relayed offer and answer.
+
+Two rules: a receive-only role (observer, tap) sends nothing; a participant sends only the kinds
+the room's controls allow (``participantAudioEnabled``, ``participantVideoEnabled``,
+``screenSharingEnabled``). Hosts are exempt from the controls. An offer or answer that sends a
+kind it may not is refused with an ``error`` frame and not relayed.
+
+The screen is recognised by position, as every client of this hub sends it (``connvo.js``,
+``media/``): media lines are audio (microphone), video (camera), then a second video line for
+the screen. With screen sharing off a participant may send on one video line at most.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +35,14 @@ def sending_kinds(sdp: str) -> set[str]:
     effective direction, i.e. its own direction attribute, else the session-level one, else
     ``sendrecv`` (RFC 4566 6), compared case-insensitively as browsers accept it. A rejected
     m-line (port 0) sends nothing."""
+    return set(sending_lines(sdp))
+
+
+def sending_lines(sdp: str) -> list[str]:
+    """The kind of every m-line that sends (see :func:`sending_kinds`), in SDP order: two
+    sending video lines are ``["video", "video"]``."""
     session_direction = "sendrecv"
-    kinds: set[str] = set()
+    kinds: list[str] = []
     kind = ""  # the current m-line's kind ("" before the first m-line)
     direction = ""
     port_zero = False
@@ -34,7 +50,7 @@ def sending_kinds(sdp: str) -> set[str]:
     def close_section() -> None:
         if kind in ("audio", "video") and not port_zero \
                 and (direction or session_direction) in _SENDING:
-            kinds.add(kind)
+            kinds.append(kind)
 
     for raw in sdp.splitlines():
         line = raw.strip().lower()
@@ -53,10 +69,51 @@ def sending_kinds(sdp: str) -> set[str]:
     return kinds
 
 
-def check_sdp(role: str, sdp: str) -> None:
-    """Refuse an offer or answer that sends media from a receive-only role."""
-    if role in RECEIVE_ONLY_ROLES and sending_kinds(sdp):
-        raise Forbidden(f"a {role} may only receive media (use recvonly)")
+def restricted(role: str, features: p.Features) -> bool:
+    """Whether offers and answers of a ``role`` peer in a room with ``features`` must be
+    checked (a participant's in a room without controls cost no SDP scan)."""
+    if role in RECEIVE_ONLY_ROLES:
+        return True
+    return role == "participant" and not (
+        features.participant_audio and features.participant_video and features.screen_sharing)
+
+
+def check_sdp(role: str, sdp: str, features: p.Features | None = None) -> None:
+    """Refuse an offer or answer that sends media from a receive-only role, or that sends a
+    kind the room's controls do not allow a participant (``feature-disabled``)."""
+    lines = sending_lines(sdp)
+    if role in RECEIVE_ONLY_ROLES:
+        if lines:
+            raise Forbidden(f"a {role} may only receive media (use recvonly)")
+        return
+    if role != "participant" or features is None:
+        return
+    if not features.participant_audio and "audio" in lines:
+        raise FeatureDisabled("participants may not send audio in this meeting (use recvonly "
+                              "or inactive for audio)")
+    videos = lines.count("video")
+    if not features.participant_video and videos:
+        raise FeatureDisabled("participants may not send video in this meeting (use recvonly "
+                              "or inactive for video)")
+    if not features.screen_sharing and videos > 1:
+        raise FeatureDisabled("screen sharing is off in this meeting: send one video line at "
+                              "most")
+
+
+def check_flags(role: str, features: p.Features, msg: p.Media) -> None:
+    """Refuse ``media`` flags a peer may not set: any from a receive-only role; from a
+    participant, a kind the room's controls turn off (screen sharing off: for everyone but
+    hosts)."""
+    if role in RECEIVE_ONLY_ROLES and (msg.audio or msg.video or msg.screen):
+        raise Forbidden(f"a {role} may not send media")
+    if role == "host":
+        return
+    if msg.screen and not features.screen_sharing:
+        raise FeatureDisabled("screen sharing is off in this room")
+    if msg.audio and not features.participant_audio:
+        raise FeatureDisabled("participants may not send audio in this meeting")
+    if msg.video and not features.participant_video:
+        raise FeatureDisabled("participants may not send video in this meeting")
 
 
 class MediaFlags:
@@ -67,10 +124,7 @@ class MediaFlags:
         self.router = router
 
     async def update(self, conn: ClientSocket, msg: p.Media) -> None:
-        if conn.role in RECEIVE_ONLY_ROLES and (msg.audio or msg.video or msg.screen):
-            raise Forbidden(f"a {conn.role} may not send media")
-        if msg.screen and not conn.features.screen_sharing:
-            raise FeatureDisabled("screen sharing is off in this room")
+        check_flags(conn.role, conn.features, msg)
         media = p.MediaState(audio=msg.audio, video=msg.video, screen=msg.screen)
         seat = await self.store.update_media(conn.room_id, conn.peer_id, media)
         if seat is None:

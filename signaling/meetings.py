@@ -9,23 +9,27 @@ logged in who holds it gets a participant join token (the demo page's "send the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
+import msgspec
 
 from .admission import IceServersFor
 from .clock import now_ms
 from .codes import ErrorCode, meeting_state_code
+from .controls import MeetingControls
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, Unauthenticated
 from .lifecycle import RoomLifecycle
 from .protocol import MESH_LIMIT, Features, IceServer
 from .settings import Settings
-from .store import Meeting, MeetingState, Room, Store
+from .store import Meeting, MeetingState, Room, Store, provider_for
 from .tokens import TokenService, UserIdentity, normalize_email
 from .webhooks import NO_WEBHOOKS, Webhooks
 
@@ -91,6 +95,17 @@ def verify_invite(secrets_: Sequence[str], token: str) -> str:
     raise Unauthenticated("this invite link is not valid", code=ErrorCode.BAD_INVITE)
 
 
+def room_url(ws_url: str, room_id: str, token: str) -> str:
+    """The link that opens the hub's page (``/``, at the same place as ``/ws``: on
+    ``server.public_url`` when set) straight into ``room_id`` with ``token``. The token rides in
+    the fragment, which browsers never send to a server (no access log or proxy sees it)."""
+    base = ws_url.removesuffix("/ws")
+    for ws, http in (("wss://", "https://"), ("ws://", "http://")):
+        if base.startswith(ws):
+            base = http + base[len(ws):]
+    return f"{base}/?{urlencode({'room': room_id})}#{urlencode({'token': token})}"
+
+
 def ice_dicts(servers: list[IceServer]) -> list[dict[str, Any]]:
     out = []
     for server in servers:
@@ -152,17 +167,25 @@ class MeetingService:
         if args.organizer_id is not None and args.organizer_id != caller.user_id:
             raise Forbidden("organizerId must be the caller", code=ErrorCode.ORGANIZER_MISMATCH)
         emails = tuple(dict.fromkeys(normalize_email(e) for e in args.participant_emails))
+        controls = MeetingControls(
+            recording=args.recording_enabled, transcription=args.transcription_enabled,
+            chat=args.chat_enabled, screen_sharing=args.screen_sharing_enabled,
+            participant_video=args.participant_video_enabled,
+            participant_audio=args.participant_audio_enabled,
+            waiting_room=args.waiting_room_enabled, auto_admit=args.auto_admit,
+            max_duration_minutes=_int(args.max_duration_minutes),
+        )
         ts = now_ms()
         meeting = Meeting(
             meeting_id=new_id("meeting"), title=args.title.strip(), organizer_id=caller.user_id,
-            organizer_email=caller.email, description=args.description,
+            organizer_email=normalize_email(caller.email), description=args.description,
             participant_emails=emails, meeting_type=args.meeting_type,
             max_participants=int(args.max_participants or MESH_LIMIT),
-            recording=args.recording_enabled, transcription=args.transcription_enabled,
-            chat=args.chat_enabled, screen_sharing=args.screen_sharing_enabled,
             scheduled_at=args.scheduled_at, duration=args.duration, created_at=ts,
-            updated_at=ts,
+            updated_at=ts, **_control_fields(controls),
         )
+        meeting = msgspec.structs.replace(meeting, provider=provider_for(
+            meeting.people, _int(args.max_participants), self.settings.rooms.capacity))
         await self.store.create_meeting(
             meeting, max_open=self.settings.limits.max_open_meetings_per_user)
         logger.info("meeting=%s created by user=%s (%d invited, provider %s)",
@@ -183,6 +206,8 @@ class MeetingService:
         if meeting.video_provider != "webrtc":
             return {"success": True, "videoProvider": "getstream", "webrtcReady": False}
         room = await self._ensure_room(meeting, None)
+        if self.rooms.deadlines is not None:  # this worker ends it on time, whoever joins
+            await self.rooms.deadlines.watch(room)
         logger.info("meeting=%s started, room=%s", meeting_id, room.room_id)
         await self.webhooks.meeting_started(meeting, room)
         return {
@@ -265,7 +290,8 @@ class MeetingService:
         name = caller.name or caller.email.split("@")[0] or caller.user_id
         token, expires = self.tokens.mint_join(room.room_id, caller.user_id, granted, name=name,
                                                ttl_s=ttl_s)
-        return {"token": token, "roomId": room.room_id, "wsUrl": ws_url, "role": granted,
+        return {"token": token, "roomId": room.room_id, "wsUrl": ws_url,
+                "roomUrl": room_url(ws_url, room.room_id, token), "role": granted,
                 "expiresAt": expires * 1000,
                 "iceServers": ice_dicts(self.ice_servers_for(caller.user_id))}
 
@@ -363,7 +389,10 @@ class MeetingService:
         capacity = min(max_participants or meeting.max_participants, self.settings.rooms.capacity)
         return Features(chat=meeting.chat, screen_sharing=meeting.screen_sharing,
                         transcription=meeting.transcription, recording=meeting.recording,
-                        max_participants=capacity)
+                        max_participants=capacity, participant_video=meeting.participant_video,
+                        participant_audio=meeting.participant_audio,
+                        waiting_room=meeting.waiting_room, auto_admit=meeting.auto_admit,
+                        max_duration_minutes=meeting.max_duration_minutes)
 
     async def _ensure_room(self, meeting: Meeting, max_participants: int | None) -> Room:
         features = self._features(meeting, max_participants)
@@ -379,6 +408,15 @@ class MeetingService:
 
 
 def _features_dict(features: Features) -> dict[str, Any]:
-    return {"chat": features.chat, "screenSharing": features.screen_sharing,
-            "transcription": features.transcription, "recording": features.recording,
-            "maxParticipants": features.max_participants}
+    """``features`` as ``initializeWebRTCRoom`` returns them: the seed's five, then the
+    meeting controls, named as ``joined.features`` names them."""
+    return msgspec.to_builtins(features)  # type: ignore[no-any-return]
+
+
+def _control_fields(controls: MeetingControls) -> dict[str, Any]:
+    """A :class:`Meeting`'s fields for ``controls``."""
+    return dataclasses.asdict(controls)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)

@@ -53,6 +53,7 @@ class _RoomState:
     room: Room
     seats: dict[str, Seat] = field(default_factory=dict)  # insertion order = join order
     banned: set[str] = field(default_factory=set)
+    waiting: dict[str, Seat] = field(default_factory=dict)  # insertion order = knock order
 
 
 def _replaces(new: Seat, old: Seat) -> bool:
@@ -218,6 +219,7 @@ class MemoryStore:
         state.room = msgspec.structs.replace(state.room, state="ended", ended_at=now_ms,
                                              end_reason=reason)
         state.seats.clear()
+        state.waiting.clear()
         return state.room
 
     async def admit(self, seat: Seat) -> Admission:
@@ -301,6 +303,32 @@ class MemoryStore:
         if state is not None:
             state.banned.add(user_id)
             self._touch(state.room.meeting_id)
+
+    async def knock(self, entry: Seat, *, max_waiting: int) -> tuple[Seat, ...]:
+        state = self._room(entry.room_id)
+        if state is None:
+            raise NotFound(f"no room {entry.room_id}")
+        if state.room.state == "ended":
+            raise RoomEnded("the room has ended")
+        if entry.user_id in state.banned:
+            raise Forbidden("you were removed from this room by the host", code=ErrorCode.REMOVED)
+        replaced = tuple(w for w in state.waiting.values() if w.user_id == entry.user_id)
+        if len(state.waiting) - len(replaced) >= max_waiting:
+            raise RoomFull(f"{max_waiting} people are waiting to be let in already",
+                           code=ErrorCode.WAITING_ROOM_FULL)
+        for old in replaced:
+            del state.waiting[old.peer_id]
+        state.waiting[entry.peer_id] = entry
+        self._touch(state.room.meeting_id)
+        return replaced
+
+    async def unknock(self, room_id: str, peer_id: str) -> Seat | None:
+        state = self._room(room_id)
+        return None if state is None else state.waiting.pop(peer_id, None)
+
+    async def knocking(self, room_id: str) -> list[Seat]:
+        state = self._room(room_id)
+        return [] if state is None else list(state.waiting.values())
 
     async def set_presence(self, meeting_id: str, user_id: str, presence: Presence) -> None:
         self._sweep(meeting_id)

@@ -73,9 +73,12 @@ _S, _B, _N = {"type": "string"}, {"type": "boolean"}, {"type": "number"}
 #: Our additions: path -> (summary, value schema, example args). Their args come from ARGS.
 EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     f"{RUN}/webrtc/index/createJoinToken": (
-        "A join token for the caller in the meeting's room, with its ICE servers",
-        _obj(["token", "roomId", "wsUrl", "role", "expiresAt", "iceServers"], token=_S,
-             roomId=_S, wsUrl=_S, role=_S, expiresAt=_N, iceServers=_ICE_SERVERS),
+        ("A join token for the caller in the meeting's room, with its ICE servers and roomUrl: "
+         "a link (on server.public_url) that opens the hub's page straight into the room with "
+         "that token"),
+        _obj(["token", "roomId", "wsUrl", "roomUrl", "role", "expiresAt", "iceServers"],
+             token=_S, roomId=_S, wsUrl=_S, roomUrl=_S, role=_S, expiresAt=_N,
+             iceServers=_ICE_SERVERS),
         {"meetingId": "meeting_123example"},
     ),
     f"{RUN}/lifecycle/endMeeting": (
@@ -102,6 +105,25 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         _obj(["iceServers"], iceServers=_ICE_SERVERS, ttl=_N),
         {},
     ),
+}
+
+
+#: How the video provider is chosen, as the served spec and the README state it.
+PROVIDER_RULE = (
+    "videoProvider is webrtc (webrtcReady true: this hub's mesh rooms) when everyone the meeting "
+    "is for fits one mesh room: the host plus participantEmails (the host's own email counted "
+    "once) and maxParticipants (when given) are each at most the mesh capacity (4, or the "
+    "hub's rooms.capacity if lower). Otherwise it is getstream with webrtcReady false: the "
+    "backend's tier, and startMeeting, initializeWebRTCRoom and createJoinToken do not make "
+    "a mesh room for it.")
+
+#: The seed's createMeeting example answered ``webrtc`` for its own request (maxParticipants
+#: 8, above the mesh): the served spec answers what this server answers for that request.
+CREATE_MEETING_EXAMPLE = {
+    "status": "success", "errorMessage": "", "errorData": {},
+    "value": {"meetingId": "meeting_123example", "webrtcReady": False,
+              "videoProvider": "getstream",
+              "features": {"recording": False, "transcription": True, "maxParticipants": 8}},
 }
 
 
@@ -274,6 +296,12 @@ def _build(max_token_ttl_s: int, max_body_bytes: int) -> dict[str, Any]:
         [(path, item)] = copy.deepcopy(seed["paths"]).items()
         op = item["post"]
         op["responses"].update(_failure_responses(path, op["responses"]))
+        if name in ("createMeeting", "startMeeting"):
+            ok = op["responses"]["200"]
+            ok["description"] = f"{ok['description']}. {PROVIDER_RULE}"
+        if name == "createMeeting":
+            op["responses"]["200"]["content"]["application/json"]["example"] = \
+                copy.deepcopy(CREATE_MEETING_EXAMPLE)
         body = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         request = schemas[body.rsplit("/", 1)[1]]
         request["properties"]["args"] = narrow(

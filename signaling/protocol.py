@@ -65,13 +65,29 @@ class IceServer(msgspec.Struct, omit_defaults=True, frozen=True):
 
 
 class Features(msgspec.Struct, rename="camel", frozen=True):
-    """What the room allows; copied from the meeting."""
+    """What the room allows; copied from the meeting's controls when its room is made.
+
+    The defaults are what a meeting created without controls has (every one of them optional on
+    ``createMeeting``): participants may send audio, video and their screen, there is no
+    waiting room and no time limit. The host is exempt from the participant audio, video and
+    screen controls."""
 
     chat: bool = True
     screen_sharing: bool = True
     transcription: bool = False
     recording: bool = False
     max_participants: int = MESH_LIMIT
+    participant_video: bool = True
+    participant_audio: bool = True
+    waiting_room: bool = False
+    auto_admit: bool = False
+    #: Minutes the meeting may last from its start (``None``: no limit).
+    max_duration_minutes: int | None = None
+
+    @property
+    def knocks(self) -> bool:
+        """Whether people other than hosts wait in the waiting room until a host admits them."""
+        return self.waiting_room and not self.auto_admit
 
 
 class PeerInfo(msgspec.Struct, rename="camel", frozen=True):
@@ -152,6 +168,18 @@ class Leave(_Msg, tag="leave", frozen=True):
     closing: bool = False
 
 
+class Admit(_Msg, tag="admit", frozen=True):
+    """Host only: let a knocking peer (``knock``) into the room."""
+
+    peer_id: PeerId
+
+
+class Deny(_Msg, tag="deny", frozen=True):
+    """Host only: turn a knocking peer away (it is closed with 4403 ``denied``)."""
+
+    peer_id: PeerId
+
+
 class TranscriptIn(_Msg, tag="transcript", frozen=True):
     """From the tap only: text recognised in ``peer_id``'s audio. ``final`` segments replace
     the partials of the same ``segment_id``; times are ms since the meeting started."""
@@ -184,6 +212,7 @@ class TranscriptStatusIn(_Msg, tag="transcript-status", frozen=True):
 
 ClientMessage = (
     Join | Offer | Answer | Candidate | Media | Chat | Kick | End | AskMute | Ping | Leave
+    | Admit | Deny
     | TranscriptIn | TranscriptStatusIn
 )
 #: Client messages the hub relays to one other peer of the room.
@@ -202,6 +231,34 @@ class Joined(_Msg, tag="joined", frozen=True):
     features: Features
     resume_token: str
     resumed: bool = False
+    #: When the meeting's time runs out (unix ms), if it has a ``maxDurationMinutes``.
+    ends_at: int | None = None
+
+
+class Waiting(_Msg, tag="waiting", frozen=True):
+    """Instead of ``joined``: the room has a waiting room and a host must admit this peer
+    first. It holds no seat meanwhile; ``joined`` follows on admission."""
+
+
+class Knock(_Msg, tag="knock", frozen=True):
+    """To every host: ``peer`` is waiting to be admitted (``admit`` / ``deny``)."""
+
+    peer: PeerInfo
+
+
+class KnockEnded(_Msg, tag="knock-ended", frozen=True):
+    """To every host: a knock is over (``admitted``, ``denied``, ``left``, ``timeout``,
+    ``room-full``), whoever resolved it."""
+
+    peer_id: str
+    reason: str = ""
+
+
+class RoomEnding(_Msg, tag="room-ending", frozen=True):
+    """The meeting reaches its ``maxDurationMinutes`` at ``ends_at`` (unix ms): sent
+    ``rooms.ending_warning_s`` before (or on joining after that), then ``room-ended``."""
+
+    ends_at: int
 
 
 class OfferFrom(_Msg, tag="offer", frozen=True):
@@ -287,7 +344,7 @@ class Error(_Msg, tag="error", frozen=True):
 ServerMessage = (
     Joined | OfferFrom | AnswerFrom | CandidateFrom | PeerJoined | PeerUpdated | PeerLeft
     | ChatFrom | Kicked | RoomEndedMsg | MuteRequested | Pong | Transcript | TranscriptStatus
-    | Error
+    | Error | Waiting | Knock | KnockEnded | RoomEnding
 )
 
 # --------------------------------------------------------------------------- codec

@@ -97,6 +97,42 @@ room.end_reason = ARGV[1]
 raw = cjson.encode(room)
 redis.call('SET', KEYS[1], raw, 'KEEPTTL')
 redis.call('DEL', KEYS[2])
+if KEYS[3] then redis.call('DEL', KEYS[3]) end
+return raw
+"""
+
+# KEYS: room, banned, waiting. ARGV: peer id, user id, entry (JSON), most waiting, key ttl (s).
+# The user's earlier knocks are replaced (and returned, to be closed).
+KNOCK = """
+local room = redis.call('GET', KEYS[1])
+if not room then return {'err', 'not-found'} end
+room = cjson.decode(room)
+if room.state == 'ended' then return {'err', 'room-ended'} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'err', 'removed'} end
+local all = redis.call('HGETALL', KEYS[3])
+local replaced = {}
+for i = 1, #all, 2 do
+  if cjson.decode(all[i + 1]).user_id == ARGV[2] then
+    table.insert(replaced, all[i])
+    table.insert(replaced, all[i + 1])
+  end
+end
+if #all / 2 - #replaced / 2 >= tonumber(ARGV[4]) then return {'err', 'waiting-room-full'} end
+local out = {'ok'}
+for i = 1, #replaced, 2 do
+  redis.call('HDEL', KEYS[3], replaced[i])
+  table.insert(out, replaced[i + 1])
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return out
+"""
+
+# KEYS: waiting. ARGV: peer id. The entry, taken out (false: not there).
+UNKNOCK = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
 return raw
 """
 

@@ -13,6 +13,7 @@ Keys (``T`` is the meeting's tag; TTLs are refreshed whenever the room changes):
 ``cr:{T}:room``           string  the room (JSON)
 ``cr:{T}:seats``          hash    peer id -> seat (JSON)
 ``cr:{T}:banned``         set     user ids removed by the host
+``cr:{T}:waiting``        hash    peer id -> waiting-room entry (a seat not yet given, JSON)
 ``cr:{T}:presence``       hash    user id -> ``joined`` / ``left``
 ``cr:{T}:transcript``     stream  final transcript segments in the order they were stored
 ``cr:open:<user>``        zset    the user's open (scheduled or active) meetings, scored by
@@ -80,7 +81,7 @@ def tag_of(entity_id: str) -> str:
 def _keys(entity_id: str) -> dict[str, str]:
     t = tag_of(entity_id)
     return {name: f"cr:{{{t}}}:{name}" for name in
-            ("meeting", "room", "seats", "banned", "presence", "transcript")}
+            ("meeting", "room", "seats", "banned", "presence", "transcript", "waiting")}
 
 
 def unavailable_on_redis_errors(
@@ -127,6 +128,8 @@ class RedisStore:
         self._attach_room = reg(lua.ATTACH_ROOM)
         self._reserve_open = reg(lua.RESERVE_OPEN)
         self._renew_open = reg(lua.RENEW_OPEN)
+        self._knock = reg(lua.KNOCK)
+        self._unknock = reg(lua.UNKNOCK)
 
     @unavailable_on_redis_errors
     async def ping(self) -> None:
@@ -178,7 +181,7 @@ class RedisStore:
         k = _keys(meeting_id)
         result = await self._transition(
             keys=[k[name] for name in ("meeting", "room", "seats", "banned", "presence",
-                                       "transcript")],
+                                       "transcript", "waiting")],
             args=[state, ",".join(from_states), now_ms, self.key_ttl_s])
         if result[0] == b"err":
             if result[1] == b"not-found":
@@ -219,7 +222,8 @@ class RedisStore:
     @unavailable_on_redis_errors
     async def end_room(self, room_id: str, reason: str, *, now_ms: int) -> Room | None:
         k = _keys(room_id)
-        raw = await self._end_room(keys=[k["room"], k["seats"]], args=[reason, now_ms])
+        raw = await self._end_room(keys=[k["room"], k["seats"], k["waiting"]],
+                                   args=[reason, now_ms])
         return None if not raw else _room_dec.decode(raw)
 
     # ------------------------------------------------------------------ seats
@@ -289,6 +293,38 @@ class RedisStore:
         k = _keys(room_id)["banned"]
         await self.client.sadd(k, user_id)
         await self.client.expire(k, self.key_ttl_s)
+
+    # ------------------------------------------------------------------ the waiting room
+
+    @unavailable_on_redis_errors
+    async def knock(self, entry: Seat, *, max_waiting: int) -> tuple[Seat, ...]:
+        k = _keys(entry.room_id)
+        result = await self._knock(
+            keys=[k["room"], k["banned"], k["waiting"]],
+            args=[entry.peer_id, entry.user_id, _json.encode(entry), max_waiting,
+                  self.key_ttl_s])
+        if result[0] == b"err":
+            code = result[1].decode()
+            if code == "not-found":
+                raise NotFound(f"no room {entry.room_id}")
+            if code == "room-ended":
+                raise RoomEnded("the room has ended")
+            if code == "removed":
+                raise Forbidden("you were removed from this room by the host",
+                                code=ErrorCode.REMOVED)
+            raise RoomFull(f"{max_waiting} people are waiting to be let in already",
+                           code=ErrorCode.WAITING_ROOM_FULL)
+        return tuple(_decode_seat(raw) for raw in result[1:])
+
+    @unavailable_on_redis_errors
+    async def unknock(self, room_id: str, peer_id: str) -> Seat | None:
+        raw = await self._unknock(keys=[_keys(room_id)["waiting"]], args=[peer_id])
+        return None if not raw else _decode_seat(raw)
+
+    @unavailable_on_redis_errors
+    async def knocking(self, room_id: str) -> list[Seat]:
+        values = await self.client.hvals(_keys(room_id)["waiting"])
+        return sorted((_decode_seat(v) for v in values), key=lambda s: (s.joined_at, s.peer_id))
 
     # ------------------------------------------------------------------ presence
 

@@ -11,14 +11,14 @@ workers tell each other to refresh with a ``roster`` envelope.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import protocol as p
 from .bus import Bus, Envelope
 from .codes import ErrorCode
-from .errors import NotFound, PeerUnavailable
-from .media_state import RECEIVE_ONLY_ROLES, check_sdp
+from .errors import BadRequest, NotFound, PeerUnavailable
+from .media_state import RECEIVE_ONLY_ROLES, check_sdp, restricted
 from .metrics import Metrics
 from .store import Room, Seat, Store
 
@@ -39,6 +39,8 @@ class Router:
         self._conns: dict[str, ClientSocket] = {}  # peer_id -> this worker's socket
         self._rosters: dict[str, dict[str, Seat]] = {}  # room_id -> peer_id -> seat
         self._rooms: dict[str, Room] = {}  # room_id -> room, for rooms with local peers
+        #: Called with each peer of an ``admit`` envelope (the waiting room's, set by the hub).
+        self.on_admit: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ this worker's view
 
@@ -124,6 +126,8 @@ class Router:
     def relay(self, conn: ClientSocket, msg: p.Offer | p.Answer | p.Candidate) -> None:
         """Forward an offer/answer/candidate to one peer of the sender's own room (never
         waits: a local peer's frame is written, a remote one's is queued for the bus)."""
+        if conn.waiting:
+            raise BadRequest("wait until a host lets you in", code=ErrorCode.WAITING)
         roster = self._rosters.get(conn.room_id)
         target = None if roster is None else roster.get(msg.to)
         if target is None or msg.to == conn.peer_id:
@@ -132,8 +136,8 @@ class Router:
         if isinstance(msg, p.Candidate):
             out = p.CandidateFrom(from_=conn.peer_id, candidate=msg.candidate)
         else:
-            if conn.role in RECEIVE_ONLY_ROLES:  # a participant's offer costs no SDP scan
-                check_sdp(conn.role, msg.sdp)
+            if restricted(conn.role, conn.features):  # else no SDP scan
+                check_sdp(conn.role, msg.sdp, conn.features)
             cls = p.OfferFrom if isinstance(msg, p.Offer) else p.AnswerFrom
             out = cls(from_=conn.peer_id, sdp=msg.sdp)
         if not target.connected:
@@ -215,3 +219,6 @@ class Router:
                 self.close_local(peer_id, env.frame, env.code, env.reason)
         elif env.kind == "roster" and env.room_id in self._rosters:
             await self.refresh_roster(env.room_id)
+        elif env.kind == "admit" and self.on_admit is not None:
+            for peer_id in env.to:
+                self.on_admit(peer_id)

@@ -175,6 +175,18 @@ class RoomSettings:
     """Seconds an active room may stay empty before it ends."""
     chat_max_chars: int = 2_000
     """Longest chat message."""
+    waiting_timeout_s: float = 600.0
+    """Seconds a peer may wait in a waiting room (``waitingRoomEnabled``) for a host to let it
+    in; then it is closed with 4408 ``waiting-timeout``."""
+    max_waiting: int = 20
+    """People who may wait in one room's waiting room at once; one more is closed with 4409
+    ``waiting-room-full``."""
+    ending_warning_s: float = 60.0
+    """Seconds before a meeting's ``maxDurationMinutes`` run out at which everyone in the room
+    gets ``room-ending {endsAt}``."""
+    duration_minute_s: float = 60.0
+    """Seconds in one minute of ``maxDurationMinutes``: 60. Tests and demos shorten it to see a
+    meeting reach its deadline quickly; never change it in production."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,10 @@ class Settings:
             (self.rooms.closing_grace_s >= 0, "rooms.closing_grace_s must be >= 0"),
             (self.rooms.empty_timeout_s > 0, "rooms.empty_timeout_s must be > 0"),
             (1 <= self.rooms.chat_max_chars <= 4000, "rooms.chat_max_chars must be 1..4000"),
+            (self.rooms.waiting_timeout_s > 0, "rooms.waiting_timeout_s must be > 0"),
+            (1 <= self.rooms.max_waiting <= 1000, "rooms.max_waiting must be 1..1000"),
+            (self.rooms.ending_warning_s >= 0, "rooms.ending_warning_s must be >= 0"),
+            (0 < self.rooms.duration_minute_s <= 60, "rooms.duration_minute_s must be 0..60"),
             (1024 <= self.limits.max_frame_bytes <= 4 << 20, "limits.max_frame_bytes 1 KiB..4 MiB"),
             (1 <= self.limits.max_fragments <= 4096, "limits.max_fragments must be 1..4096"),
             (self.limits.messages_per_second > 0, "limits.messages_per_second must be > 0"),

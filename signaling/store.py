@@ -48,6 +48,15 @@ class Meeting(msgspec.Struct, frozen=True, kw_only=True):
     transcription: bool = False
     chat: bool = True
     screen_sharing: bool = True
+    participant_video: bool = True
+    participant_audio: bool = True
+    waiting_room: bool = False
+    auto_admit: bool = False
+    #: Minutes from the start after which the room ends (``None``: no limit).
+    max_duration_minutes: int | None = None
+    #: ``webrtc`` or ``getstream``, decided at creation (see :func:`provider_for`); ``""`` in
+    #: meetings stored before it was: then by ``max_participants`` alone.
+    provider: str = ""
     scheduled_at: float | None = None
     duration: float | None = None
     state: MeetingState = "scheduled"
@@ -59,7 +68,23 @@ class Meeting(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def video_provider(self) -> str:
         """``webrtc`` within the mesh limit, ``getstream`` (the backend's tier) above it."""
+        if self.provider:
+            return self.provider
         return "webrtc" if self.max_participants <= MESH_LIMIT else "getstream"
+
+    @property
+    def people(self) -> int:
+        """The host plus the invited emails (the host's own email counted once)."""
+        return len(set(self.participant_emails) - {self.organizer_email}) + 1
+
+
+def provider_for(people: int, max_participants: int | None, capacity: int) -> str:
+    """The video provider of a meeting: ``webrtc`` when everyone invited (the host included)
+    and the ``maxParticipants`` asked for fit in a mesh room of ``capacity`` seats, else
+    ``getstream`` (the backend's tier). Before this, five invited emails and no
+    ``maxParticipants`` made a ``webrtc`` meeting in which two of the six could never sit."""
+    biggest = max(people, max_participants or 0)
+    return "webrtc" if biggest <= min(capacity, MESH_LIMIT) else "getstream"
 
 
 class Room(msgspec.Struct, frozen=True, kw_only=True):
@@ -153,8 +178,9 @@ class Store(Protocol):
     async def get_room(self, room_id: str) -> Room | None: ...
 
     async def end_room(self, room_id: str, reason: str, *, now_ms: int) -> Room | None:
-        """Mark a room ended and drop its seats; return the ended room, or ``None`` when it was
-        already ended or does not exist (so only one caller announces the end)."""
+        """Mark a room ended and drop its seats and waiting room; return the ended room, or
+        ``None`` when it was already ended or does not exist (so only one caller announces the
+        end)."""
 
     # seats
     async def admit(self, seat: Seat) -> Admission:
@@ -190,6 +216,21 @@ class Store(Protocol):
 
     async def ban(self, room_id: str, user_id: str) -> None:
         """Refuse further joins of ``user_id`` into the room (removed by the host)."""
+
+    # the waiting room
+    async def knock(self, entry: Seat, *, max_waiting: int) -> tuple[Seat, ...]:
+        """Put ``entry`` (a peer that holds no seat) in its room's waiting room and return the
+        same user's earlier knocks it replaced (their sockets must be closed), or raise
+        :class:`NotFound`, :class:`RoomEnded`, :class:`Forbidden`
+        (removed by the host) as :meth:`admit`, or :class:`RoomFull` ``waiting-room-full`` when
+        ``max_waiting`` others wait already; checked and written in one step."""
+
+    async def unknock(self, room_id: str, peer_id: str) -> Seat | None:
+        """Take a peer out of the waiting room and return its entry; ``None`` when it was not
+        there (so of two hosts admitting at once, one gets the entry)."""
+
+    async def knocking(self, room_id: str) -> list[Seat]:
+        """Everyone in the room's waiting room, oldest knock first."""
 
     # presence
     async def set_presence(self, meeting_id: str, user_id: str, presence: Presence) -> None: ...

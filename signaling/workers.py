@@ -60,6 +60,8 @@ class WorkerRegistry:
         self.worker_id = worker_id
         self.config = config
         self.on_reaped: Reaped | None = None
+        #: Knocks (waiting-room entries) of a dead worker, removed by this worker's reaper.
+        self.on_knocks_reaped: Reaped | None = None
         self.on_tick: Callable[[], Awaitable[None]] | None = None
         self._noted: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,6 +167,15 @@ class WorkerRegistry:
                             worker)
                 if self.on_reaped is not None:
                     await self.on_reaped(room_id, gone)
+            knocks = [entry for entry in await self.store.knocking(room_id)
+                      if entry.worker_id == worker]
+            taken = [entry for entry in [await self.store.unknock(room_id, k.peer_id)
+                                         for k in knocks] if entry is not None]
+            if taken:
+                logger.info("room=%s reaped %d knocks of dead worker %s", room_id, len(taken),
+                            worker)
+                if self.on_knocks_reaped is not None:
+                    await self.on_knocks_reaped(room_id, taken)
         if not waiting:
             await self.client.zrem(WORKERS_KEY, worker)
             await self.client.delete(_rooms_key(worker))

@@ -4,6 +4,9 @@
 // Dev mode only: people sign in with a name (POST /api/dev/login). The person who starts a
 // meeting is its host and gets an invite link (`/?invite=...`); whoever opens it joins.
 //
+// Any mode: a room link from createJoinToken's `roomUrl` (`/?room=<roomId>#token=<join token>`)
+// opens the lobby straight for that room; no sign-in, the token says who joins.
+//
 // `window.connvoConfig` (set before this script runs) overrides: `video` (getUserMedia video
 // constraints), `iceServers`, `iceTransportPolicy` ('all' | 'relay'), `iceCandidateFilter`.
 
@@ -70,6 +73,10 @@ const NOTICES = {
   network: { icon: 'offline', title: "Can't reach the meeting server",
     text: 'Check your internet connection and try again.', retry: 'Try again' },
   left: { icon: 'wave', title: 'You left the meeting', text: 'See you next time.', retry: 'Rejoin' },
+  denied: { icon: 'lock', title: "The host didn't let you in", text: 'Ask the host for another invitation if this was a mistake.' },
+  'waiting-timeout': { icon: 'clock', title: 'Nobody let you in', text: "The host didn't answer in time. Try again, or ask them to look out for you.", retry: 'Try again' },
+  'waiting-room-full': { icon: 'full', title: 'Too many people are waiting', text: 'The waiting room is full. Try again in a little while.', retry: 'Try again' },
+  'max-duration': { icon: 'clock', title: 'This meeting has reached its time limit', text: 'It ended for everyone when its time ran out.' },
 };
 
 const state = {
@@ -81,6 +88,8 @@ const state = {
   micOn: true,
   camOn: true,
   invite: new URLSearchParams(location.search).get('invite'),
+  // A room link (createJoinToken's roomUrl): the join token rides in the fragment.
+  linkToken: new URLSearchParams(location.hash.slice(1)).get('token'),
   inviteLink: '',
   title: '',
   name: '',
@@ -98,6 +107,7 @@ const state = {
   levels: null, // AudioLevels of the room: per-tile levels, active speaker, muted hint
   unread: 0,
   reconnectToast: null,
+  endsAt: null, // unix ms: when the meeting reaches its time limit (once it is near)
   rejoin: null, // () => Promise<void> for "Rejoin" / "Try again"
 };
 const people = new PeoplePanel({
@@ -117,7 +127,7 @@ window.demo = state; // for tests and the curious: window.demo.room is the connv
 // ------------------------------------------------------------------------------ small helpers
 
 function show(screen) {
-  for (const id of ['lobby', 'room', 'notice']) $(id).hidden = id !== screen;
+  for (const id of ['lobby', 'room', 'waiting', 'notice']) $(id).hidden = id !== screen;
   $('app').dataset.screen = screen;
 }
 
@@ -306,16 +316,34 @@ async function togglePreviewMic() {
   renderPreviewControls();
 }
 
+/** The claims of a JWT, read without checking it (the hub checks it on join), or null. */
+function claimsOf(token) {
+  try {
+    return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+  } catch {
+    return null;
+  }
+}
+
 function setupLobby() {
   const saved = localStorage.getItem('connvo.name') ?? '';
   $('name').value = saved;
   $('email').value = localStorage.getItem('connvo.email') ?? '';
-  if (state.invite) {
+  if (state.linkToken) {
+    const claims = claimsOf(state.linkToken);
+    $('join-eyebrow').textContent = "You're invited";
+    $('join-heading').textContent = 'Join the meeting';
+    $('join-lede').textContent = 'Check your camera and microphone, then join.';
+    if (claims?.name) $('name').value = claims.name;
+    for (const id of ['title-field', 'transcribe-field', 'waiting-room-field', 'email-field']) $(id).hidden = true;
+    $('join-button').textContent = 'Join meeting';
+  } else if (state.invite) {
     $('join-eyebrow').textContent = "You're invited";
     $('join-heading').textContent = 'Join the meeting';
     $('join-lede').textContent = 'Check your camera and microphone, tell the others your name, and join.';
     $('title-field').hidden = true;
     $('transcribe-field').hidden = true;
+    $('waiting-room-field').hidden = true;
     $('join-button').textContent = 'Join meeting';
   }
   $('name').addEventListener('input', renderPreviewControls);
@@ -449,7 +477,31 @@ async function submitLobby() {
   const button = $('join-button');
   const label = button.textContent;
   button.disabled = true;
-  button.textContent = state.invite ? 'Joining…' : 'Starting…';
+  button.textContent = state.invite || state.linkToken ? 'Joining…' : 'Starting…';
+  if (state.linkToken) {
+    // A room link: the token is the whole invitation (any mode, no sign-in).
+    const join = { wsUrl: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`,
+      token: state.linkToken };
+    state.fetchJoin = async () => join;
+    state.rejoin = async () => {
+      show('lobby');
+      try {
+        await startPreview();
+        await enterRoom(join);
+      } catch (err) {
+        fail(err);
+      }
+    };
+    try {
+      await enterRoom(join);
+    } catch (err) {
+      fail(err);
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+    }
+    return;
+  }
   try {
     try {
       await state.api.devLogin({ email, name });
@@ -486,7 +538,8 @@ async function submitLobby() {
       const title = $('title').value.trim() || `${name.split(/\s+/)[0]}'s meeting`;
       // Transcription is the meeting's to choose at creation (the hub then sends it a tap).
       const meeting = await state.api.createMeeting({ title,
-        transcriptionEnabled: $('transcribe').checked });
+        transcriptionEnabled: $('transcribe').checked,
+        waitingRoomEnabled: $('waiting-room').checked });
       await state.api.startMeeting(meeting.meetingId);
       const { invite } = await state.api.createInvite(meeting.meetingId);
       state.invite = invite;
@@ -583,6 +636,8 @@ async function enterRoom(join, { resume = null } = {}) {
   $('transcript-log').replaceChildren();
   $('chat-empty').hidden = false;
   $('transcript-empty').hidden = false;
+  $('knocks').replaceChildren();
+  $('ending-banner').hidden = true;
   await room.join({ resume });
   state.joinedAt = Date.now();
   state.endedByMe = false;
@@ -594,8 +649,13 @@ async function enterRoom(join, { resume = null } = {}) {
   $('room-title').textContent = state.title || 'Meeting';
   document.title = `${state.title || 'Meeting'} · connvo`;
   $('self-label').textContent = state.name;
-  $('screen-button').hidden = room.features.screenSharing === false || !navigator.mediaDevices?.getDisplayMedia;
+  // What the room's controls do not let us send has no button (hosts are exempt).
+  $('screen-button').hidden = !room.maySend('screen') || !navigator.mediaDevices?.getDisplayMedia;
   $('chat-button').hidden = room.features.chat === false;
+  $('cam-button').hidden = !room.maySend('video');
+  $('mic-button').hidden = !room.maySend('audio');
+  $('copy-link').hidden = !state.inviteLink;
+  if (room.endsAt && room.endsAt - Date.now() <= 60_000) showEnding(room.endsAt);
   renderSelfTile();
   renderControls();
   renderCount();
@@ -668,8 +728,9 @@ function bindRoom(room) {
   room.on('ended', ({ reason }) => {
     clearInterval(state.clock);
     state.session.clear();
-    // Who ended it, in words: you, the host, or the meeting itself (empty, time limit).
+    // Who ended it, in words: you, the host, or the meeting itself (time limit, empty).
     if (state.endedByMe) notice('ended-by-you');
+    else if (reason === 'max-duration') notice('max-duration');
     else notice(/host/.test(reason ?? '') ? 'room-ended' : 'room-closed');
   });
   room.on('mute-requested', ({ name }) => {
@@ -678,6 +739,10 @@ function bindRoom(room) {
     renderControls();
   });
   room.on('local-media', () => state.session.update({ micOn: room.micEnabled, camOn: room.cameraEnabled }));
+  room.on('waiting', () => show('waiting'));
+  room.on('knock', ({ peer }) => addKnock(room, peer));
+  room.on('knock-ended', ({ peerId }) => removeKnock(peerId));
+  room.on('room-ending', ({ endsAt }) => showEnding(endsAt));
   room.on('error', (err) => {
     if (room !== state.room) return;
     if (err.fatal && room.state === 'failed' && state.joinedAt) {
@@ -690,6 +755,51 @@ function bindRoom(room) {
       else console.warn('connvo:', err);
     }
   });
+}
+
+// ------------------------------------------------------------------------------ waiting room
+
+/** Host: someone knocks; Admit or Deny. The card goes when the knock ends (any host answered,
+ * the guest left or gave up). */
+function addKnock(room, peer) {
+  if (document.querySelector(`.knock[data-peer-id="${CSS.escape(peer.peerId)}"]`)) return;
+  const card = document.createElement('div');
+  card.className = 'knock';
+  card.dataset.peerId = peer.peerId;
+  card.setAttribute('role', 'group');
+  card.innerHTML = `<span class="knock-text"><b></b> wants to join</span>
+    <button type="button" class="button primary">Admit</button>
+    <button type="button" class="button ghost">Deny</button>`;
+  card.querySelector('b').textContent = peer.name || 'A guest';
+  card.setAttribute('aria-label', `${peer.name || 'A guest'} wants to join`);
+  const [admit, deny] = card.querySelectorAll('button');
+  const answer = (yes) => {
+    admit.disabled = deny.disabled = true;
+    if (!(yes ? room.admit(peer.peerId) : room.deny(peer.peerId))) admit.disabled = deny.disabled = false;
+  };
+  admit.addEventListener('click', () => answer(true));
+  deny.addEventListener('click', () => answer(false));
+  $('knocks').append(card);
+  toast(`${peer.name || 'A guest'} is waiting to join`);
+}
+
+function removeKnock(peerId) {
+  document.querySelector(`.knock[data-peer-id="${CSS.escape(peerId)}"]`)?.remove();
+}
+
+/** The meeting's time limit is near: a banner counting down to `endsAt`. */
+function showEnding(endsAt) {
+  state.endsAt = endsAt;
+  $('ending-banner').hidden = false;
+  renderEnding();
+}
+
+function renderEnding() {
+  if (!state.endsAt || $('ending-banner').hidden) return;
+  const left = Math.max(0, Math.ceil((state.endsAt - Date.now()) / 1000));
+  $('ending-banner').textContent = left > 0
+    ? `This meeting reaches its time limit in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')}`
+    : 'This meeting has reached its time limit';
 }
 
 const QUALITY_WORDS = { good: 'good', fair: 'fair', poor: 'poor', unknown: 'connecting' };
@@ -734,6 +844,7 @@ function renderLevels({ levels, speaker, talkingWhileMuted }) {
 }
 
 function renderClock() {
+  renderEnding();
   const base = state.meetingClock;
   const ms = base ? base.serverTime - base.startedAt + (Date.now() - base.at) : Date.now() - state.joinedAt;
   const s = Math.max(0, Math.floor(ms / 1000));
@@ -753,7 +864,7 @@ function renderCount() {
 
 function renderInviteCard() {
   let card = document.querySelector('.invite-card');
-  const alone = (state.room?.peers.size ?? 0) === 0;
+  const alone = (state.room?.peers.size ?? 0) === 0 && Boolean(state.inviteLink);
   if (!alone) {
     card?.remove();
     $('tiles').classList.remove('alone');
@@ -1128,6 +1239,7 @@ function setupRoomControls() {
   $('tab-transcript').addEventListener('click', () => state.panel !== 'transcript' && openPanel('transcript'));
   $('panel-close').addEventListener('click', () => openPanel(state.panel));
   $('leave-button').addEventListener('click', leave);
+  $('waiting-leave').addEventListener('click', leave);
   $('copy-link').addEventListener('click', copyLink);
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();

@@ -12,14 +12,23 @@ export function direction(send, recv) {
 
 export const sends = (dir) => dir === 'sendrecv' || dir === 'sendonly';
 
-/** Who sends what between two roles (the same rules as media/plan.py). */
-export function planMedia(localRole, remoteRole) {
-  const localSends = SENDING_ROLES.has(localRole);
-  const remoteSends = SENDING_ROLES.has(remoteRole);
-  const videoSend = localSends && remoteRole !== 'tap';
-  const videoRecv = remoteSends && localRole !== 'tap';
+/** Whether a `role` peer may send `kind` in a room with `features` (hosts are exempt from
+ * the participant controls; the hub refuses descriptions that break this). */
+export function maySend(role, kind, features = {}) {
+  if (!SENDING_ROLES.has(role)) return false;
+  if (role === 'host') return true;
+  return features[kind === 'audio' ? 'participantAudio' : 'participantVideo'] !== false;
+}
+
+/** Who sends what between two roles (the same rules as media/plan.py), within the room's
+ * controls (`features`). */
+export function planMedia(localRole, remoteRole, features = {}) {
+  const audioSend = maySend(localRole, 'audio', features);
+  const audioRecv = maySend(remoteRole, 'audio', features);
+  const videoSend = maySend(localRole, 'video', features) && remoteRole !== 'tap';
+  const videoRecv = maySend(remoteRole, 'video', features) && localRole !== 'tap';
   return {
-    audio: direction(localSends, remoteSends),
+    audio: direction(audioSend, audioRecv),
     video: videoSend || videoRecv ? direction(videoSend, videoRecv) : null,
   };
 }
@@ -54,7 +63,7 @@ export class PeerLink {
     this.room = room;
     this.peer = peer;
     this.polite = polite;
-    this.plan = planMedia(room.role, peer.role);
+    this.plan = planMedia(room.role, peer.role, room.features);
     this.makingOffer = false;
     this.ignoreOffer = false;
     this.settingRemoteAnswer = false;

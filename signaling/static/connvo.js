@@ -66,7 +66,10 @@ const errorFromClose = (code, reason, lastError) => {
  * recogniser is behind; 'dropping', `dropped` segments of `peerId`'s speech were not
  * transcribed) · `reconnecting` {attempt, delayMs} ·
  * `reconnected` {resumed} · `error` ConnvoError (`fatal` ends the room) · `ended` {reason} ·
- * `left` {reason}.
+ * `left` {reason} · `waiting` {} (the room has a waiting room: `join()` resolves once a host
+ * lets us in; rejects with `denied`, `waiting-timeout`, `room-full`) · hosts only: `knock`
+ * {peer} (someone waits: `admit(peerId)` / `deny(peerId)`) and `knock-ended` {peerId, reason} ·
+ * `room-ending` {endsAt} (the meeting's maximum duration runs out at `endsAt`, unix ms).
  */
 export class Room extends Emitter {
   #ws = null;
@@ -100,6 +103,7 @@ export class Room extends Emitter {
     this.roomId = null;
     this.role = null;
     this.features = {};
+    this.endsAt = null;
     this.resumeToken = null;
     this.iceServers = options.iceServers ?? [];
     this.localStream = options.localStream ?? null;
@@ -123,9 +127,9 @@ export class Room extends Emitter {
   get media() {
     const live = (t) => Boolean(t && t.readyState === 'live');
     return {
-      audio: this.sendsMedia && this.micEnabled && live(this.micTrack),
-      video: this.sendsMedia && this.cameraEnabled && live(this.cameraTrack),
-      screen: this.sendsMedia && live(this.screenTrack),
+      audio: this.maySend('audio') && this.micEnabled && live(this.micTrack),
+      video: this.maySend('video') && this.cameraEnabled && live(this.cameraTrack),
+      screen: this.maySend('screen') && live(this.screenTrack),
     };
   }
 
@@ -179,6 +183,20 @@ export class Room extends Emitter {
   kick(peerId) { this.#send({ type: 'kick', peerId }); }
   end() { this.#send({ type: 'end' }); }
   askMute(peerId) { return this.#send({ type: 'ask-mute', peerId }); }
+
+  /** Host only: let a knocking peer (`knock` event) in, or turn it away. */
+  admit(peerId) { return this.#send({ type: 'admit', peerId }); }
+  deny(peerId) { return this.#send({ type: 'deny', peerId }); }
+
+  /** Whether the room's controls let us send `kind` ('audio' | 'video' | 'screen'): a host
+   * always may; a participant as `features` say; observers never. */
+  maySend(kind) {
+    if (!this.sendsMedia) return false;
+    if (this.role === 'host') return true;
+    const key = { audio: 'participantAudio', video: 'participantVideo', screen: 'screenSharing' }[kind];
+    if (this.features[key] === false) return false;
+    return kind !== 'screen' || this.features.participantVideo !== false;
+  }
 
   sendChat(text) {
     const body = String(text ?? '').trim();
@@ -247,10 +265,10 @@ export class Room extends Emitter {
 
   /** Share a screen, window or tab (when the room allows it). */
   async startScreenShare(constraints = { video: { frameRate: 15 }, audio: false }) {
-    if (this.features.screenSharing === false) {
+    if (!this.sendsMedia) throw new ConnvoError('forbidden', 'Only participants can share.');
+    if (!this.maySend('screen')) {
       throw new ConnvoError('feature-disabled', 'Screen sharing is turned off in this meeting.');
     }
-    if (!this.sendsMedia) throw new ConnvoError('forbidden', 'Only participants can share.');
     if (this.screenTrack) return this.screenStream;
     let stream;
     try {
@@ -364,6 +382,11 @@ export class Room extends Emitter {
             settled = true;
             this.#onJoined(msg, Boolean(resume));
             resolve(msg);
+          } else if (msg.type === 'waiting') {
+            this.#setState('waiting');
+            this.emit('waiting', {});
+          } else if (msg.type === 'room-ending') {
+            this.endsAt = msg.endsAt;
           } else if (msg.type === 'error') {
             lastError = msg;
           }
@@ -554,6 +577,7 @@ export class Room extends Emitter {
     this.roomId = msg.roomId;
     this.role = msg.role;
     this.features = msg.features ?? {};
+    this.endsAt = msg.endsAt ?? null;
     this.resumeToken = msg.resumeToken;
     /** Whether the hub gave back the seat we asked to resume (after a drop or a reload). */
     this.seatResumed = Boolean(msg.resumed);
@@ -716,6 +740,16 @@ export class Room extends Emitter {
         // A request from the host, not a switch: we mute ourselves and the person can unmute.
         if (this.micEnabled) this.setMicEnabled(false).catch(() => {});
         this.emit('mute-requested', { from: msg.from, name: msg.name || this.#nameOf(msg.from) });
+        break;
+      case 'knock':
+        this.emit('knock', { peer: msg.peer });
+        break;
+      case 'knock-ended':
+        this.emit('knock-ended', { peerId: msg.peerId, reason: msg.reason ?? '' });
+        break;
+      case 'room-ending':
+        this.endsAt = msg.endsAt;
+        this.emit('room-ending', { endsAt: msg.endsAt });
         break;
       case 'kicked':
         this.#lastError = { code: 'kicked', message: msg.reason || 'You were removed from the meeting.' };

@@ -82,8 +82,12 @@ async def test_initialize_is_idempotent(hub: HubHandle) -> None:
     by_bob = await ok(hub, INIT, {"meetingId": meeting_id}, user="bob")
     assert first["roomId"] == again["roomId"] == by_bob["roomId"]
     assert first["success"] is True and first["provider"] == "webrtc"
+    # A meeting created without controls: everything allowed, no waiting room, no limit.
     assert first["features"] == {"chat": True, "screenSharing": True, "transcription": False,
-                                 "recording": False, "maxParticipants": 4}
+                                 "recording": False, "maxParticipants": 4,
+                                 "participantVideo": True, "participantAudio": True,
+                                 "waitingRoom": False, "autoAdmit": False,
+                                 "maxDurationMinutes": None}
     assert await state_of(hub, meeting_id) == "scheduled"  # initialising does not start it
     started = await ok(hub, START, {"meetingId": meeting_id})
     assert started["roomInfo"]["roomId"] == first["roomId"]
@@ -96,7 +100,8 @@ async def test_join_token_joins_the_room(hub: HubHandle) -> None:
     meeting_id, room = await hub.create_room(invite=("bob",))
     value = await ok(hub, JOIN_TOKEN, {"meetingId": meeting_id}, user="bob",
                      schema="Response_createJoinToken")
-    assert set(value) == {"token", "roomId", "wsUrl", "role", "expiresAt", "iceServers"}
+    assert set(value) == {"token", "roomId", "wsUrl", "roomUrl", "role", "expiresAt",
+                          "iceServers"}
     assert value["roomId"] == room and value["role"] == "participant"
     assert value["wsUrl"] == hub.ws_url
     assert abs(value["expiresAt"] - (time.time() + 3600) * 1000) < 10_000

@@ -356,3 +356,32 @@ async def test_both_stores_take_one_transcript_cursor_syntax(backend: tuple[Any,
     store's."""
     store, _, _ = backend
     assert await store.segments("meeting_0001abc", after=cursor) == ([], "")
+
+
+async def test_waiting_room(backend: tuple[Any, Any, Any]) -> None:
+    """Knocks: limited per room (checked and written in one step), one answer per knock, the
+    same user's earlier knock replaced, the removed refused, gone when the room ends."""
+    store, _, _ = backend
+    room = await make_room(store)
+    await store.knock(seat(room, 1), max_waiting=2)
+    assert await store.knock(seat(room, 2), max_waiting=2) == ()
+    with pytest.raises(RoomFull) as full:
+        await store.knock(seat(room, 3), max_waiting=2)
+    assert full.value.code == "waiting-room-full"
+    # the same user knocking again (another tab) replaces the earlier knock, even when full
+    replaced = await store.knock(seat(room, 4, user="u1"), max_waiting=2)
+    assert [s.peer_id for s in replaced] == ["p_1"]
+    assert [s.peer_id for s in await store.knocking(room.room_id)] == ["p_2", "p_4"]
+    results = await asyncio.gather(*(store.unknock(room.room_id, "p_2") for _ in range(5)))
+    assert [r.peer_id for r in results if r is not None] == ["p_2"]  # one answer wins
+    assert await store.seats(room.room_id) == []  # waiting is no seat
+    await store.ban(room.room_id, "u7")
+    with pytest.raises(Forbidden):
+        await store.knock(seat(room, 7), max_waiting=2)
+    with pytest.raises(NotFound):
+        await store.knock(Seat(peer_id="p_x", room_id="room_missing", user_id="u", role="p"),
+                          max_waiting=2)
+    await store.end_room(room.room_id, "ended", now_ms=5)
+    assert await store.knocking(room.room_id) == []
+    with pytest.raises(RoomEnded):
+        await store.knock(seat(room, 8), max_waiting=2)

@@ -497,3 +497,43 @@ async def test_a_huge_participant_list_is_cut_to_fit_the_body() -> None:
     data = json.loads(lease.event.body)["data"]
     assert data["participantCount"] == 900 and data["participantsTruncated"] is True
     assert 100 < len(data["participants"]) < 900 and data["reason"] == "empty"
+
+
+async def test_waiting_room_and_deadline_events(receiver: Receiver) -> None:
+    """A knock alone is no participant; the knocker admitted is participant.joined then. A
+    meeting that reaches its maxDurationMinutes ends with meeting.ended reason max-duration."""
+    hub = await start_hub(test_settings(
+        webhooks={"urls": receiver.url, "secret": SECRET, **FAST},
+        rooms={"duration_minute_s": 0.25, "ending_warning_s": 0.5}))
+    clients: list[WsClient] = []
+    try:
+        meeting_id, room_id = await hub.create_room(invite=("bob",), waitingRoomEnabled=True,
+                                                    maxDurationMinutes=12)  # 3 s
+        host = await WsClient.connect(hub.ws_url)
+        bob = await WsClient.connect(hub.ws_url)
+        clients += [host, bob]
+        await host.join(hub.mint_token(room_id, "host", "host"))
+        await bob.send({"type": "join", "token": hub.mint_token(room_id, "bob")})
+        await bob.expect(p.Waiting)
+        knocked = (await host.expect(p.Knock)).peer
+        await host.send({"type": "admit", "peerId": knocked.peer_id})
+        await bob.expect(p.Joined)
+        await bob.expect(p.RoomEndedMsg, timeout=15)
+        for client in (bob, host):  # closed by the hub at the deadline
+            await client.expect_close(15)
+
+        def types() -> list[str]:
+            return [r.type for r in receiver.received if r.meeting_id == meeting_id]
+
+        await wait_until(lambda: "meeting.ended" in types(), timeout=15,
+                         what="meeting.ended delivered")
+        got = [r.payload["data"] for r in receiver.received if r.meeting_id == meeting_id]
+        joined = [d for d, t in zip(got, types(), strict=True) if t == "participant.joined"]
+        assert [d["userId"] for d in joined] == ["host", "bob"]
+        assert [d["peerId"] for d in joined][1] == knocked.peer_id
+        ended = next(d for d, t in zip(got, types(), strict=True) if t == "meeting.ended")
+        assert ended["reason"] == "max-duration" and ended["state"] == "concluded"
+    finally:
+        for client in clients:
+            await client.aclose()
+        await hub.aclose()
