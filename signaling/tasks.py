@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -14,9 +13,10 @@ async def cancel_all(tasks: Iterable[asyncio.Task[object]]) -> None:
     tasks = list(tasks)
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    # gather, not ``suppress(CancelledError)`` around each await: that also swallowed a
+    # cancellation of the caller itself (an aiohttp shutdown timeout expiring while a webhook
+    # sender stopped), leaving its task "cancelling" and the shutdown hung.
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class TaskSet:
