@@ -22,7 +22,7 @@ from .metrics import Metrics
 from .resume import Resume, new_resume_secret
 from .store import Room, Seat, Store
 from .tokens import JoinClaims, TokenService
-from .transcripts import Transcripts
+from .transcripts import Transcripts, needs_tap
 from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
 
@@ -107,7 +107,7 @@ class Admission:
             peers=peers, ice_servers=self.ice_servers_for(seat.user_id), features=room.features,
             resume_token=resume_token, resumed=resumed,
         )), keep=lambda frame: not _announces(frame, known))
-        if seat.role != "tap" and room.features.transcription \
+        if seat.role != "tap" and needs_tap(room) \
                 and not any(s.role == "tap" for s in seats):
             await self.transcripts.ensure_tap(room)
         router = self.router

@@ -186,7 +186,8 @@ def create_app(
                                processes=settings.tap.processes,
                                reclaim_after_s=settings.tap.reclaim_after_s,
                                max_backlog_s=settings.tap.max_backlog_s,
-                               pin_host_addresses=_pin_for(settings.server.host))
+                               pin_host_addresses=_pin_for(settings.server.host),
+                               recording_dir=str(Path(settings.recording.dir).resolve()))
         if inline_tap:
             from media.tap.worker import TapWorker
 

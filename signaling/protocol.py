@@ -170,9 +170,20 @@ class TranscriptStatusIn(_Msg, tag="transcript-status", frozen=True):
     behind_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 0
 
 
+#: Whether the room's server peer is recording participants' audio now.
+RecordingState = Literal["recording", "stopped"]
+
+
+class RecordingIn(_Msg, tag="recording", frozen=True):
+    """From the tap (the room's server peer) only, in a room whose meeting records: it
+    started (``recording``) or stopped (``stopped``) recording the room."""
+
+    state: RecordingState
+
+
 ClientMessage = (
     Join | Offer | Answer | Candidate | Media | Chat | Kick | End | Ping | Leave | TranscriptIn
-    | TranscriptStatusIn
+    | TranscriptStatusIn | RecordingIn
 )
 #: Client messages the hub relays to one other peer of the room.
 RELAYED = (Offer, Answer, Candidate)
@@ -259,6 +270,13 @@ class TranscriptStatus(_Msg, tag="transcript-status", frozen=True):
     behind_ms: int = 0
 
 
+class Recording(_Msg, tag="recording", frozen=True):
+    """To everyone in the room: they are being recorded (``recording``) or no longer
+    (``stopped``). Relayed from the server peer; UIs show a REC badge while ``recording``."""
+
+    state: RecordingState
+
+
 class Error(_Msg, tag="error", frozen=True):
     code: str
     message: str
@@ -267,7 +285,7 @@ class Error(_Msg, tag="error", frozen=True):
 
 ServerMessage = (
     Joined | OfferFrom | AnswerFrom | CandidateFrom | PeerJoined | PeerUpdated | PeerLeft
-    | ChatFrom | Kicked | RoomEndedMsg | Pong | Transcript | TranscriptStatus | Error
+    | ChatFrom | Kicked | RoomEndedMsg | Pong | Transcript | TranscriptStatus | Recording | Error
 )
 
 # --------------------------------------------------------------------------- codec

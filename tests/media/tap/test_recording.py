@@ -1,0 +1,166 @@
+"""Recording through a real hub: real aiortc bots speak espeak-ng sentences over WebRTC
+(loopback), the server peer (role ``tap``) records each participant's track from the encoded
+Opus frames, and the files are checked as a user would: they decode, they last as long as
+what was said, and each holds its own speaker only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from media import FileSpec, PeerClient, PeerClientConfig
+from media.tap.config import TapConfig
+from media.tap.pocketsphinx_backend import decode_file_direct
+from media.tap.worker import TapWorker
+from media.testing.speech import WEATHER, WINDOW
+from media.testing.wer import normalise
+from signaling import protocol
+from signaling.app import HUB_KEY
+from signaling.recording_storage import DirectoryStorage, StoredFile
+from signaling.tapjobs import TapJobs
+from signaling.testing.hub import HubHandle, start_hub, test_settings
+from tests.waiting import wait_until
+
+LOOPBACK = ("127.0.0.1",)
+
+
+def bot(hub: HubHandle, token: str, **overrides: Any) -> PeerClientConfig:
+    values: dict[str, Any] = {"ws_url": hub.ws_url, "token": token,
+                              "pin_host_addresses": LOOPBACK, "ice_timeout_s": 10.0}
+    values.update(overrides)
+    return PeerClientConfig(**values)
+
+
+@pytest.fixture
+async def rec_hub(tmp_path: Path) -> AsyncIterator[HubHandle]:
+    """A hub whose recordings go to ``tmp_path/recordings`` (its own tap off)."""
+    handle = await start_hub(test_settings(recording={"dir": str(tmp_path / "recordings")}))
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+@asynccontextmanager
+async def recorder_worker(hub: HubHandle, **config: Any) -> AsyncIterator[TapWorker]:
+    """A tap worker (the server peer) on ``hub``'s job queue, writing where the hub reads."""
+    jobs: TapJobs = hub.app[HUB_KEY].transcripts.tap_jobs
+    worker = TapWorker(jobs, hub_url=lambda: hub.ws_url, worker_id="tap-rec",
+                       config=TapConfig(pin_host_addresses=LOOPBACK,
+                                        recording_dir=hub.settings.recording.dir, **config))
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.aclose()
+
+
+def decoded(path: Path) -> tuple[float, float, int]:
+    """(first sample's time s, decoded seconds, channels) of an audio file, via PyAV."""
+    samples, first, channels = 0, None, 0
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "opus"
+        for frame in container.decode(stream):
+            if first is None and frame.pts is not None:
+                first = float(frame.pts * frame.time_base)
+            samples += frame.samples
+            channels = len(frame.layout.channels)
+    return first or 0.0, samples / 48_000, channels
+
+
+async def recording_frames(client: PeerClient, sub: Any, n: int) -> list[str]:
+    """The states of the first ``n`` ``recording`` frames ``client`` receives."""
+    states: list[str] = []
+    async with asyncio.timeout(30):
+        async for message in sub:
+            if isinstance(message, protocol.Recording):
+                states.append(message.state)
+                if len(states) == n:
+                    return states
+    return states
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
+    rec_hub: HubHandle, speech_dir: Path,
+) -> None:
+    """Recording without transcription: the server peer joins for the recording alone, tells
+    the room, and writes one Ogg/Opus file per participant track from the encoded frames
+    (nothing decoded at the tap); each file decodes, lasts about as long as the meeting's
+    audio of that participant, and pocketsphinx hears its own speaker's sentence in it."""
+    storage = DirectoryStorage(rec_hub.settings.recording.dir)
+    async with recorder_worker(rec_hub) as worker:
+        meeting_id, room_id = await rec_hub.create_room(host="alice", invite=("bob",),
+                                                        recordingEnabled=True)
+        alice = PeerClient(bot(rec_hub, rec_hub.mint_token(room_id, "alice", "host"),
+                               audio=FileSpec(str(speech_dir / "weather.wav"), loop=False)))
+        bob = PeerClient(bot(rec_hub, rec_hub.mint_token(room_id, "bob"),
+                             audio=FileSpec(str(speech_dir / "window.wav"), loop=False)))
+        with alice.messages() as alice_sub:
+            async with alice, bob:
+                assert alice.joined is not None and alice.joined.features.recording
+                assert await recording_frames(alice, alice_sub, 1) == ["recording"]
+                session = await wait_until(lambda: worker.sessions.get(room_id), timeout=20,
+                                           what="the server peer in the room")
+                recorder = session.recorder
+                assert recorder is not None and session.pipelines == {}
+                # Until each file holds its whole sentence (the wav files' length) ...
+                lengths = {alice.peer_id: _seconds(speech_dir / "weather.wav"),
+                           bob.peer_id: _seconds(speech_dir / "window.wav")}
+
+                def heard_all() -> bool:
+                    tracks = recorder.open_tracks
+                    return len(tracks) == 2 and all(
+                        w.summary().duration_ms / 1000 >= lengths[t.split(".")[0]]
+                        for t, w in tracks.items())
+
+                await wait_until(heard_all, timeout=40, interval=0.1,
+                                 what="both participants' whole sentences recorded")
+                # ... then the host ends the meeting: the files are finished and kept.
+                alice.send(protocol.End())
+                await wait_until(lambda: worker.completed >= 1, timeout=15, interval=0.1,
+                                 what="the server peer leaving the ended room")
+    files = storage.files(meeting_id)
+    assert storage.pending(meeting_id) == []
+    by_peer: dict[str, StoredFile] = {f.meta.peer_id: f for f in files}
+    assert len(files) == 2 and set(by_peer) == {alice.peer_id, bob.peer_id}
+    said = {alice.peer_id: WEATHER, bob.peer_id: WINDOW}
+    users = {alice.peer_id: "alice", bob.peer_id: "bob"}
+    for peer_id, stored in by_peer.items():
+        meta = stored.meta
+        path = storage.local_path(meeting_id, stored.name)
+        assert path is not None and meta.user_id == users[peer_id]
+        assert meta.mime_type == "audio/ogg; codecs=opus" and meta.bytes == stored.size > 0
+        first_s, seconds, channels = decoded(path)
+        print(f"\n{users[peer_id]}: {stored.name} starts {meta.start_ms} ms, "
+              f"{meta.duration_ms} ms, decoded {seconds:.2f} s from {first_s:.2f} s, "
+              f"{stored.size} bytes")
+        # On the meeting's clock: they joined within seconds of its start.
+        assert 0 <= meta.start_ms < 15_000
+        assert abs(first_s - meta.start_ms / 1000) < 0.05
+        # Sane durations: at least the sentence, and what decodes is what the metadata says
+        # (aiortc sends without gaps, so the two agree to the pre-skip and a frame).
+        assert lengths[peer_id] <= meta.duration_ms / 1000 < lengths[peer_id] + 30
+        assert abs(seconds - meta.duration_ms / 1000) < 0.1
+        assert channels == 2
+        text = await asyncio.to_thread(decode_file_direct, str(path))
+        words = set(normalise(text))
+        own = len(words & set(normalise(said[peer_id])))
+        other = max(len(words & set(normalise(t))) for p, t in said.items() if p != peer_id)
+        print(f"  pocketsphinx: {text!r} ({own} own words, {other} of the other speaker)")
+        assert own >= 3 and own > other
+
+
+def _seconds(path: Path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        return sum(f.samples for f in container.decode(stream)) / stream.rate
