@@ -28,6 +28,8 @@ from .memory_store import MemoryStore
 from .metrics import Metrics
 from .openapi import build_spec
 from .protocol import IceServer
+from .recording_storage import DirectoryStorage
+from .recordings import Recordings
 from .redis_bus import RedisBus
 from .redis_store import RedisStore, connect
 from .settings import Settings
@@ -74,6 +76,8 @@ class LocalUrl:
 
 
 LOCAL_URL_KEY = web.AppKey("local_url", LocalUrl)
+#: Recorded meetings' files and their signed download links.
+RECORDINGS_KEY: web.AppKey[Recordings] = web.AppKey("recordings")
 #: The hub's own tap, in its child process (present when ``tap.enabled``).
 TAP_HOST_KEY: web.AppKey[TapHost] = web.AppKey("tap_host")
 
@@ -209,9 +213,12 @@ def create_app(
     async def on_room_active(meeting: Any, room: Any) -> None:
         await hub.transcripts.ensure_tap(room)
 
+    recordings = Recordings(DirectoryStorage(Path(settings.recording.dir).resolve()),
+                            secrets=settings.auth.secrets, url_ttl_s=settings.recording.url_ttl_s,
+                            stale_after_s=settings.recording.stale_after_s)
     service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
                              ice_servers_for=ice_servers_for, on_room_active=on_room_active,
-                             webhooks=webhooks)
+                             webhooks=webhooks, recordings=recordings)
     api = Api(settings, tokens, service, metrics)
     app[SETTINGS_KEY] = settings
     app[TOKENS_KEY] = tokens
@@ -278,6 +285,8 @@ def create_app(
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/api/openapi.json", openapi_view)
     app.router.add_routes(api.routes())
+    app.router.add_get("/recordings/{meeting_id}/{name}", recordings.download)
+    app[RECORDINGS_KEY] = recordings
     if settings.server.demo and STATIC_DIR.is_dir():
         async def index(_: web.Request) -> web.FileResponse:
             return web.FileResponse(STATIC_DIR / "index.html")
