@@ -444,6 +444,9 @@ function bindRoom(room) {
     document.querySelector('.transcribing-sep').hidden = !active;
     if (active) showTranscription('live'); // a new tap starts afresh
   });
+  room.on('recording', ({ state: now }) => {
+    $('recording-badge').hidden = now !== 'recording';
+  });
   room.on('transcript-status', ({ state: status, peerId, name, dropped }) => {
     showTranscription(status);
     if (status === 'dropping' && dropped > 0) addTranscriptGap(peerId, name);
