@@ -70,6 +70,7 @@ class TapSession:
         self._pipelines: dict[str, SpeakerPipeline] = {}
         #: The room's recorder (meetings that record), created when the room is joined.
         self.recorder: Recorder | None = None
+        self._room_ended = False
         self._closed = False
         self._log = f"room={job.room_id} tap={worker_id}"
         #: How transcription keeps up in this room (what the room was last told).
@@ -170,6 +171,7 @@ class TapSession:
                 if isinstance(message, protocol.PeerLeft):
                     self._drop_speaker(message.peer_id)
                 elif isinstance(message, protocol.RoomEndedMsg):
+                    self._room_ended = True
                     raise RoomEndedError(message.reason)
                 elif isinstance(message, protocol.PeerJoined) and message.peer.role != "tap":
                     # the newcomer knows nothing yet
@@ -217,7 +219,8 @@ class TapSession:
     def _tell_recording(self, state: protocol.RecordingState) -> None:
         """Tell the room it is (no longer) recorded (rooms that record only)."""
         client = self._client
-        if self.recorder is None or client is None or client.state != "joined":
+        if self.recorder is None or client is None or client.state != "joined" \
+                or self._room_ended:  # an ended room hears nothing more
             return
         try:
             client.send(protocol.RecordingIn(state=state))
