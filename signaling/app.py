@@ -215,7 +215,9 @@ def create_app(
 
     recordings = Recordings(DirectoryStorage(Path(settings.recording.dir).resolve()),
                             secrets=settings.auth.secrets, url_ttl_s=settings.recording.url_ttl_s,
-                            stale_after_s=settings.recording.stale_after_s)
+                            stale_after_s=settings.recording.stale_after_s, store=store,
+                            webhooks=webhooks)
+    hub.lifecycle.on_room_ended = recordings.room_ended
     service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
                              ice_servers_for=ice_servers_for, on_room_active=on_room_active,
                              webhooks=webhooks, recordings=recordings)
@@ -247,6 +249,7 @@ def create_app(
             await sender.aclose()
         if tap is not None:
             await tap.aclose()
+        await recordings.aclose()
         if registry is not None:
             await registry.aclose()
         await bus.aclose()

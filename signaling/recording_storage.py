@@ -11,7 +11,7 @@ commits with a rename.
 Layout of :class:`DirectoryStorage` under its root::
 
     <meetingId>/incomplete/<name>        being written (a recorder holds it open)
-    <meetingId>/tracks/<name>            committed: a per-participant-track file
+    <meetingId>/tracks/<name>            committed: a per-participant-track file (or mix.ogg)
     <meetingId>/tracks/<name>.json       its TrackMeta
 
 Names are checked (:func:`valid_name`) before they touch a path: they come from peer ids and,
@@ -38,8 +38,10 @@ def valid_name(name: str) -> bool:
 
 
 class TrackMeta(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    """What a committed track file is. Times in ms on the meeting's clock (its start = 0)."""
+    """What a committed file is: a participant's ``track`` or the meeting's ``mix`` (then
+    without peer and user). Times in ms on the meeting's clock (its start = 0)."""
 
+    kind: str = "track"
     peer_id: str
     user_id: str
     mime_type: str

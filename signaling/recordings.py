@@ -20,33 +20,110 @@ URL for a file that is gone is 404.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from .recording_storage import RecordingStorage, age_s, valid_name
-from .store import OPEN_STATES, Meeting
+from .recording_storage import RecordingStorage, TrackMeta, age_s, valid_name
+from .store import OPEN_STATES, Meeting, Room, Store
+from .tasks import TaskSet
+from .webhooks import NO_WEBHOOKS, Webhooks
 
 logger = logging.getLogger(__name__)
 
 RecordingState = str  # "recording" | "processing" | "ready" | "failed"
 _LABEL = b"connvo-rtc recording url v1"
+MIX_NAME = "mix.ogg"
+MIX_MIME = "audio/ogg; codecs=opus"
+_POLL_S = 0.5
 
 
 class Recordings:
     """Lists a meeting's recording and serves its files. ``secrets``: the auth secrets."""
 
     def __init__(self, storage: RecordingStorage, *, secrets: tuple[str, ...],
-                 url_ttl_s: int, stale_after_s: float) -> None:
+                 url_ttl_s: int, stale_after_s: float, store: Store | None = None,
+                 webhooks: Webhooks = NO_WEBHOOKS, mix_cpu_s: int = 600) -> None:
         self.storage = storage
         self.url_ttl_s = url_ttl_s
         self.stale_after_s = stale_after_s
+        self.store = store
+        self.webhooks = webhooks
+        self.mix_cpu_s = mix_cpu_s
         self._keys = [hmac.new(s.encode(), _LABEL, hashlib.sha256).digest() for s in secrets]
+        self._tasks = TaskSet("recordings", logger=logger)
+        self._mixing: set[str] = set()
+        self._failed: set[str] = set()  # meetings whose mix failed (this worker's knowledge)
+
+    async def aclose(self) -> None:
+        """Stop mixing (a mix cut short leaves its recording ``processing``)."""
+        await self._tasks.aclose()
+
+    # ------------------------------------------------------------------ after the meeting
+
+    async def room_ended(self, room: Room) -> None:
+        """A room ended: a recorded one gets its mix (in the background)."""
+        if room.features.recording and room.meeting_id not in self._mixing:
+            self._mixing.add(room.meeting_id)
+            self._tasks.spawn(self._finish(room), f"mix {room.meeting_id}")
+
+    async def _finish(self, room: Room) -> None:
+        meeting_id = room.meeting_id
+        log = f"meeting={meeting_id} room={room.room_id}"
+        try:
+            # The server peer commits its tracks as it leaves the ended room.
+            while any(age_s(p) < self.stale_after_s for p in self.storage.pending(meeting_id)):
+                await asyncio.sleep(_POLL_S)
+            meeting = await self.store.get_meeting(meeting_id) if self.store else None
+            started = (meeting.started_at if meeting else None) or room.created_at
+            ended = room.ended_at or int(time.time() * 1000)
+            duration_ms = max(0, ended - started)
+            tracks = [f for f in self.storage.files(meeting_id) if f.meta.kind == "track"]
+            paths = [str(p) for f in tracks
+                     if (p := self.storage.local_path(meeting_id, f.name)) is not None]
+            out = self.storage.begin(meeting_id, MIX_NAME)
+            started_mix = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "media.tap.mixdown", "--out", str(out),
+                "--duration-ms", str(duration_ms), "--cpu-seconds", str(self.mix_cpu_s),
+                *paths, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            try:
+                _, err = await proc.communicate()
+            except asyncio.CancelledError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            if proc.returncode != 0:
+                self._failed.add(meeting_id)
+                self.storage.discard(meeting_id, MIX_NAME)
+                logger.error("%s mix failed (exit %s): %s", log, proc.returncode,
+                             err.decode(errors="replace")[-500:])
+                return
+            stored = self.storage.commit(meeting_id, MIX_NAME, TrackMeta(
+                kind="mix", peer_id="", user_id="", mime_type=MIX_MIME, start_ms=0,
+                duration_ms=duration_ms, packets=0))
+            logger.info("%s mix of %d track(s) ready: %.1f s, %d bytes, made in %.1f s", log,
+                        len(paths), duration_ms / 1000, stored.size,
+                        time.monotonic() - started_mix)
+            await self.webhooks.emit("recording.ready", meeting_id, {
+                "roomId": room.room_id, "durationMs": duration_ms, "tracks": len(tracks),
+                "recordingPath": "/api/run/meetings/recordings/getRecording"})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._failed.add(meeting_id)
+            logger.exception("%s mix failed", log)
+        finally:
+            self._mixing.discard(meeting_id)
 
     # ------------------------------------------------------------------ signing
 
@@ -75,22 +152,26 @@ class Recordings:
         """``getRecording``'s value for ``meeting`` (the caller's role is checked by then)."""
         meeting_id = meeting.meeting_id
         files = self.storage.files(meeting_id)
-        pending = self.storage.pending(meeting_id)
+        pending = [p for p in self.storage.pending(meeting_id) if p.name != MIX_NAME]
         state: RecordingState
         if meeting.state in OPEN_STATES:
             state = "recording"
-        elif any(age_s(p) >= self.stale_after_s for p in pending):
+        elif meeting_id in self._failed or any(age_s(p) >= self.stale_after_s for p in pending):
             state = "failed"
-        elif pending:
+        elif pending or not any(f.meta.kind == "mix" for f in files):
             state = "processing"
         else:
             state = "ready"
-        return {"meetingId": meeting_id, "state": state, "files": [
-            {"kind": "track", "peerId": f.meta.peer_id, "userId": f.meta.user_id,
-             "mimeType": f.meta.mime_type, "startMs": f.meta.start_ms,
-             "durationMs": f.meta.duration_ms, "bytes": f.size,
-             "url": base_url.rstrip("/") + self.signed_path(meeting_id, f.name)}
-            for f in files]}
+        described = []
+        for f in sorted(files, key=lambda f: (f.meta.kind != "mix", f.meta.start_ms, f.name)):
+            entry: dict[str, Any] = {"kind": f.meta.kind}
+            if f.meta.kind == "track":
+                entry |= {"peerId": f.meta.peer_id, "userId": f.meta.user_id}
+            described.append(entry | {
+                "mimeType": f.meta.mime_type, "startMs": f.meta.start_ms,
+                "durationMs": f.meta.duration_ms, "bytes": f.size,
+                "url": base_url.rstrip("/") + self.signed_path(meeting_id, f.name)})
+        return {"meetingId": meeting_id, "state": state, "files": described}
 
     # ------------------------------------------------------------------ downloads
 

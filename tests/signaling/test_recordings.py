@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import av
@@ -25,6 +26,7 @@ from signaling.recording_storage import DirectoryStorage, TrackMeta
 from signaling.tapjobs import MemoryTapJobs
 from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.support.wsclient import WsClient
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -198,7 +200,20 @@ async def test_recording_state_follows_the_meeting_and_its_unfinished_files(
     os.utime(unfinished, (old, old))
     assert await state() == "failed"  # ... and it was never finished
     unfinished.unlink()
-    assert await state() == "ready"
+    # Without it the recording is complete once the mix (of nobody: silence) is made.
+    await wait_until(lambda: _is(state(), "ready"), timeout=30, what="the mix made")
+    status, body = await rec_hub.call("recordings/getRecording", {"meetingId": meeting_id})
+    [mixed] = body["value"]["files"]
+    assert mixed["kind"] == "mix" and "peerId" not in mixed and mixed["startMs"] == 0
+    path = storage.local_path(meeting_id, "mix.ogg")
+    assert path is not None
+    with av.open(str(path)) as container:
+        seconds = sum(f.samples for f in container.decode(audio=0)) / 48_000
+    assert abs(seconds - mixed["durationMs"] / 1000) < 0.05
+
+
+async def _is(value: Any, expected: str) -> bool:
+    return bool(await value == expected)
 
 
 async def test_get_recording_refuses_bad_input_and_meetings_that_do_not_record(

@@ -7,6 +7,7 @@ what was said, and each holds its own speaker only.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,8 +20,8 @@ from media import FileSpec, PeerClient, PeerClientConfig
 from media.tap.config import TapConfig
 from media.tap.pocketsphinx_backend import decode_file_direct
 from media.tap.worker import TapWorker
-from media.testing.speech import WEATHER, WINDOW
-from media.testing.wer import normalise
+from media.testing.speech import WEATHER, WINDOW, speak
+from media.testing.wer import normalise, word_error_rate
 from signaling import protocol
 from signaling.app import HUB_KEY
 from signaling.recording_storage import DirectoryStorage, StoredFile
@@ -91,20 +92,24 @@ async def recording_frames(client: PeerClient, sub: Any, n: int) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
-    rec_hub: HubHandle, speech_dir: Path,
+    rec_hub: HubHandle, speech_dir: Path, tmp_path: Path,
 ) -> None:
     """Recording without transcription: the server peer joins for the recording alone, tells
     the room, and writes one Ogg/Opus file per participant track from the encoded frames
     (nothing decoded at the tap); each file decodes, lasts about as long as the meeting's
-    audio of that participant, and pocketsphinx hears its own speaker's sentence in it."""
+    audio of that participant, and pocketsphinx hears its own speaker's sentence in it. After
+    the meeting the hub mixes the tracks: the mix lasts as long as the meeting and
+    pocketsphinx hears both sentences in it (bob speaks after alice)."""
     storage = DirectoryStorage(rec_hub.settings.recording.dir)
+    late_window = speak(WINDOW, tmp_path / "window-late.wav", lead_s=7.0)
+    started = time.time()
     async with recorder_worker(rec_hub) as worker:
         meeting_id, room_id = await rec_hub.create_room(host="alice", invite=("bob",),
                                                         recordingEnabled=True)
         alice = PeerClient(bot(rec_hub, rec_hub.mint_token(room_id, "alice", "host"),
                                audio=FileSpec(str(speech_dir / "weather.wav"), loop=False)))
         bob = PeerClient(bot(rec_hub, rec_hub.mint_token(room_id, "bob"),
-                             audio=FileSpec(str(speech_dir / "window.wav"), loop=False)))
+                             audio=FileSpec(str(late_window), loop=False)))
         with alice.messages() as alice_sub:
             async with alice, bob:
                 assert alice.joined is not None and alice.joined.features.recording
@@ -115,7 +120,7 @@ async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
                 assert recorder is not None and session.pipelines == {}
                 # Until each file holds its whole sentence (the wav files' length) ...
                 lengths = {alice.peer_id: _seconds(speech_dir / "weather.wav"),
-                           bob.peer_id: _seconds(speech_dir / "window.wav")}
+                           bob.peer_id: _seconds(late_window)}
 
                 def heard_all() -> bool:
                     tracks = recorder.open_tracks
@@ -127,9 +132,27 @@ async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
                                  what="both participants' whole sentences recorded")
                 # ... then the host ends the meeting: the files are finished and kept.
                 alice.send(protocol.End())
+                ended = time.time()
                 await wait_until(lambda: worker.completed >= 1, timeout=15, interval=0.1,
                                  what="the server peer leaving the ended room")
-    files = storage.files(meeting_id)
+    # The hub mixes the tracks once the server peer has committed them.
+    recording = await wait_until(lambda: ready(rec_hub, meeting_id, "alice"), timeout=60,
+                                 interval=0.2, what="getRecording ready")
+    assert [f["kind"] for f in recording["files"]] == ["mix", "track", "track"]
+    mixed = recording["files"][0]
+    mix_path = storage.local_path(meeting_id, "mix.ogg")
+    assert mix_path is not None
+    _, mix_seconds, _ = decoded(mix_path)
+    meeting_s = mixed["durationMs"] / 1000
+    print(f"\nmix: {mix_seconds:.2f} s decoded, meeting {meeting_s:.2f} s "
+          f"(wall clock from create to end {ended - started:.2f} s)")
+    assert abs(mix_seconds - meeting_s) < 0.5
+    assert 0 < ended - started - meeting_s < 5  # from startMeeting (after create) to end
+    mix_text = await asyncio.to_thread(decode_file_direct, str(mix_path))
+    wer = word_error_rate(f"{WEATHER} {WINDOW}", mix_text)
+    print(f"mix: pocketsphinx {mix_text!r}: WER {wer:.2f}")
+    assert wer <= 0.5
+    files = [f for f in storage.files(meeting_id) if f.meta.kind == "track"]
     assert storage.pending(meeting_id) == []
     by_peer: dict[str, StoredFile] = {f.meta.peer_id: f for f in files}
     assert len(files) == 2 and set(by_peer) == {alice.peer_id, bob.peer_id}
@@ -158,6 +181,15 @@ async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
         other = max(len(words & set(normalise(t))) for p, t in said.items() if p != peer_id)
         print(f"  pocketsphinx: {text!r} ({own} own words, {other} of the other speaker)")
         assert own >= 3 and own > other
+
+
+async def ready(hub: HubHandle, meeting_id: str, user: str) -> dict[str, Any] | None:
+    """getRecording's value once its state is ``ready`` (None before; fails on ``failed``)."""
+    status, body = await hub.call("recordings/getRecording", {"meetingId": meeting_id},
+                                  user=user)
+    assert status == 200, body
+    assert body["value"]["state"] != "failed", body
+    return body["value"] if body["value"]["state"] == "ready" else None  # type: ignore[no-any-return]
 
 
 def _seconds(path: Path) -> float:
