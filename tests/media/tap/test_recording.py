@@ -147,7 +147,7 @@ async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
     print(f"\nmix: {mix_seconds:.2f} s decoded, meeting {meeting_s:.2f} s "
           f"(wall clock from create to end {ended - started:.2f} s)")
     assert abs(mix_seconds - meeting_s) < 0.5
-    assert 0 < ended - started - meeting_s < 5  # from startMeeting (after create) to end
+    assert -0.5 < ended - started - meeting_s < 5  # startMeeting comes after create
     mix_text = await asyncio.to_thread(decode_file_direct, str(mix_path))
     wer = word_error_rate(f"{WEATHER} {WINDOW}", mix_text)
     print(f"mix: pocketsphinx {mix_text!r}: WER {wer:.2f}")
