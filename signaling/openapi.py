@@ -102,8 +102,8 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         _obj(["meetingId", "state", "files"], meetingId=_S,
              state={"type": "string", "enum": ["recording", "processing", "ready", "failed"]},
              files={"type": "array", "items": _obj(
-                 ["kind", "peerId", "userId", "mimeType", "startMs", "durationMs", "bytes",
-                  "url"], kind={"type": "string", "enum": ["track"]}, peerId=_S, userId=_S,
+                 ["kind", "mimeType", "startMs", "durationMs", "bytes", "url"],
+                 kind={"type": "string", "enum": ["mix", "track"]}, peerId=_S, userId=_S,
                  mimeType=_S, startMs=_N, durationMs=_N, bytes=_N, url=_S)}),
         {"meetingId": "meeting_123example"},
     ),
