@@ -16,7 +16,7 @@ from typing import Any
 import av
 import pytest
 
-from media import FileSpec, PeerClient, PeerClientConfig
+from media import FileSpec, PeerClient, PeerClientConfig, ToneSpec
 from media.tap.config import TapConfig
 from media.tap.pocketsphinx_backend import decode_file_direct
 from media.tap.worker import TapWorker
@@ -77,14 +77,16 @@ def decoded(path: Path) -> tuple[float, float, int]:
     return first or 0.0, samples / 48_000, channels
 
 
-async def recording_frames(client: PeerClient, sub: Any, n: int) -> list[str]:
-    """The states of the first ``n`` ``recording`` frames ``client`` receives."""
+async def recording_frames(client: PeerClient, sub: Any, n: int,
+                           until: str | None = None) -> list[str]:
+    """The states of the next ``n`` ``recording`` frames ``client`` receives (or of those up
+    to the first with state ``until``)."""
     states: list[str] = []
     async with asyncio.timeout(30):
         async for message in sub:
             if isinstance(message, protocol.Recording):
                 states.append(message.state)
-                if len(states) == n:
+                if len(states) == n or message.state == until:
                     return states
     return states
 
@@ -182,6 +184,57 @@ async def test_two_speakers_are_recorded_one_file_each_holding_only_its_speaker(
         other = max(len(words & set(normalise(t))) for p, t in said.items() if p != peer_id)
         print(f"  pocketsphinx: {text!r} ({own} own words, {other} of the other speaker)")
         assert own >= 3 and own > other
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_a_leaver_s_file_is_kept_during_the_meeting_and_the_room_hears_recording_stop(
+    rec_hub: HubHandle,
+) -> None:
+    """A participant who leaves mid-meeting: their track file is finished and listed at once
+    (state still ``recording``); a server peer that shuts down (the worker stops) tells the
+    room ``recording: stopped`` before it goes."""
+    meeting_id, room_id = await rec_hub.create_room(host="alice", invite=("bob",),
+                                                    transcription=True, recordingEnabled=True)
+    alice = PeerClient(bot(rec_hub, rec_hub.mint_token(room_id, "alice", "host"),
+                           audio=ToneSpec()))
+    bob = PeerClient(bot(rec_hub, rec_hub.mint_token(room_id, "bob"), audio=ToneSpec()))
+    with alice.messages() as alice_sub:
+        async with alice:
+            async with recorder_worker(rec_hub) as worker:
+                async with bob:
+                    session = await wait_until(lambda: worker.sessions.get(room_id),
+                                               timeout=20, what="the server peer in the room")
+                    assert await recording_frames(alice, alice_sub, 1) == ["recording"]
+                    recorder = session.recorder
+                    assert recorder is not None
+
+                    def both_recorded() -> bool:
+                        tracks = recorder.open_tracks.values()
+                        return len(tracks) == 2 and all(w.packets >= 50 for w in tracks)
+
+                    await wait_until(both_recorded, timeout=30, interval=0.1,
+                                     what="a second of both participants recorded")
+                    # Transcription rides along: the same uplink feeds both consumers.
+                    assert bob.peer_id in session.pipelines
+                    await bob.leave()
+                value = await wait_until(lambda: _listed(rec_hub, meeting_id), timeout=15,
+                                         interval=0.1, what="bob's file listed after he left")
+                assert value["state"] == "recording"
+                [track] = value["files"]
+                assert track["userId"] == "bob" and track["durationMs"] >= 1000
+            # The worker stopped with alice still in the room (after the "recording" frames
+            # the server peer repeats for each newcomer).
+            states = await recording_frames(alice, alice_sub, 0, until="stopped")
+            assert states[-1] == "stopped" and set(states[:-1]) <= {"recording"}
+
+
+async def _listed(hub: HubHandle, meeting_id: str) -> dict[str, Any] | None:
+    """getRecording's value once it lists a file."""
+    status, body = await hub.call("recordings/getRecording", {"meetingId": meeting_id},
+                                  user="alice")
+    assert status == 200, body
+    return body["value"] if body["value"]["files"] else None  # type: ignore[no-any-return]
 
 
 async def ready(hub: HubHandle, meeting_id: str, user: str) -> dict[str, Any] | None:
