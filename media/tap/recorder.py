@@ -48,7 +48,9 @@ class Recorder:
         self.part = secrets.token_hex(3)
         self._user_of = user_of
         self._log = log_prefix
-        self._writers: dict[str, tuple[str, str, OpusTrackWriter]] = {}  # track -> peer, name
+        # track -> (peer, user, file name, writer). The user is looked up when the track
+        # starts: by the time the participant has left, the room no longer names them.
+        self._writers: dict[str, tuple[str, str, str, OpusTrackWriter]] = {}
         self._refused: set[str] = set()
         self._closed = False
         #: Files committed by this recorder, in order.
@@ -57,7 +59,7 @@ class Recorder:
     @property
     def open_tracks(self) -> dict[str, OpusTrackWriter]:
         """Writers of the tracks being recorded, by track id (a copy)."""
-        return {track: writer for track, (_, _, writer) in self._writers.items()}
+        return {track: entry[3] for track, entry in self._writers.items()}
 
     def on_encoded(self, peer_id: str, frame: EncodedFrame) -> None:
         """One encoded frame of ``peer_id``'s track ``frame.track`` (on the event loop)."""
@@ -76,9 +78,9 @@ class Recorder:
             path = self.storage.begin(self.meeting_id, name)
             writer = OpusTrackWriter(path, started_at_ms=self.started_at_ms,
                                      name=f"{self._log} peer={peer_id} track={frame.track}")
-            entry = self._writers[frame.track] = (peer_id, name, writer)
+            entry = self._writers[frame.track] = (peer_id, self._user_of(peer_id), name, writer)
         try:
-            entry[2].push(frame)
+            entry[3].push(frame)
         except _WRITE_ERRORS as exc:  # this track stops; the others go on
             logger.error("%s track %s: write failed (%r); track closed", self._log,
                          frame.track, exc)
@@ -86,12 +88,12 @@ class Recorder:
 
     def close_peer(self, peer_id: str) -> None:
         """``peer_id`` left: finish and commit its tracks."""
-        for track, (owner, _, _) in list(self._writers.items()):
-            if owner == peer_id:
+        for track, entry in list(self._writers.items()):
+            if entry[0] == peer_id:
                 self._finish(track)
 
     def _finish(self, track: str) -> None:
-        peer_id, name, writer = self._writers.pop(track)
+        peer_id, user_id, name, writer = self._writers.pop(track)
         self._refused.add(track)  # a frame after this (the track's last) is not a new file
         try:
             summary = writer.close()
@@ -103,7 +105,7 @@ class Recorder:
                 self.storage.discard(self.meeting_id, name)
                 return
             stored = self.storage.commit(self.meeting_id, name, TrackMeta(
-                peer_id=peer_id, user_id=self._user_of(peer_id), mime_type=MIME_TYPE,
+                peer_id=peer_id, user_id=user_id or self._user_of(peer_id), mime_type=MIME_TYPE,
                 start_ms=summary.start_ms, duration_ms=summary.duration_ms,
                 packets=summary.packets))
         except OSError as exc:  # left in incomplete/: getRecording reports it
