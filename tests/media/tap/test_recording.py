@@ -229,6 +229,37 @@ async def test_a_leaver_s_file_is_kept_during_the_meeting_and_the_room_hears_rec
             assert states[-1] == "stopped" and set(states[:-1]) <= {"recording"}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_the_hubs_own_tap_process_records_into_the_hubs_directory(tmp_path: Path) -> None:
+    """``serve``'s shape: the tap runs in the hub's child process; it writes where the hub
+    serves from (``recording.dir``), and the recording becomes ready with a track and a
+    mix that download through the hub."""
+    hub = await start_hub(test_settings(tap={"enabled": True},
+                                        recording={"dir": str(tmp_path / "rec")}))
+    try:
+        meeting_id, room_id = await hub.create_room(host="alice", recordingEnabled=True)
+        alice = PeerClient(bot(hub, hub.mint_token(room_id, "alice", "host"),
+                               audio=ToneSpec()))
+        with alice.messages() as sub:
+            async with alice:
+                assert await recording_frames(alice, sub, 1, until="recording") == \
+                    ["recording"]
+                storage = DirectoryStorage(hub.settings.recording.dir)
+                await wait_until(lambda: storage.pending(meeting_id), timeout=20,
+                                 what="alice's track being written")
+                alice.send(protocol.End())
+                value = await wait_until(lambda: ready(hub, meeting_id, "alice"), timeout=60,
+                                         interval=0.2, what="getRecording ready")
+        assert [f["kind"] for f in value["files"]] == ["mix", "track"]
+        session = await hub.session()
+        for entry in value["files"]:
+            async with session.get(entry["url"], headers={"Range": "bytes=0-3"}) as resp:
+                assert resp.status == 206 and await resp.read() == b"OggS"
+    finally:
+        await hub.aclose()
+
+
 async def _listed(hub: HubHandle, meeting_id: str) -> dict[str, Any] | None:
     """getRecording's value once it lists a file."""
     status, body = await hub.call("recordings/getRecording", {"meetingId": meeting_id},
