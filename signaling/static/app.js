@@ -255,6 +255,7 @@ function setupLobby() {
     $('join-lede').textContent = 'Check your camera and microphone, tell the others your name, and join.';
     $('title-field').hidden = true;
     $('transcribe-field').hidden = true;
+    $('record-field').hidden = true;
     $('join-button').textContent = 'Join meeting';
   }
   $('name').addEventListener('input', renderPreviewControls);
@@ -331,7 +332,7 @@ async function submitLobby() {
       const title = $('title').value.trim() || `${name.split(/\s+/)[0]}'s meeting`;
       // Transcription is the meeting's to choose at creation (the hub then sends it a tap).
       const meeting = await state.api.createMeeting({ title,
-        transcriptionEnabled: $('transcribe').checked });
+        transcriptionEnabled: $('transcribe').checked, recordingEnabled: $('record').checked });
       await state.api.startMeeting(meeting.meetingId);
       join = await state.api.createJoinToken(meeting.meetingId);
       state.fetchJoin = () => state.api.createJoinToken(meeting.meetingId);
