@@ -11,6 +11,7 @@ commits with a rename.
 Layout of :class:`DirectoryStorage` under its root::
 
     <meetingId>/incomplete/<name>        being written (a recorder holds it open)
+    <meetingId>/incomplete/<name>.json   its note: whose it is (to salvage it if the writer dies)
     <meetingId>/tracks/<name>            committed: a per-participant-track file (or mix.ogg)
     <meetingId>/tracks/<name>.json       its TrackMeta
 
@@ -74,6 +75,13 @@ class RecordingStorage(Protocol):
     def begin(self, meeting_id: str, name: str) -> Path:
         """A local path to write ``name`` of ``meeting_id`` to (its folder exists)."""
 
+    def note(self, meeting_id: str, name: str, meta: TrackMeta) -> None:
+        """What a file being written is (its participant): kept beside it, so a file whose
+        writer died can still be committed with its owner (:meth:`abandoned`)."""
+
+    def abandoned(self, meeting_id: str, name: str) -> tuple[Path, TrackMeta | None]:
+        """A pending file's local path and its :meth:`note` (None if there was none)."""
+
     def commit(self, meeting_id: str, name: str, meta: TrackMeta) -> StoredFile:
         """The file written at :meth:`begin`'s path is complete: keep it with ``meta``."""
 
@@ -108,6 +116,19 @@ class DirectoryStorage:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / name
 
+    def note(self, meeting_id: str, name: str, meta: TrackMeta) -> None:
+        path = self.begin(meeting_id, name).with_name(f"{name}.json")
+        path.write_bytes(msgspec.json.encode(meta))
+
+    def abandoned(self, meeting_id: str, name: str) -> tuple[Path, TrackMeta | None]:
+        path = self.begin(meeting_id, name)
+        try:
+            meta = msgspec.json.decode(path.with_name(f"{name}.json").read_bytes(),
+                                       type=TrackMeta)
+        except (OSError, msgspec.DecodeError):
+            meta = None
+        return path, meta
+
     def commit(self, meeting_id: str, name: str, meta: TrackMeta) -> StoredFile:
         source = self.begin(meeting_id, name)
         folder = self._folder(meeting_id, "tracks")
@@ -120,10 +141,13 @@ class DirectoryStorage:
         tmp.write_bytes(msgspec.json.encode(meta))
         os.replace(tmp, sidecar)
         os.replace(source, folder / name)
+        source.with_name(f"{name}.json").unlink(missing_ok=True)
         return StoredFile(name=name, meta=meta, size=size)
 
     def discard(self, meeting_id: str, name: str) -> None:
-        self.begin(meeting_id, name).unlink(missing_ok=True)
+        path = self.begin(meeting_id, name)
+        path.unlink(missing_ok=True)
+        path.with_name(f"{name}.json").unlink(missing_ok=True)
 
     def files(self, meeting_id: str) -> list[StoredFile]:
         if not valid_name(meeting_id):
@@ -146,6 +170,8 @@ class DirectoryStorage:
         folder = self._folder(meeting_id, "incomplete")
         found: list[PendingFile] = []
         for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if path.suffix == ".json":
+                continue  # a note()
             try:
                 found.append(PendingFile(name=path.name, modified=path.stat().st_mtime))
             except OSError:

@@ -24,12 +24,14 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 from aiohttp import web
 
 from .recording_storage import RecordingStorage, TrackMeta, age_s, valid_name
@@ -89,14 +91,18 @@ class Recordings:
             tracks = [f for f in self.storage.files(meeting_id) if f.meta.kind == "track"]
             paths = [str(p) for f in tracks
                      if (p := self.storage.local_path(meeting_id, f.name)) is not None]
+            # Files a dead recorder left: mixed as far as they decode, then kept (salvaged).
+            left = {str(path): (p.name, note) for p in self.storage.pending(meeting_id)
+                    if p.name != MIX_NAME
+                    for path, note in [self.storage.abandoned(meeting_id, p.name)]}
             out = self.storage.begin(meeting_id, MIX_NAME)
             started_mix = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "media.tap.mixdown", "--out", str(out),
                 "--duration-ms", str(duration_ms), "--cpu-seconds", str(self.mix_cpu_s),
-                *paths, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                *paths, *left, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             try:
-                _, err = await proc.communicate()
+                output, err = await proc.communicate()
             except asyncio.CancelledError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -108,6 +114,7 @@ class Recordings:
                 logger.error("%s mix failed (exit %s): %s", log, proc.returncode,
                              err.decode(errors="replace")[-500:])
                 return
+            self._salvage(meeting_id, log, left, output)
             stored = self.storage.commit(meeting_id, MIX_NAME, TrackMeta(
                 kind="mix", peer_id="", user_id="", mime_type=MIX_MIME, start_ms=0,
                 duration_ms=duration_ms, packets=0))
@@ -146,6 +153,25 @@ class Recordings:
         return any(hmac.compare_digest(self._sig(key, meeting_id, name, int(expires)), sig)
                    for key in self._keys)
 
+    def _salvage(self, meeting_id: str, log: str,
+                 left: dict[str, tuple[str, TrackMeta | None]], output: bytes) -> None:
+        """Commit the unfinished files of dead recorders with the extents the mix found."""
+        for line in output.decode(errors="replace").splitlines():
+            try:
+                extent = json.loads(line)
+                name, note = left[extent["path"]]
+                start_ms, duration_ms = int(extent["startMs"]), int(extent["durationMs"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a committed track's line, or not ours
+            if note is None or duration_ms <= 0:
+                logger.error("%s %s could not be salvaged (%s)", log, name,
+                             extent.get("error") or "no note of whose it is")
+                continue  # stays pending: the recording is failed
+            stored = self.storage.commit(meeting_id, name, msgspec.structs.replace(
+                note, start_ms=start_ms, duration_ms=duration_ms))
+            logger.warning("%s %s salvaged (its recorder died): %.1f s from %.1f s, %d bytes",
+                           log, name, duration_ms / 1000, start_ms / 1000, stored.size)
+
     # ------------------------------------------------------------------ the API's answer
 
     def describe(self, meeting: Meeting, base_url: str) -> dict[str, Any]:
@@ -156,8 +182,13 @@ class Recordings:
         state: RecordingState
         if meeting.state in OPEN_STATES:
             state = "recording"
-        elif meeting_id in self._failed or any(age_s(p) >= self.stale_after_s for p in pending):
+        elif meeting_id in self._failed:
             state = "failed"
+        elif meeting_id in self._mixing:
+            state = "processing"
+        elif any(age_s(p) >= self.stale_after_s for p in pending) and \
+                any(f.meta.kind == "mix" for f in files):
+            state = "failed"  # the mix is made and a file could not be salvaged
         elif pending or not any(f.meta.kind == "mix" for f in files):
             state = "processing"
         else:

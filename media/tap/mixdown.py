@@ -2,6 +2,10 @@
 encoded once as Opus (Ogg). Runs after the meeting in its own process (``python -m
 media.tap.mixdown``), niced, one codec thread, with a CPU-time limit.
 
+Inputs may be files a killed recorder left unfinished: an Ogg file decodes up to its last
+complete page, and what decoded is mixed; each input's extent on the meeting clock is printed
+as a JSON line (the hub commits such a salvaged file with it).
+
 Bounded memory whatever the meeting's length: all track files are decoded side by side and
 mixed one window (1 s) at a time; each track keeps at most one decoded frame beyond the window.
 A track's frames are placed by their ``pts`` (meeting time, as the recorder wrote them), so
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fractions
+import json
 import os
 import resource
 import sys
@@ -29,11 +34,22 @@ _TIME_BASE = fractions.Fraction(1, RATE)
 
 
 @dataclass(frozen=True)
+class TrackExtent:
+    """What of one input decoded: its span on the meeting clock (ms; ``duration_ms`` 0 when
+    nothing did) and the error that stopped it early, if any."""
+
+    path: str
+    start_ms: int
+    duration_ms: int
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class MixSummary:
-    """What was written: length in ms (from the meeting's start) and the tracks mixed."""
+    """What was written: length in ms (from the meeting's start) and each input's extent."""
 
     duration_ms: int
-    tracks: int
+    tracks: tuple[TrackExtent, ...]
 
 
 def _frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
@@ -59,18 +75,36 @@ def _frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
 
 class _Track:
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._frames = _frames(path)
         self._held: tuple[int, np.ndarray] | None = None
         self.done = False
+        #: Meeting-clock extent of what decoded (samples), and why decoding stopped early.
+        self.first: int | None = None
+        self.end = 0
+        self.error = ""
+
+    def _next(self) -> tuple[int, np.ndarray] | None:
+        try:
+            position, samples = next(self._frames)
+        except StopIteration:
+            return None
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            # A file cut short (its recorder was killed): what decoded so far is kept.
+            self.error = repr(exc)
+            return None
+        if self.first is None:
+            self.first = position
+        self.end = max(self.end, position + len(samples))
+        return position, samples
 
     def add_into(self, out: np.ndarray, start: int) -> None:
         """Add this track's samples that fall in ``[start, start + len(out))``."""
         end = start + len(out)
         while not self.done:
             if self._held is None:
-                try:
-                    self._held = next(self._frames)
-                except StopIteration:
+                self._held = self._next()
+                if self._held is None:
                     self.done = True
                     return
             position, samples = self._held
@@ -118,7 +152,14 @@ def mix(tracks: Sequence[Path], out: Path, *, duration_ms: int) -> MixSummary:
             container.mux(packet)
     finally:
         container.close()
-    return MixSummary(duration_ms=round(total * 1000 / RATE), tracks=len(sources))
+    for source in sources:  # inputs longer than the meeting: read to their end for extents
+        while not source.done:
+            source.add_into(np.zeros(WINDOW, dtype=np.float32), max(start, source.end))
+    return MixSummary(duration_ms=round(total * 1000 / RATE), tracks=tuple(
+        TrackExtent(path=str(s.path), start_ms=round((s.first or 0) * 1000 / RATE),
+                    duration_ms=round((s.end - (s.first or 0)) * 1000 / RATE)
+                    if s.first is not None else 0, error=s.error)
+        for s in sources))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.nice(max(0, args.nice))
     resource.setrlimit(resource.RLIMIT_CPU, (args.cpu_seconds, args.cpu_seconds + 5))
     summary = mix(args.tracks, args.out, duration_ms=args.duration_ms)
-    print(f"{summary.duration_ms} {summary.tracks}")
+    # One JSON line per input (the hub commits salvaged files with these extents).
+    for extent in summary.tracks:
+        print(json.dumps({"path": extent.path, "startMs": extent.start_ms,
+                          "durationMs": extent.duration_ms, "error": extent.error}))
     return 0
 
 

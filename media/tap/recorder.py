@@ -78,7 +78,15 @@ class Recorder:
             path = self.storage.begin(self.meeting_id, name)
             writer = OpusTrackWriter(path, started_at_ms=self.started_at_ms,
                                      name=f"{self._log} peer={peer_id} track={frame.track}")
-            entry = self._writers[frame.track] = (peer_id, self._user_of(peer_id), name, writer)
+            user_id = self._user_of(peer_id)
+            entry = self._writers[frame.track] = (peer_id, user_id, name, writer)
+            try:  # whose file this is, should this recorder die before committing it
+                self.storage.note(self.meeting_id, name, TrackMeta(
+                    peer_id=peer_id, user_id=user_id, mime_type=MIME_TYPE, start_ms=0,
+                    duration_ms=0, packets=0))
+            except OSError as exc:
+                logger.warning("%s track %s: note not written (%r)", self._log, frame.track,
+                               exc)
         try:
             entry[3].push(frame)
         except _WRITE_ERRORS as exc:  # this track stops; the others go on

@@ -198,7 +198,9 @@ async def test_recording_state_follows_the_meeting_and_its_unfinished_files(
     assert await state() == "processing"  # a recorder is still finishing a file
     old = time.time() - 2 * rec_hub.settings.recording.stale_after_s
     os.utime(unfinished, (old, old))
-    assert await state() == "failed"  # ... and it was never finished
+    # ... it was never finished, and it is not an Ogg file: the mix is made without it and
+    # the recording has lost it.
+    await wait_until(lambda: _is(state(), "failed"), timeout=30, what="the recording failed")
     unfinished.unlink()
     # Without it the recording is complete once the mix (of nobody: silence) is made.
     await wait_until(lambda: _is(state(), "ready"), timeout=30, what="the mix made")
@@ -210,6 +212,46 @@ async def test_recording_state_follows_the_meeting_and_its_unfinished_files(
     with av.open(str(path)) as container:
         seconds = sum(f.samples for f in container.decode(audio=0)) / 48_000
     assert abs(seconds - mixed["durationMs"] / 1000) < 0.05
+
+
+async def test_a_file_left_by_a_killed_recorder_is_salvaged_and_mixed(
+    rec_hub: HubHandle,
+) -> None:
+    """A recorder killed mid-meeting leaves its Ogg file unfinished (cut mid-page) in
+    ``incomplete/`` with its note. After the meeting, once the file is stale, the hub mixes
+    what decodes of it and commits it with its owner and real extent: the recording is
+    ``ready``, nothing already written is lost."""
+    meeting_id, _ = await rec_hub.create_room(recordingEnabled=True)
+    storage = DirectoryStorage(rec_hub.settings.recording.dir)
+    started_at = int(time.time() * 1000) - 5000
+    record_track(storage, meeting_id, "p_1.1.abc.ogg", started_at_ms=started_at, seconds=3.0)
+    whole = storage.local_path(meeting_id, "p_1.1.abc.ogg")
+    assert whole is not None
+    cut = storage.begin(meeting_id, "p_1.1.dead.ogg")
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])  # killed: the last page never written
+    storage.note(meeting_id, "p_1.1.dead.ogg", TrackMeta(
+        peer_id="p_1", user_id="bob", mime_type=MIME_TYPE, start_ms=0, duration_ms=0,
+        packets=0))
+    whole.unlink()
+    whole.with_name(whole.name + ".json").unlink()
+    old = time.time() - 2 * rec_hub.settings.recording.stale_after_s
+    os.utime(cut, (old, old))
+    status, body = await rec_hub.call("lifecycle/endMeeting", {"meetingId": meeting_id})
+    assert status == 200, body
+
+    async def value() -> dict[str, Any] | None:
+        status, body = await rec_hub.call("recordings/getRecording", {"meetingId": meeting_id})
+        assert status == 200 and body["value"]["state"] != "failed", body
+        return body["value"] if body["value"]["state"] == "ready" else None  # type: ignore[no-any-return]
+
+    ready = await wait_until(value, timeout=30, what="the recording ready")
+    assert storage.pending(meeting_id) == []
+    mixed, track = ready["files"]
+    assert mixed["kind"] == "mix" and track["kind"] == "track"
+    assert (track["peerId"], track["userId"]) == ("p_1", "bob")
+    assert abs(track["startMs"] - 1000) <= 7  # where it was said (less the Opus pre-skip)
+    assert 900 <= track["durationMs"] < 2900  # what the pages before the cut hold
 
 
 async def _is(value: Any, expected: str) -> bool:
