@@ -7,6 +7,8 @@ what was said, and each holds its own speaker only.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +25,7 @@ from media.tap.worker import TapWorker
 from media.testing.speech import WEATHER, WINDOW, speak
 from media.testing.wer import normalise, word_error_rate
 from signaling import protocol
-from signaling.app import HUB_KEY
+from signaling.app import HUB_KEY, TAP_HOST_KEY
 from signaling.recording_storage import DirectoryStorage, StoredFile
 from signaling.tapjobs import TapJobs
 from signaling.testing.hub import HubHandle, start_hub, test_settings
@@ -256,6 +258,58 @@ async def test_the_hubs_own_tap_process_records_into_the_hubs_directory(tmp_path
         for entry in value["files"]:
             async with session.get(entry["url"], headers={"Range": "bytes=0-3"}) as resp:
                 assert resp.status == 206 and await resp.read() == b"OggS"
+    finally:
+        await hub.aclose()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_kill_9_of_the_recorder_mid_meeting_continues_in_a_new_part(
+    tmp_path: Path,
+) -> None:
+    """The hub's tap process is killed (SIGKILL) while it records: its successor joins and
+    records on in a new part; after the meeting the dead part is salvaged up to its last page,
+    both parts are listed on the meeting clock, the mix covers the meeting, and the gap
+    between the parts is bounded by the tap's failover bound."""
+    hub = await start_hub(test_settings(tap={"enabled": True},
+                                        recording={"dir": str(tmp_path / "rec"),
+                                                   "stale_after_s": 3.0}))
+    try:
+        meeting_id, room_id = await hub.create_room(host="alice", recordingEnabled=True)
+        storage = DirectoryStorage(hub.settings.recording.dir)
+        host = hub.app[TAP_HOST_KEY]
+        alice = PeerClient(bot(hub, hub.mint_token(room_id, "alice", "host"),
+                               audio=ToneSpec()))
+        async with alice:
+            first = await wait_until(
+                lambda: [p for p in storage.pending(meeting_id)
+                         if storage.abandoned(meeting_id, p.name)[0].stat().st_size > 8_000],
+                timeout=30, interval=0.1, what="alice's first part a few pages long")
+            pid = host.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            second = await wait_until(
+                lambda: [p for p in storage.pending(meeting_id)
+                         if p.name != first[0].name], timeout=40, interval=0.1,
+                what="a new part from the successor")
+            print(f"\nnew part {second[0].name} {time.monotonic() - killed:.1f} s after the kill")
+            # Let the new part hold some audio, then end the meeting.
+            await wait_until(
+                lambda: storage.abandoned(meeting_id, second[0].name)[0].stat().st_size > 8_000,
+                timeout=30, interval=0.1, what="the new part a few pages long")
+            alice.send(protocol.End())
+            value = await wait_until(lambda: ready(hub, meeting_id, "alice"), timeout=60,
+                                     interval=0.2, what="getRecording ready")
+        mixed, *parts = value["files"]
+        assert mixed["kind"] == "mix" and len(parts) == 2
+        assert all((t["peerId"], t["userId"]) == (alice.peer_id, "alice") for t in parts)
+        before, after = sorted(parts, key=lambda t: t["startMs"])
+        gap_ms = after["startMs"] - (before["startMs"] + before["durationMs"])
+        print(f"part 1: {before['startMs']} ms + {before['durationMs']} ms; part 2 from "
+              f"{after['startMs']} ms; gap {gap_ms} ms; mix {mixed['durationMs']} ms")
+        assert 0 < gap_ms < 15_000
+        assert after["startMs"] + after["durationMs"] <= mixed["durationMs"] + 500
     finally:
         await hub.aclose()
 
