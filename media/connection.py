@@ -56,7 +56,7 @@ from .errors import (
 from .local import LocalMedia
 from .loopback import pin_host_addresses
 from .plan import plan_media
-from .receive import consume_track, skip_decoding
+from .receive import EncodedFrame, consume_track, skip_decoding, tee_encoded
 from .stats import RemotePeerStats
 from .transceivers import Transceivers
 
@@ -115,6 +115,8 @@ def rtc_configuration(options: ConnectionOptions) -> RTCConfiguration:
 
 _MAKE_OFFER = object()
 AudioFrameCallback = Callable[[str, av.AudioFrame], None]
+#: ``(peer_id, frame)``: every encoded audio frame received from that peer (recording).
+EncodedAudioCallback = Callable[[str, EncodedFrame], None]
 
 
 class RemotePeer:
@@ -135,6 +137,7 @@ class RemotePeer:
         send: Callable[[protocol.Offer | protocol.Answer], None],
         on_change: Callable[[RemotePeer], None],
         on_audio_frame: AudioFrameCallback | None = None,
+        on_encoded_audio: EncodedAudioCallback | None = None,
         log_prefix: str = "",
     ) -> None:
         self.peer_id = peer_id
@@ -154,6 +157,8 @@ class RemotePeer:
         self._send = send
         self._on_change = on_change
         self._on_audio_frame = on_audio_frame
+        self._on_encoded_audio = on_encoded_audio
+        self._tracks = 0
         self._log = f"{log_prefix} remote={peer_id}".strip()
         self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=options.signal_queue_size)
         self._candidates = RemoteCandidates(max_pending=options.pending_candidates,
@@ -270,6 +275,22 @@ class RemotePeer:
         handler: Callable[[Any], None]
         if track.kind == "audio":
             handler = self._audio_frame
+            on_encoded = self._on_encoded_audio
+            if on_encoded is not None and receiver is not None:
+                # The encoded frames go to the recorder; decoded only if PCM is wanted too
+                # (else the tee counts them, as skip_decoding would).
+                self._tracks += 1
+                peer_id, count = self.peer_id, self.stats.audio_frame
+
+                def listener(frame: EncodedFrame) -> None:
+                    if not decode:
+                        count(len(frame.data))
+                    on_encoded(peer_id, frame)
+
+                if tee_encoded(receiver, f"{peer_id}.{self._tracks}", listener,
+                               decode=decode, log_prefix=self._log):
+                    self.stats.audio_decoded = decode
+                    receiver = None  # the tee owns the decoder queue now
             if not decode and receiver is not None and skip_decoding(
                 receiver, self.stats.audio_frame, self._log
             ):

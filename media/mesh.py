@@ -20,7 +20,13 @@ from typing import Any
 from signaling import protocol
 
 from .config import PeerClientConfig
-from .connection import AudioFrameCallback, ConnectionOptions, RemotePeer, SignalMessage
+from .connection import (
+    AudioFrameCallback,
+    ConnectionOptions,
+    EncodedAudioCallback,
+    RemotePeer,
+    SignalMessage,
+)
 from .errors import ClientClosedError, PeerClientError
 from .local import LocalMedia
 from .plan import receives
@@ -48,6 +54,7 @@ class Mesh:
         on_change: Callable[[], None],
         spawn: Spawn,
         on_audio_frame: AudioFrameCallback | None = None,
+        on_encoded_audio: EncodedAudioCallback | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
@@ -55,6 +62,7 @@ class Mesh:
         self._on_change = on_change
         self._spawn = spawn
         self._on_audio_frame = on_audio_frame
+        self._on_encoded_audio = on_encoded_audio
         self._remotes: dict[str, RemotePeer] = {}
         self._known: dict[str, protocol.PeerInfo] = {}
         self._earlier: set[str] = set()  # joined before us: we offer to them, we are impolite
@@ -204,7 +212,8 @@ class Mesh:
             local_media=self._local,
             stats=self.stats.remote(peer_id, role, offerer=offerer),
             send=self._send, on_change=self._on_remote_change,
-            on_audio_frame=self._on_audio_frame, log_prefix=self._log,
+            on_audio_frame=self._on_audio_frame, on_encoded_audio=self._on_encoded_audio,
+            log_prefix=self._log,
         )
         self._remotes[peer_id] = remote
         remote.start()

@@ -35,7 +35,7 @@ from typing import Any, Self
 from signaling import protocol
 
 from .config import PeerClientConfig
-from .connection import AudioFrameCallback, RemotePeer
+from .connection import AudioFrameCallback, EncodedAudioCallback, RemotePeer
 from .errors import (
     ClientClosedError,
     MediaTimeoutError,
@@ -62,13 +62,17 @@ class PeerClient:
 
     ``on_audio_frame(peer_id, frame)`` receives every decoded audio frame (the tap's input); it
     runs on the event loop and must return quickly (hand frames to a bounded queue).
+    ``on_encoded_audio(peer_id, frame)`` receives every *encoded* audio frame before decoding
+    (the recorder's input, :func:`~media.receive.tee_encoded`); with ``decode_audio=False``
+    nothing is decoded at all.
 
     States: ``new`` -> ``connecting`` -> ``joined`` (<-> ``resuming``) -> ``leaving`` -> ``left``;
     ``failed`` after a fatal error (see :attr:`error`); ``closed`` after :meth:`aclose`.
     """
 
     def __init__(
-        self, config: PeerClientConfig, *, on_audio_frame: AudioFrameCallback | None = None
+        self, config: PeerClientConfig, *, on_audio_frame: AudioFrameCallback | None = None,
+        on_encoded_audio: EncodedAudioCallback | None = None,
     ) -> None:
         self.config = config
         #: Timings, errors and per-remote-peer records (:meth:`snapshot` for a frozen copy).
@@ -90,7 +94,7 @@ class PeerClient:
         )
         self._mesh = Mesh(
             config, self.stats, send=self.send, on_change=self._notify, spawn=self._spawn,
-            on_audio_frame=on_audio_frame,
+            on_audio_frame=on_audio_frame, on_encoded_audio=on_encoded_audio,
         )
 
     # ------------------------------------------------------------------ properties

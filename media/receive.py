@@ -15,13 +15,20 @@ Everything before the decoder (SRTP, RTCP receiver reports, jitter, ``getStats()
 untouched. The swap uses aiortc's private attribute ``_RTCRtpReceiver__decoder_queue`` (checked
 on aiortc 1.16); if it is missing or the receiver has already started, :func:`skip_decoding`
 returns False and the caller falls back to decoding.
+
+Recording without re-encoding uses the same seam: :func:`tee_encoded` swaps in a
+:class:`TeeQueue` that hands each encoded frame (for Opus: one RTP payload, the exact bytes the
+sender's encoder produced, in order after the jitter buffer) to a callback and then on to the
+decoder (or drops it when nobody needs the decoded audio).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCRtpReceiver
@@ -85,3 +92,71 @@ async def consume_track(track: MediaStreamTrack, on_frame: Callable[[Any], None]
             return count
         count += 1
         on_frame(frame)
+
+
+# --------------------------------------------------------------------------- encoded frames
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """One encoded frame as aiortc's jitter buffer hands it to the decoder: ``data`` (for
+    Opus, one Opus packet: normally 20 ms), ``timestamp`` (the RTP timestamp, 32-bit, in the
+    codec's clock: 48 kHz for Opus), ``codec`` (the MIME type, ``audio/opus``), ``track`` (an
+    id of the remote track, unique within this client) and ``arrival`` (``time.time()`` when
+    it left the jitter buffer)."""
+
+    track: str
+    codec: str
+    data: bytes
+    timestamp: int
+    arrival: float
+
+
+EncodedFrameCallback = Callable[[EncodedFrame], None]
+
+
+class TeeQueue(queue.Queue[Any]):
+    """Replaces a receiver's decoder queue: hands every encoded frame to a callback, then to
+    the decoder thread (``decode=True``) or nowhere (``decode=False``: nobody needs PCM).
+
+    ``put`` is called on the event loop (from ``RTCRtpReceiver._handle_rtp_packet``), so the
+    callback runs there and must return quickly. The end-of-stream ``None`` always goes
+    through, so the decoder thread exits and the track ends.
+    """
+
+    def __init__(self, track_id: str, on_frame: EncodedFrameCallback, *, decode: bool) -> None:
+        super().__init__()
+        self._track_id = track_id
+        self._on_frame = on_frame
+        self._decode = decode
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(None, block, timeout)
+            return
+        codec, encoded_frame = item
+        try:
+            self._on_frame(EncodedFrame(
+                track=self._track_id, codec=str(getattr(codec, "mimeType", "")),
+                data=bytes(encoded_frame.data), timestamp=int(encoded_frame.timestamp),
+                arrival=time.time()))
+        except Exception:  # a consumer bug must not stop the receiver (nor decoding)
+            logger.exception("track=%s encoded frame consumer failed", self._track_id)
+        if self._decode:
+            super().put(item, block, timeout)
+
+
+def tee_encoded(receiver: RTCRtpReceiver, track_id: str, on_frame: EncodedFrameCallback, *,
+                decode: bool, log_prefix: str = "") -> bool:
+    """Give ``receiver``'s encoded frames to ``on_frame`` before (``decode``) or instead of
+    decoding them. Must be called before the receiver starts (from the ``track`` event);
+    returns False, changing nothing, when that is not possible (the private attribute moved:
+    checked on aiortc 1.16)."""
+    current = getattr(receiver, _DECODER_QUEUE, None)
+    if not isinstance(current, queue.Queue) or getattr(receiver, _STARTED, True) \
+            or not current.empty():
+        logger.warning("%s cannot reach the encoded frames of this aiortc receiver",
+                       log_prefix)
+        return False
+    setattr(receiver, _DECODER_QUEUE, TeeQueue(track_id, on_frame, decode=decode))
+    return True

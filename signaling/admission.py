@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .resume import Resume, new_resume_secret
 from .store import Room, Seat, Store
 from .tokens import JoinClaims, TokenService
-from .transcripts import Transcripts
+from .transcripts import Transcripts, needs_tap
 from .waiting import WaitingRoom, must_wait
 from .webhooks import NO_WEBHOOKS, Webhooks
 from .workers import WorkerRegistry
@@ -133,7 +133,7 @@ class Admission:
             self.deadlines.warn_if_near(conn, ends_at)
         if seat.role == "host" and room.features.knocks:
             await self.waiting.knocks_for(conn)
-        if seat.role != "tap" and room.features.transcription \
+        if seat.role != "tap" and needs_tap(room) \
                 and not any(s.role == "tap" for s in seats):
             await self.transcripts.ensure_tap(room)
         router = self.router

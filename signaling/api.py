@@ -148,6 +148,7 @@ ARGS: dict[str, type[_Args]] = {
     f"{RUN}/webrtc/index/removeParticipant": RemoveParticipantArgs,
     f"{RUN}/webrtc/index/getIceServers": NoArgs,
     f"{RUN}/transcripts/getTranscript": TranscriptArgs,
+    f"{RUN}/recordings/getRecording": MeetingArgs,
 }
 #: Dev mode only (``auth.dev_login``); not in the served spec.
 DEV_ARGS: dict[str, type[_Args]] = {
@@ -236,6 +237,8 @@ class Api:
             (f"{RUN}/webrtc/index/getIceServers", self._ice, True),
             (f"{RUN}/transcripts/getTranscript",
              lambda c, a, r: s.get_transcript(c, a.meeting_id, a.cursor, a.limit), True),
+            (f"{RUN}/recordings/getRecording",
+             lambda c, a, r: s.get_recording(c, a.meeting_id, self.base_url(r)), True),
         ]
         if self.settings.auth.dev_login:
             # Dev mode only: the demo page's invite links (see MeetingService.create_invite).
@@ -262,6 +265,11 @@ class Api:
         return [*(web.post(path, self._wrap(path, args, handler, auth))
                   for path, args, handler, auth in endpoints),
                 web.route("*", "/api/run/{tail:.*}", no_endpoint)]
+
+    def base_url(self, request: web.Request) -> str:
+        """The hub's own URL as callers see it (``server.public_url``, else the request's)."""
+        base = self.settings.server.public_url.rstrip("/")
+        return base or f"{'https' if request.secure else 'http'}://{request.host}"
 
     def ws_url(self, request: web.Request) -> str:
         base = self.settings.server.public_url.rstrip("/")

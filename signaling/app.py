@@ -28,6 +28,8 @@ from .memory_store import MemoryStore
 from .metrics import Metrics
 from .openapi import build_spec
 from .protocol import IceServer
+from .recording_storage import DirectoryStorage
+from .recordings import Recordings
 from .redis_bus import RedisBus
 from .redis_store import RedisStore, connect
 from .settings import Settings
@@ -74,6 +76,8 @@ class LocalUrl:
 
 
 LOCAL_URL_KEY = web.AppKey("local_url", LocalUrl)
+#: Recorded meetings' files and their signed download links.
+RECORDINGS_KEY: web.AppKey[Recordings] = web.AppKey("recordings")
 #: The hub's own tap, in its child process (present when ``tap.enabled``).
 TAP_HOST_KEY: web.AppKey[TapHost] = web.AppKey("tap_host")
 
@@ -186,7 +190,8 @@ def create_app(
                                processes=settings.tap.processes,
                                reclaim_after_s=settings.tap.reclaim_after_s,
                                max_backlog_s=settings.tap.max_backlog_s,
-                               pin_host_addresses=_pin_for(settings.server.host))
+                               pin_host_addresses=_pin_for(settings.server.host),
+                               recording_dir=str(Path(settings.recording.dir).resolve()))
         if inline_tap:
             from media.tap.worker import TapWorker
 
@@ -208,9 +213,14 @@ def create_app(
     async def on_room_active(meeting: Any, room: Any) -> None:
         await hub.transcripts.ensure_tap(room)
 
+    recordings = Recordings(DirectoryStorage(Path(settings.recording.dir).resolve()),
+                            secrets=settings.auth.secrets, url_ttl_s=settings.recording.url_ttl_s,
+                            stale_after_s=settings.recording.stale_after_s, store=store,
+                            webhooks=webhooks)
+    hub.lifecycle.on_room_ended = recordings.room_ended
     service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
                              ice_servers_for=ice_servers_for, on_room_active=on_room_active,
-                             webhooks=webhooks)
+                             webhooks=webhooks, recordings=recordings)
     api = Api(settings, tokens, service, metrics)
     app[SETTINGS_KEY] = settings
     app[TOKENS_KEY] = tokens
@@ -239,6 +249,7 @@ def create_app(
             await sender.aclose()
         if tap is not None:
             await tap.aclose()
+        await recordings.aclose()
         if registry is not None:
             await registry.aclose()
         await bus.aclose()
@@ -277,6 +288,8 @@ def create_app(
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/api/openapi.json", openapi_view)
     app.router.add_routes(api.routes())
+    app.router.add_get("/recordings/{meeting_id}/{name}", recordings.download)
+    app[RECORDINGS_KEY] = recordings
     if settings.server.demo and STATIC_DIR.is_dir():
         async def index(_: web.Request) -> web.FileResponse:
             return web.FileResponse(STATIC_DIR / "index.html")

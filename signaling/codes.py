@@ -119,6 +119,8 @@ class ErrorCode(StrEnum):
     BAD_INVITE = "bad-invite"
     #: The organizer has ``limits.max_open_meetings_per_user`` open meetings already.
     MEETING_QUOTA = "meeting-quota"
+    #: ``recordings/getRecording`` for a meeting created without ``recordingEnabled``.
+    NOT_RECORDED = "not-recorded"
 
 
 def meeting_state_code(state: str) -> ErrorCode:

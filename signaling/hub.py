@@ -208,6 +208,8 @@ class Hub:
             await self.waiting.answer(conn, msg)
         elif isinstance(msg, (p.TranscriptIn, p.TranscriptStatusIn)):
             await self.transcripts.accept(conn, msg)
+        elif isinstance(msg, p.RecordingIn):
+            await self.transcripts.recording(conn, msg)
         elif isinstance(msg, p.Join):
             raise BadRequest("already joined", code=ErrorCode.ALREADY_JOINED)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from . import protocol as p
@@ -17,7 +17,7 @@ from .clock import now_ms
 from .codes import Close, ErrorCode
 from .errors import BadRequest, Forbidden, HubError, NotFound, Unavailable
 from .settings import RoomSettings
-from .store import Seat, Store
+from .store import Room, Seat, Store
 from .tasks import Timers
 from .transcripts import Transcripts
 from .webhooks import NO_WEBHOOKS, Webhooks
@@ -49,6 +49,8 @@ class RoomLifecycle:
         self.empty = Timers("empty-room", logger=logger)
         #: The rooms' deadlines (set by the hub; forgotten when a room ends).
         self.deadlines: Deadlines | None = None
+        #: Called with every room this worker ended (the recordings' mix starts there).
+        self.on_room_ended: Callable[[Room], Awaitable[None]] | None = None
         #: Set when a store call failed half-way (outage): the next tick runs reconcile().
         self.needs_repair = True
         self._ticks = 0
@@ -155,6 +157,8 @@ class RoomLifecycle:
                 await self.store.set_presence(room.meeting_id, seat.user_id, "left")
         self.router.forget_room(room_id)
         await self.webhooks.room_ended(room, seats)
+        if self.on_room_ended is not None:
+            await self.on_room_ended(room)
         logger.info("room=%s ended (%s), %d peers closed", room_id, reason, len(seats))
         return True
 

@@ -28,6 +28,7 @@ from .controls import MeetingControls
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, Unauthenticated
 from .lifecycle import RoomLifecycle
 from .protocol import MESH_LIMIT, Features, IceServer
+from .recordings import Recordings
 from .settings import Settings
 from .store import Meeting, MeetingState, Room, Store, provider_for
 from .tokens import TokenService, UserIdentity, normalize_email
@@ -124,8 +125,11 @@ class MeetingService:
     def __init__(self, *, settings: Settings, store: Store, rooms: RoomLifecycle, tokens: TokenService,
                  ice_servers_for: IceServersFor,
                  on_room_active: Callable[[Meeting, Room], Any] | None = None,
-                 webhooks: Webhooks = NO_WEBHOOKS) -> None:
+                 webhooks: Webhooks = NO_WEBHOOKS,
+                 recordings: Recordings | None = None) -> None:
         self.settings = settings
+        #: Recorded meetings' files and download links.
+        self.recordings = recordings
         self.store = store
         self.rooms = rooms
         self.tokens = tokens
@@ -378,6 +382,16 @@ class MeetingService:
             {"segmentId": seg.segment_id, "peerId": seg.peer_id, "userId": seg.user_id,
              "text": seg.text, "startMs": seg.start_ms, "endMs": seg.end_ms}
             for seg in segments]}
+
+    async def get_recording(self, caller: UserIdentity, meeting_id: str,
+                            base_url: str) -> dict[str, Any]:
+        """A meeting's recording: its state and files with signed download URLs (host and
+        participants; a meeting that does not record is 404 ``not-recorded``)."""
+        meeting = await self._meeting(meeting_id)
+        self._require_role(meeting, caller)
+        if not meeting.recording or self.recordings is None:
+            raise NotFound("this meeting is not recorded", code=ErrorCode.NOT_RECORDED)
+        return self.recordings.describe(meeting, base_url)
 
     def ice_servers(self, caller: UserIdentity) -> dict[str, Any]:
         return {"iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),

@@ -100,6 +100,16 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
                  peerId=_S, userId=_S, text=_S, startMs=_N, endMs=_N)}),
         {"meetingId": "meeting_123example"},
     ),
+    f"{RUN}/recordings/getRecording": (
+        "A recorded meeting's state and files, with expiring download URLs (host, participants)",
+        _obj(["meetingId", "state", "files"], meetingId=_S,
+             state={"type": "string", "enum": ["recording", "processing", "ready", "failed"]},
+             files={"type": "array", "items": _obj(
+                 ["kind", "mimeType", "startMs", "durationMs", "bytes", "url"],
+                 kind={"type": "string", "enum": ["mix", "track"]}, peerId=_S, userId=_S,
+                 mimeType=_S, startMs=_N, durationMs=_N, bytes=_N, url=_S)}),
+        {"meetingId": "meeting_123example"},
+    ),
     f"{RUN}/webrtc/index/getIceServers": (
         "A fresh ICE server list (with TURN credentials) for the caller",
         _obj(["iceServers"], iceServers=_ICE_SERVERS, ttl=_N),
@@ -159,6 +169,7 @@ STATUSES: dict[str, tuple[int, ...]] = {
     "removeParticipant": (403, 404, 409),
     "getIceServers": (),
     "getTranscript": (403, 404),
+    "getRecording": (403, 404),
 }
 
 

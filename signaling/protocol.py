@@ -210,10 +210,21 @@ class TranscriptStatusIn(_Msg, tag="transcript-status", frozen=True):
     behind_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 0
 
 
+#: Whether the room's server peer is recording participants' audio now.
+RecordingState = Literal["recording", "stopped"]
+
+
+class RecordingIn(_Msg, tag="recording", frozen=True):
+    """From the tap (the room's server peer) only, in a room whose meeting records: it
+    started (``recording``) or stopped (``stopped``) recording the room."""
+
+    state: RecordingState
+
+
 ClientMessage = (
     Join | Offer | Answer | Candidate | Media | Chat | Kick | End | AskMute | Ping | Leave
     | Admit | Deny
-    | TranscriptIn | TranscriptStatusIn
+    | TranscriptIn | TranscriptStatusIn | RecordingIn
 )
 #: Client messages the hub relays to one other peer of the room.
 RELAYED = (Offer, Answer, Candidate)
@@ -335,6 +346,13 @@ class TranscriptStatus(_Msg, tag="transcript-status", frozen=True):
     behind_ms: int = 0
 
 
+class Recording(_Msg, tag="recording", frozen=True):
+    """To everyone in the room: they are being recorded (``recording``) or no longer
+    (``stopped``). Relayed from the server peer; UIs show a REC badge while ``recording``."""
+
+    state: RecordingState
+
+
 class Error(_Msg, tag="error", frozen=True):
     code: str
     message: str
@@ -344,7 +362,7 @@ class Error(_Msg, tag="error", frozen=True):
 ServerMessage = (
     Joined | OfferFrom | AnswerFrom | CandidateFrom | PeerJoined | PeerUpdated | PeerLeft
     | ChatFrom | Kicked | RoomEndedMsg | MuteRequested | Pong | Transcript | TranscriptStatus
-    | Error | Waiting | Knock | KnockEnded | RoomEnding
+    | Recording | Error | Waiting | Knock | KnockEnded | RoomEnding
 )
 
 # --------------------------------------------------------------------------- codec

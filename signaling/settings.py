@@ -252,6 +252,20 @@ class TapSettings:
 
 
 @dataclass(frozen=True)
+class RecordingSettings:
+    dir: str = "recordings"
+    """Directory the recordings are kept in (one folder per meeting; relative paths are from
+    the working directory). The hub's own server peer writes here and the hub serves
+    downloads from here; standalone ``connvo-rtc tap`` workers need the same directory
+    (``--recording-dir``)."""
+    url_ttl_s: int = 3600
+    """Seconds a download URL from ``recordings/getRecording`` stays valid."""
+    stale_after_s: float = 60.0
+    """After the meeting has ended, a file still being written that has not grown for this
+    long (its recorder died and nobody finished it) makes the recording ``failed``."""
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     urls: tuple[str, ...] = ()
     """Endpoints of the meeting backend that receive every event (Standard Webhooks: a signed
@@ -303,6 +317,7 @@ class Settings:
     ice: IceSettings = IceSettings()
     redis: RedisSettings = RedisSettings()
     tap: TapSettings = TapSettings()
+    recording: RecordingSettings = RecordingSettings()
     webhooks: WebhookSettings = WebhookSettings()
 
     @property
@@ -332,6 +347,10 @@ class Settings:
             (1 <= self.tap.processes <= 64, "tap.processes must be 1..64"),
             (2 <= self.tap.reclaim_after_s <= 15, "tap.reclaim_after_s must be 2..15"),
             (0.5 <= self.tap.max_backlog_s <= 120, "tap.max_backlog_s must be 0.5..120"),
+            (bool(self.recording.dir.strip()), "recording.dir must not be empty"),
+            (60 <= self.recording.url_ttl_s <= 7 * 86_400,
+             "recording.url_ttl_s must be 60..604800"),
+            (self.recording.stale_after_s > 0, "recording.stale_after_s must be > 0"),
             (not self.redis.url or self.redis.url.startswith(
                 ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")),
              "redis.url must be redis://, rediss://, redis+cluster:// or unix://"),

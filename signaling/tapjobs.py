@@ -23,7 +23,7 @@ from .redis_store import tag_of, unavailable_on_redis_errors
 
 
 class TapJob(msgspec.Struct, frozen=True, kw_only=True):
-    """One room to transcribe. ``token`` is a join token with role ``tap`` minted by the hub;
+    """One room to transcribe and/or record. ``token`` is a join token with role ``tap`` minted by the hub;
     ``started_at_ms`` is the meeting's start, the zero of every segment's ``startMs``."""
 
     job_id: str
@@ -31,6 +31,10 @@ class TapJob(msgspec.Struct, frozen=True, kw_only=True):
     meeting_id: str
     token: str
     started_at_ms: int
+    #: What the server peer does in the room: transcribe, record, or both. (Jobs queued
+    #: before recording existed carry neither field: they transcribe.)
+    transcription: bool = True
+    recording: bool = False
     #: Stream entry id (Redis) or claim counter (memory); set when claimed.
     entry: str = ""
 

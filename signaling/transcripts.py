@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 RECENTLY_LEFT = 256
 
 
+def needs_tap(room: Room) -> bool:
+    """Whether the room gets the server peer (role ``tap``): it transcribes or records."""
+    return room.features.transcription or room.features.recording
+
+
 class Transcripts:
     """The tap's ``transcript`` messages, and tap jobs for transcription rooms."""
 
@@ -101,9 +106,22 @@ class Transcripts:
             state=msg.state, peer_id=msg.peer_id, user_id=user_id, dropped=msg.dropped,
             behind_ms=msg.behind_ms), exclude=conn.peer_id)
 
+    async def recording(self, conn: ClientSocket, msg: p.RecordingIn) -> None:
+        """The server peer started or stopped recording: everyone else is told."""
+        if conn.role != "tap":
+            raise Forbidden("only the room's server peer reports recording")
+        room = self.router.room(conn.room_id)
+        if room is None or not room.features.recording:
+            raise BadRequest("this room does not record", code=ErrorCode.INVALID_MESSAGE)
+        logger.info("room=%s tap=%s: recording %s", conn.room_id, conn.peer_id, msg.state)
+        await self.router.broadcast(conn.room_id, p.Recording(state=msg.state),
+                                    exclude=conn.peer_id)
+
     async def ensure_tap(self, room: Room) -> None:
-        """Queue a tap job for a transcription room that has no tap (idempotent per room)."""
-        if self.tap_jobs is None or not room.features.transcription or room.state != "open":
+        """Queue a tap job for a room that transcribes or records and has no server peer
+        (idempotent per room)."""
+        features = room.features
+        if self.tap_jobs is None or not needs_tap(room) or room.state != "open":
             return
         meeting = await self.store.get_meeting(room.meeting_id)
         if meeting is None:
@@ -112,6 +130,7 @@ class Transcripts:
                                          ttl_s=self.token_ttl_s)
         job = TapJob(job_id="tap_" + secrets.token_hex(6), room_id=room.room_id,
                      meeting_id=room.meeting_id, token=token,
-                     started_at_ms=meeting.started_at or now_ms())
+                     started_at_ms=meeting.started_at or now_ms(),
+                     transcription=features.transcription, recording=features.recording)
         if await self.tap_jobs.enqueue(job):
             logger.info("room=%s tap job %s queued", room.room_id, job.job_id)

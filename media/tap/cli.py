@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("connvo_rtc.tap")
@@ -53,6 +54,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reclaim-after", type=float, default=10.0,
                    help="seconds before a silent worker's job is reclaimed (match the hubs' "
                         "tap.reclaim_after_s; default 10)")
+    p.add_argument("--recording-dir", default=env("CONNVO_RTC_RECORDING_DIR", "recordings"),
+                   help="directory recorded rooms' files go to; the hubs serve downloads from "
+                        "the same directory (their recording.dir; default ./recordings)")
     p.add_argument("--worker-id", default="",
                    help="stable id in the job queue (default: tap-<host>-<pid>)")
     p.add_argument("--pin-host", action="append", default=None, metavar="ADDRESS",
@@ -74,6 +78,7 @@ async def _run(args: argparse.Namespace) -> int:
             max_backlog_s=args.max_backlog,
             reclaim_after_s=args.reclaim_after, renew_every_s=min(2.0, args.reclaim_after / 4),
             pin_host_addresses=tuple(args.pin_host) if args.pin_host else None,
+            recording_dir=str(Path(args.recording_dir).resolve()),
         )
         from .transcriber import resolve
 

@@ -53,6 +53,9 @@ class TapConfig:
     """Gather ICE host candidates only on these addresses (tests: ``("127.0.0.1",)``)."""
     ice_timeout_s: float = 15.0
     """Offer -> connected deadline per participant, seconds."""
+    recording_dir: str = "recordings"
+    """Where rooms that record keep their files (:class:`~signaling.recording_storage.
+    DirectoryStorage`); the hubs serve downloads from the same directory."""
 
     # ------------------------------------------------------------------ voice activity
     vad_mode: int = 2
@@ -100,6 +103,7 @@ class TapConfig:
             (0.03 <= self.chunk_s <= 1, "chunk_s must be 0.03..1"),
             (self.max_backlog_s > 0, "max_backlog_s must be positive"),
             (bool(self.recognizer), "recognizer must be named"),
+            (bool(self.recording_dir.strip()), "recording_dir must not be empty"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,4 +1,6 @@
-"""One room the tap transcribes: a ``tap`` peer, one pipeline per speaker, transcripts out.
+"""One room the tap serves: a ``tap`` peer, one pipeline per speaker, transcripts out; and,
+when the meeting records, a :class:`~media.tap.recorder.Recorder` fed the same tracks' encoded
+frames (one uplink per participant serves both; a room that only records decodes nothing).
 
 :class:`TapSession` joins with the hub-minted token of its :class:`~signaling.tapjobs.TapJob`
 as a :class:`~media.peer.PeerClient` with role ``tap`` (it receives every participant's audio
@@ -36,11 +38,13 @@ from media.errors import (
 )
 from media.peer import PeerClient
 from signaling import protocol
+from signaling.recording_storage import DirectoryStorage
 from signaling.tapjobs import TapJob
 
 from .config import TapConfig
 from .overload import RoomStatus
 from .pipeline import SegmentTimes, SpeakerPipeline
+from .recorder import Recorder
 from .transcriber import Recognition, Transcriber
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,9 @@ class TapSession:
         self._transcriber = transcriber
         self._client: PeerClient | None = None
         self._pipelines: dict[str, SpeakerPipeline] = {}
+        #: The room's recorder (meetings that record), created when the room is joined.
+        self.recorder: Recorder | None = None
+        self._room_ended = False
         self._closed = False
         self._log = f"room={job.room_id} tap={worker_id}"
         #: How transcription keeps up in this room (what the room was last told).
@@ -105,11 +112,20 @@ class TapSession:
             ws_url=self.ws_url, token=self.job.token, audio=None,
             pin_host_addresses=self.config.pin_host_addresses,
             ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
+            decode_audio=self.job.transcription,  # recording alone needs no PCM
         )
+        if self.job.recording and self.recorder is None:
+            self.recorder = Recorder(
+                DirectoryStorage(self.config.recording_dir), meeting_id=self.job.meeting_id,
+                started_at_ms=self.job.started_at_ms, user_of=self._user_of,
+                log_prefix=self._log)
+        recorder = self.recorder
         deadline = time.monotonic() + self.config.join_retry_s
         delay = 0.5
         while True:
-            client = PeerClient(config, on_audio_frame=self._on_audio)
+            client = PeerClient(
+                config, on_audio_frame=self._on_audio if self.job.transcription else None,
+                on_encoded_audio=recorder.on_encoded if recorder is not None else None)
             self._client = client
             try:
                 joined = await client.connect()
@@ -125,6 +141,7 @@ class TapSession:
                 continue
             logger.info("%s joined as peer=%s; %d participant(s)", self._log, joined.peer_id,
                         len(self._participants(client)))
+            self._tell_recording("recording")
             return client
 
     def has_participants(self) -> bool:
@@ -154,10 +171,13 @@ class TapSession:
                 if isinstance(message, protocol.PeerLeft):
                     self._drop_speaker(message.peer_id)
                 elif isinstance(message, protocol.RoomEndedMsg):
+                    self._room_ended = True
                     raise RoomEndedError(message.reason)
-                elif isinstance(message, protocol.PeerJoined) and message.peer.role != "tap" \
-                        and self.status.state != "live":
-                    self._tell(self.status.current())  # the newcomer knows nothing yet
+                elif isinstance(message, protocol.PeerJoined) and message.peer.role != "tap":
+                    # the newcomer knows nothing yet
+                    self._tell_recording("recording")
+                    if self.status.state != "live":
+                        self._tell(self.status.current())
                 pipelines = list(self._pipelines.values())
                 for pipeline in pipelines:
                     pipeline.flush_if_idle(_IDLE_SEGMENT_S)
@@ -191,7 +211,25 @@ class TapSession:
             logger.info("%s audio from peer=%s", self._log, peer_id)
         pipeline.push_frame(frame)
 
+    def _user_of(self, peer_id: str) -> str:
+        client = self._client
+        info = client.room_peers.get(peer_id) if client is not None else None
+        return info.user_id if info is not None else ""
+
+    def _tell_recording(self, state: protocol.RecordingState) -> None:
+        """Tell the room it is (no longer) recorded (rooms that record only)."""
+        client = self._client
+        if self.recorder is None or client is None or client.state != "joined" \
+                or self._room_ended:  # an ended room hears nothing more
+            return
+        try:
+            client.send(protocol.RecordingIn(state=state))
+        except PeerClientError as exc:
+            logger.warning("%s recording %s not sent: %s", self._log, state, exc.message)
+
     def _drop_speaker(self, peer_id: str) -> None:
+        if self.recorder is not None:
+            self.recorder.close_peer(peer_id)
         pipeline = self._pipelines.pop(peer_id, None)
         if pipeline is not None:
             pipeline.close()  # its last final still arrives and is sent
@@ -256,6 +294,9 @@ class TapSession:
         for pipeline in pipelines:
             pipeline.close()
         client = self._client
+        if self.recorder is not None:
+            await self.recorder.aclose()  # every track file finished and committed
+            self._tell_recording("stopped")
         if client is not None and client.state == "joined" and drain_s > 0:
             deadline = time.monotonic() + drain_s
             while any(p.open_results for p in pipelines) and time.monotonic() < deadline:

@@ -325,6 +325,22 @@ function claimsOf(token) {
   }
 }
 
+// What the lobby's fine print promises follows the boxes the host ticks: it must stay true.
+function renderFineprint() {
+  const transcript = $('transcribe').checked;
+  const record = $('record').checked;
+  let kept = 'Nothing is recorded.';
+  if ($('record-field').hidden) {
+    // A guest: the host chose; the room says so (REC, Transcribing) once you are in.
+    kept = 'If the host records or transcribes the meeting, the room shows REC or Transcribing.';
+  } else if (record) {
+    kept = `Everyone's audio is recorded and kept on this server${transcript ? ', with the live transcript' : ''}; everyone sees REC.`;
+  } else if (transcript) {
+    kept = "Nothing is recorded, except the live transcript's text, which the meeting keeps.";
+  }
+  $('fineprint').textContent = `Audio and video go directly between participants. ${kept}`;
+}
+
 function setupLobby() {
   const saved = localStorage.getItem('connvo.name') ?? '';
   $('name').value = saved;
@@ -335,7 +351,7 @@ function setupLobby() {
     $('join-heading').textContent = 'Join the meeting';
     $('join-lede').textContent = 'Check your camera and microphone, then join.';
     if (claims?.name) $('name').value = claims.name;
-    for (const id of ['title-field', 'transcribe-field', 'waiting-room-field', 'email-field']) $(id).hidden = true;
+    for (const id of ['title-field', 'transcribe-field', 'waiting-room-field', 'record-field', 'email-field']) $(id).hidden = true;
     $('join-button').textContent = 'Join meeting';
   } else if (state.invite) {
     $('join-eyebrow').textContent = "You're invited";
@@ -344,19 +360,20 @@ function setupLobby() {
     $('title-field').hidden = true;
     $('transcribe-field').hidden = true;
     $('waiting-room-field').hidden = true;
+    $('record-field').hidden = true;
     $('join-button').textContent = 'Join meeting';
   }
   $('name').addEventListener('input', renderPreviewControls);
   $('preview-mic').addEventListener('click', togglePreviewMic);
   $('preview-cam').addEventListener('click', togglePreviewCam);
-  $('transcribe').addEventListener('change', () => {
-    $('fineprint-transcript').hidden = !$('transcribe').checked;
-  });
+  $('transcribe').addEventListener('change', renderFineprint);
+  $('record').addEventListener('change', renderFineprint);
   $('join-form').addEventListener('submit', (event) => {
     event.preventDefault();
     submitLobby();
   });
   renderPreviewControls();
+  renderFineprint();
   if (state.invite && inviteExpired(state.invite)) {
     notice('invite-expired');
     return;
@@ -539,7 +556,7 @@ async function submitLobby() {
       // Transcription is the meeting's to choose at creation (the hub then sends it a tap).
       const meeting = await state.api.createMeeting({ title,
         transcriptionEnabled: $('transcribe').checked,
-        waitingRoomEnabled: $('waiting-room').checked });
+        waitingRoomEnabled: $('waiting-room').checked, recordingEnabled: $('record').checked });
       await state.api.startMeeting(meeting.meetingId);
       const { invite } = await state.api.createInvite(meeting.meetingId);
       state.invite = invite;
@@ -707,6 +724,9 @@ function bindRoom(room) {
     $('transcribing').hidden = !active;
     document.querySelector('.transcribing-sep').hidden = !active;
     if (active) showTranscription('live'); // a new tap starts afresh
+  });
+  room.on('recording', ({ state: now }) => {
+    $('recording-badge').hidden = now !== 'recording';
   });
   room.on('transcript-status', ({ state: status, peerId, name, dropped }) => {
     showTranscription(status);

@@ -64,7 +64,8 @@ const errorFromClose = (code, reason, lastError) => {
  * startMs, endMs} · `transcription` {active} · `transcript-status` {state: 'live' | 'delayed'
  * | 'dropping', peerId, name, dropped, behindMs} (how transcription keeps up: 'delayed', the
  * recogniser is behind; 'dropping', `dropped` segments of `peerId`'s speech were not
- * transcribed) · `reconnecting` {attempt, delayMs} ·
+ * transcribed) · `recording` {state: 'recording' | 'stopped'} (the room's server peer records
+ * it: show a REC badge) · `reconnecting` {attempt, delayMs} ·
  * `reconnected` {resumed} · `error` ConnvoError (`fatal` ends the room) · `ended` {reason} ·
  * `left` {reason} · `waiting` {} (the room has a waiting room: `join()` resolves once a host
  * lets us in; rejects with `denied`, `waiting-timeout`, `room-full`) · hosts only: `knock`
@@ -644,7 +645,8 @@ export class Room extends Emitter {
     if (peer.isTap) {
       const was = this.#taps.size > 0;
       this.#taps.add(peer.peerId);
-      if (!was) this.emit('transcription', { active: true });
+      // The server peer also joins rooms that only record: that is not transcription.
+      if (!was && this.features.transcription) this.emit('transcription', { active: true });
     } else {
       this.#peers.set(peer.peerId, peer);
       this.emit('peer-joined', { peer });
@@ -676,7 +678,10 @@ export class Room extends Emitter {
     link.close();
     if (link.peer.isTap) {
       this.#taps.delete(peerId);
-      if (this.#taps.size === 0) this.emit('transcription', { active: false });
+      if (this.#taps.size === 0 && this.features.transcription) {
+        this.emit('transcription', { active: false });
+      }
+      if (this.#taps.size === 0 && this.features.recording) this.emit('recording', { state: 'stopped' });
     } else {
       this.emit('peer-left', { peer: link.peer, reason });
     }
@@ -732,6 +737,9 @@ export class Room extends Emitter {
           state: msg.state, peerId: msg.peerId ?? null, name: msg.peerId ? this.#nameOf(msg.peerId) : '',
           dropped: msg.dropped ?? 0, behindMs: msg.behindMs ?? 0,
         });
+        break;
+      case 'recording':
+        this.emit('recording', { state: msg.state === 'recording' ? 'recording' : 'stopped' });
         break;
       case 'pong':
         this.#pongDeadline = null;

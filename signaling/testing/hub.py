@@ -9,6 +9,8 @@ URLs, mints tokens and makes meetings through the API.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,13 @@ from signaling.tokens import TokenService
 SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
+@functools.cache
+def _scratch_recordings() -> str:
+    """One temporary recordings directory per test process (tests that look at recordings
+    pass their own ``recording.dir``)."""
+    return tempfile.mkdtemp(prefix="connvo-recordings-")
+
+
 def test_settings(**sections: dict[str, Any]) -> Settings:
     """Settings for tests: a fixed secret, loopback, quick timeouts; override per section."""
     overrides: dict[str, dict[str, Any]] = {
@@ -32,6 +41,8 @@ def test_settings(**sections: dict[str, Any]) -> Settings:
         "auth": {"secrets": SECRET},
         # Tests that transcribe turn the in-process tap on; the rest need no recogniser.
         "tap": {"enabled": False},
+        # Never the working directory: recorded meetings' mixes would land in the checkout.
+        "recording": {"dir": _scratch_recordings()},
     }
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)

@@ -1,5 +1,6 @@
 """A blocked camera is explained and does not stop anyone joining; the transcription tap gets
-each page's audio (and nothing else), is never shown, and its transcripts appear in the pane."""
+each page's audio (and nothing else), is never shown, and its transcripts appear in the pane;
+a recorded meeting shows REC while the server peer records."""
 
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ async def test_blocked_camera_is_explained_and_the_person_still_joins(
 async def test_tap_gets_audio_only_is_hidden_and_its_transcripts_show(
         dev_hub: HubHandle, browser: Chromium) -> None:
     ada = await browser.open(dev_hub.base_url + "/", "Ada Lovelace")
-    link = await ada.start_meeting("Transcribed call")
+    # A transcribed meeting (the hub's own tap is off: this test's peer plays the tap). Since
+    # rooms that only record also get a server peer, the page says "Transcribing" only when
+    # the room's features say it transcribes.
+    link = await ada.start_meeting("Transcribed call", transcribe=True)
     room_id = await ada.room_id()
     tap_config = PeerClientConfig(
         ws_url=dev_hub.ws_url, token=dev_hub.mint_token(room_id, "tap-worker", "tap"),
@@ -92,3 +96,27 @@ async def test_tap_gets_audio_only_is_hidden_and_its_transcripts_show(
         await expect(line.locator("span")).to_have_text("Thanks for joining, everyone.")
         await expect(line).not_to_have_class("transcript-line interim")
         await expect(grace.page.locator("#transcript-log .transcript-line b")).to_have_text("You")
+
+
+async def test_a_recorded_meeting_shows_rec_while_the_server_peer_records(
+        dev_hub: HubHandle, browser: Chromium) -> None:
+    """The host ticks "Record": everyone sees REC while the room's server peer says it
+    records, and not when it says it stopped; a server peer in a room that records without
+    transcribing does not make the page say "Transcribing"."""
+    ada = await browser.open(dev_hub.base_url + "/", "Ada Lovelace")
+    await ada.start_meeting("Recorded call", record=True)
+    room_id = await ada.room_id()
+    badge = ada.page.locator("#recording-badge")
+    await expect(badge).to_be_hidden()
+    tap_config = PeerClientConfig(
+        ws_url=dev_hub.ws_url, token=dev_hub.mint_token(room_id, "tap-worker", "tap"),
+        audio=None, pin_host_addresses=("127.0.0.1",), decode_audio=False, ice_timeout_s=20.0,
+        name="tap")
+    async with PeerClient(tap_config) as tap:
+        assert tap.joined is not None and tap.joined.features.recording
+        tap.send(p.RecordingIn(state="recording"))
+        await expect(badge).to_be_visible()
+        await expect(badge).to_have_text("REC")
+        await expect(ada.page.locator("#transcribing")).to_be_hidden()
+        tap.send(p.RecordingIn(state="stopped"))
+        await expect(badge).to_be_hidden()

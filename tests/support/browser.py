@@ -196,12 +196,13 @@ class DemoPage:
     # ------------------------------------------------------------------ the lobby
 
     async def start_meeting(self, title: str = "Design review", *,
-                            transcribe: bool = False) -> str:
-        """Fill the lobby as the host (``transcribe``: tick "Live transcript"); return the
-        invite link."""
+                            transcribe: bool = False, record: bool = False) -> str:
+        """Fill the lobby as the host (``transcribe``: tick "Live transcript", ``record``:
+        tick "Record"); return the invite link."""
         await self.page.fill("#name", self.name)
         await self.page.fill("#title", title)
         await self.page.set_checked("#transcribe", transcribe)
+        await self.page.set_checked("#record", record)
         await self.page.click("#join-button")
         await self.wait_joined()
         link = await self.page.evaluate("() => window.demo.inviteLink")
