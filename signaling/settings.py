@@ -266,6 +266,32 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """The AI persona of meetings created from a scenario (docs/agent.md)."""
+
+    scenarios_dir: str = ""
+    """Directory of the deployment's scenario files (``*.yaml``, docs/agent.md). Empty: the
+    example scenarios shipped with connvo-rtc."""
+    brain: str = "script"
+    """What thinks: ``script`` (the scenario's scripted conversation, offline and
+    deterministic) or ``openai`` (an OpenAI-compatible chat-completions API, streaming)."""
+    llm_base_url: str = ""
+    """``brain = "openai"``: the API's base URL, e.g. ``https://api.openai.com/v1``."""
+    llm_model: str = ""
+    """``brain = "openai"``: the model name."""
+    llm_api_key: str = field(default="", repr=False)
+    """``brain = "openai"``: the API key (env ``CONNVO_RTC_AGENT_LLM_API_KEY``)."""
+    voice: str = "espeak"
+    """What speaks: ``espeak`` (espeak-ng on this machine) or ``azure`` (Azure text to
+    speech, streaming; the seed's default provider)."""
+    azure_endpoint: str = ""
+    """``voice = "azure"``: the text-to-speech endpoint, e.g.
+    ``https://westeurope.tts.speech.microsoft.com``."""
+    azure_key: str = field(default="", repr=False)
+    """``voice = "azure"``: the resource key (env ``CONNVO_RTC_AGENT_AZURE_KEY``)."""
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     urls: tuple[str, ...] = ()
     """Endpoints of the meeting backend that receive every event (Standard Webhooks: a signed
@@ -319,6 +345,7 @@ class Settings:
     tap: TapSettings = TapSettings()
     recording: RecordingSettings = RecordingSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    agent: AgentSettings = AgentSettings()
 
     @property
     def dev_mode(self) -> bool:
