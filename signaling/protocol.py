@@ -64,6 +64,20 @@ class IceServer(msgspec.Struct, omit_defaults=True, frozen=True):
     credential: str | None = None
 
 
+class AgentSpec(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    """The AI persona of a meeting created from a scenario: who joins the room as the
+    ``agent`` participant, with which voice (the seed's ``voiceId``, ``voiceProvider``,
+    ``language``, ``welcomeMessage``; empty strings take the scenario's own)."""
+
+    scenario_id: str
+    #: The persona's display name (the scenario's ``persona.name``).
+    name: str
+    voice_id: str = ""
+    voice_provider: Literal["elevenlabs", "azure", "cartesia"] = "azure"
+    language: str = "English"
+    welcome_message: str = ""
+
+
 class Features(msgspec.Struct, rename="camel", frozen=True):
     """What the room allows; copied from the meeting's controls when its room is made.
 
@@ -83,6 +97,8 @@ class Features(msgspec.Struct, rename="camel", frozen=True):
     auto_admit: bool = False
     #: Minutes the meeting may last from its start (``None``: no limit).
     max_duration_minutes: int | None = None
+    #: The meeting's AI persona (meetings created from a scenario), else ``None``.
+    agent: AgentSpec | None = None
 
     @property
     def knocks(self) -> bool:

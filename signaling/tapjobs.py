@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import msgspec
 from redis.exceptions import ResponseError
 
+from .protocol import AgentSpec
 from .redis_store import tag_of, unavailable_on_redis_errors
 
 
@@ -35,6 +36,10 @@ class TapJob(msgspec.Struct, frozen=True, kw_only=True):
     #: before recording existed carry neither field: they transcribe.)
     transcription: bool = True
     recording: bool = False
+    #: The meeting's AI persona: the server peer joins as this ``agent`` participant (role
+    #: ``agent``: a seat, its name shown, an audio track to everyone) instead of the hidden
+    #: ``tap``, and still transcribes/records as the fields above say.
+    agent: AgentSpec | None = None
     #: Stream entry id (Redis) or claim counter (memory); set when claimed.
     entry: str = ""
 
