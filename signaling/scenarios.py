@@ -1,7 +1,7 @@
 """Scenarios: the deployment's conversation partners for meetings created from a scenario.
 
 A scenario is one YAML file (``<id>.yaml``) in ``agent.scenarios_dir`` (empty: the examples
-shipped in ``signaling/scenarios/``). docs/agent.md documents the format::
+shipped in ``signaling/example_scenarios/``). docs/agent.md documents the format::
 
     id: interview-practice              # optional; the file's name without .yaml otherwise
     title: Job interview practice
@@ -35,7 +35,7 @@ import yaml
 logger = logging.getLogger(__name__)
 
 #: The examples shipped with connvo-rtc.
-SHIPPED = Path(__file__).with_name("scenarios")
+SHIPPED = Path(__file__).with_name("example_scenarios")
 #: A scenario id: what ``createMeetingFromScenario`` takes as ``scenarioId``.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 #: Largest scenario file read (bytes).
