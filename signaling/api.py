@@ -79,6 +79,52 @@ class CreateMeetingArgs(_Args, frozen=True):
     max_duration_minutes: Minutes | None = None
 
 
+#: A scenario id (signaling/scenarios.py ``ID_PATTERN``, anchored as the patterns above are).
+ScenarioId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}" + _END)]
+#: A person's or persona's name as shown on a tile: 1..64 characters, not only whitespace.
+PersonName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=f"[^{_WS}]")]
+#: A provider's voice id (ElevenLabs ``6MoEUz34rbRrmmyxgRm4``, Azure ``en-US-JennyNeural``).
+VoiceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}" + _END)]
+#: A language by name or tag: ``English``, ``en-US``, ``Brazilian Portuguese``.
+Language = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z() _-]{0,63}" + _END)]
+#: Seats of a meeting from a scenario: the person and the agent at least, the mesh at most.
+ScenarioSeats = Annotated[float, msgspec.Meta(ge=2, le=4, multiple_of=1)]
+
+
+class CreateFromScenarioArgs(_Args, frozen=True):
+    """``createMeetingFromScenario``: the seed's "Create Meeting from Scenario" in our camelCase
+    (``seeds/meeting-from-scenario.md``); the meeting controls default as that document says
+    (:func:`signaling.controls.scenario_controls`), not as ``createMeeting``'s do."""
+
+    scenario_id: ScenarioId
+    #: The person joining (their tile's name).
+    name: PersonName
+    voice_id: VoiceId | None = None
+    voice_provider: Literal["elevenlabs", "azure", "cartesia"] | None = None
+    language: Language | None = None
+    welcome_message: Annotated[str, msgspec.Meta(min_length=1, max_length=1000,
+                                                 pattern=f"[^{_WS}]")] | None = None
+    meeting_type: Literal["regular", "end-user"] = "regular"
+    end_user_id: Id | None = None
+    # Meeting controls: left out, the scenario document's defaults.
+    recording_enabled: bool | None = None
+    transcription_enabled: bool | None = None
+    chat_enabled: bool | None = None
+    screen_sharing_enabled: bool | None = None
+    participant_video_enabled: bool | None = None
+    participant_audio_enabled: bool | None = None
+    max_participants: ScenarioSeats | None = None
+    waiting_room_enabled: bool | None = None
+    auto_admit: bool | None = None
+    max_duration_minutes: Minutes | None = None
+    # AI configuration: accepted, type-checked and stored; no effect here (docs/agent.md).
+    deep_thinking_enabled: bool = False
+    live_vision_enabled: bool = False
+    gpt_vision_enabled: bool = False
+    web_search_enabled: bool = False
+    use_own_api_keys: bool = False
+
+
 class MeetingArgs(_Args, frozen=True):
     meeting_id: Id
 
@@ -149,6 +195,8 @@ ARGS: dict[str, type[_Args]] = {
     f"{RUN}/webrtc/index/getIceServers": NoArgs,
     f"{RUN}/transcripts/getTranscript": TranscriptArgs,
     f"{RUN}/recordings/getRecording": MeetingArgs,
+    f"{RUN}/lifecycle/createMeetingFromScenario": CreateFromScenarioArgs,
+    f"{RUN}/scenarios/listScenarios": NoArgs,
 }
 #: Dev mode only (``auth.dev_login``); not in the served spec.
 DEV_ARGS: dict[str, type[_Args]] = {
@@ -162,7 +210,10 @@ DEV_ARGS: dict[str, type[_Args]] = {
 def configured_limits(settings: Settings) -> dict[str, float]:
     """Upper bounds that are settings rather than constants of the structs, by ``endpoint
     path/argument``: checked with the structs' limits, stated in the served spec."""
-    return {f"{RUN}/webrtc/index/createJoinToken/ttlSeconds": settings.auth.max_token_ttl_s}
+    return {f"{RUN}/webrtc/index/createJoinToken/ttlSeconds": settings.auth.max_token_ttl_s,
+            # the agent's meetings are hosted here: one mesh room
+            f"{RUN}/lifecycle/createMeetingFromScenario/maxParticipants":
+                settings.rooms.capacity}
 
 
 def decode_args(raw: dict[str, Any], args_type: type[_Args],
@@ -239,6 +290,9 @@ class Api:
              lambda c, a, r: s.get_transcript(c, a.meeting_id, a.cursor, a.limit), True),
             (f"{RUN}/recordings/getRecording",
              lambda c, a, r: s.get_recording(c, a.meeting_id, self.base_url(r)), True),
+            (f"{RUN}/lifecycle/createMeetingFromScenario",
+             lambda c, a, r: s.create_from_scenario(c, a, self.ws_url(r)), True),
+            (f"{RUN}/scenarios/listScenarios", lambda c, a, r: s.list_scenarios(), True),
         ]
         if self.settings.auth.dev_login:
             # Dev mode only: the demo page's invite links (see MeetingService.create_invite).

@@ -32,7 +32,8 @@ from .recording_storage import DirectoryStorage
 from .recordings import Recordings
 from .redis_bus import RedisBus
 from .redis_store import RedisStore, connect
-from .settings import Settings
+from .scenarios import Scenario, ScenarioError, ScriptCheck, load_scenarios
+from .settings import ConfigError, Settings
 from .store import Store
 from .tapjobs import MemoryTapJobs, RedisTapJobs, TapJobs
 from .tasks import cancel_all
@@ -99,6 +100,23 @@ def _pin_for(host: str) -> tuple[str, ...] | None:
     return ("127.0.0.1",) if _connect_host(host).startswith("127.") else None
 
 
+def deployment_scenarios(settings: Settings) -> dict[str, Scenario]:
+    """The scenarios of ``agent.scenarios_dir`` (empty: the shipped examples), checked by the
+    script brain; a broken file is a :class:`ConfigError` naming it (the hub does not start)."""
+    check: ScriptCheck | None = None
+    try:
+        from media.agent.script import check_script
+
+        check = check_script
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("media.agent.script", "media.agent"):
+            raise
+    try:
+        return load_scenarios(settings.agent.scenarios_dir or None, check_script=check)
+    except ScenarioError as exc:
+        raise ConfigError(f"agent.scenarios_dir: {exc}") from None
+
+
 def make_webhooks(settings: Settings, store: Store, redis_client: Any, metrics: Metrics,
                   worker_id: str) -> tuple[Webhooks, WebhookSender | None]:
     """The emitter and this worker's sender; with no ``webhooks.urls`` an emitter that does
@@ -141,6 +159,7 @@ def create_app(
     (:class:`~media.tap.host.TapHost`). ``inline_tap`` runs it on the hub's own event loop
     instead, as it ran before it had a process: only for benchmarks and tests that look
     inside the tap (never ``serve``: its audio work then delays the hub's signalling)."""
+    scenarios = deployment_scenarios(settings)  # first: a broken file stops the start here
     app = web.Application(client_max_size=settings.limits.max_body_bytes)
     tokens = TokenService(
         secrets=settings.auth.secrets, max_ttl_s=settings.auth.max_token_ttl_s,
@@ -220,7 +239,8 @@ def create_app(
     hub.lifecycle.on_room_ended = recordings.room_ended
     service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
                              ice_servers_for=ice_servers_for, on_room_active=on_room_active,
-                             webhooks=webhooks, recordings=recordings)
+                             webhooks=webhooks, recordings=recordings,
+                             scenarios=scenarios)
     api = Api(settings, tokens, service, metrics)
     app[SETTINGS_KEY] = settings
     app[TOKENS_KEY] = tokens

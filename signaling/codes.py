@@ -121,6 +121,8 @@ class ErrorCode(StrEnum):
     MEETING_QUOTA = "meeting-quota"
     #: ``recordings/getRecording`` for a meeting created without ``recordingEnabled``.
     NOT_RECORDED = "not-recorded"
+    #: ``createMeetingFromScenario`` with a ``scenarioId`` the deployment does not provide.
+    SCENARIO_NOT_FOUND = "scenario-not-found"
 
 
 def meeting_state_code(state: str) -> ErrorCode:

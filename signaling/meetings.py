@@ -24,11 +24,12 @@ import msgspec
 from .admission import IceServersFor
 from .clock import now_ms
 from .codes import ErrorCode, meeting_state_code
-from .controls import MeetingControls
+from .controls import MeetingControls, scenario_controls
 from .errors import BadRequest, Conflict, Forbidden, NotFound, RoomEnded, Unauthenticated
 from .lifecycle import RoomLifecycle
-from .protocol import MESH_LIMIT, Features, IceServer
+from .protocol import MESH_LIMIT, AgentSpec, Features, IceServer
 from .recordings import Recordings
+from .scenarios import Scenario
 from .settings import Settings
 from .store import Meeting, MeetingState, Room, Store, provider_for
 from .tokens import TokenService, UserIdentity, normalize_email
@@ -53,6 +54,11 @@ def user_id_for_email(email: str) -> str:
     ``\u212aate@example.com`` logged in as ``kate@example.com``'s user."""
     return "user_" + hashlib.sha256(normalize_email(email).encode()).hexdigest()[:16]
 
+
+#: ``createMeetingFromScenario``'s AI configuration flags (argument fields, stored as given;
+#: no effect here: see docs/agent.md "API").
+AI_FLAGS = ("deep_thinking_enabled", "live_vision_enabled", "gpt_vision_enabled",
+            "web_search_enabled", "use_own_api_keys")
 
 #: Audience of dev-mode invite links (never accepted as a join or user token).
 INVITE_AUDIENCE = "connvo-rtc:invite"
@@ -126,8 +132,11 @@ class MeetingService:
                  ice_servers_for: IceServersFor,
                  on_room_active: Callable[[Meeting, Room], Any] | None = None,
                  webhooks: Webhooks = NO_WEBHOOKS,
-                 recordings: Recordings | None = None) -> None:
+                 recordings: Recordings | None = None,
+                 scenarios: dict[str, Scenario] | None = None) -> None:
         self.settings = settings
+        #: The deployment's scenarios by id, loaded once at start (``agent.scenarios_dir``).
+        self.scenarios = scenarios or {}
         #: Recorded meetings' files and download links.
         self.recordings = recordings
         self.store = store
@@ -205,20 +214,28 @@ class MeetingService:
     async def start_meeting(self, caller: UserIdentity, meeting_id: str) -> dict[str, Any]:
         meeting = await self._meeting(meeting_id)
         self._require_role(meeting, caller, "host")
-        meeting = await self.store.transition_meeting(
-            meeting_id, "active", from_states=("scheduled",), now_ms=now_ms())
-        if meeting.video_provider != "webrtc":
+        meeting, room = await self._start(meeting_id)
+        if room is None:
             return {"success": True, "videoProvider": "getstream", "webrtcReady": False}
-        room = await self._ensure_room(meeting, None)
-        if self.rooms.deadlines is not None:  # this worker ends it on time, whoever joins
-            await self.rooms.deadlines.watch(room)
-        logger.info("meeting=%s started, room=%s", meeting_id, room.room_id)
-        await self.webhooks.meeting_started(meeting, room)
         return {
             "success": True, "videoProvider": "webrtc", "webrtcReady": True,
             "roomInfo": {"roomId": room.room_id,
                          "iceServers": ice_dicts(self.ice_servers_for(caller.user_id))},
         }
+
+    async def _start(self, meeting_id: str) -> tuple[Meeting, Room | None]:
+        """The meeting becomes active and its room opens (``None``: not a ``webrtc`` meeting):
+        its deadline is watched, its server peer's job queued (``on_room_active``)."""
+        meeting = await self.store.transition_meeting(
+            meeting_id, "active", from_states=("scheduled",), now_ms=now_ms())
+        if meeting.video_provider != "webrtc":
+            return meeting, None
+        room = await self._ensure_room(meeting, None)
+        if self.rooms.deadlines is not None:  # this worker ends it on time, whoever joins
+            await self.rooms.deadlines.watch(room)
+        logger.info("meeting=%s started, room=%s", meeting_id, room.room_id)
+        await self.webhooks.meeting_started(meeting, room)
+        return meeting, room
 
     async def initialize_room(self, caller: UserIdentity, meeting_id: str,
                               max_participants: int | None) -> dict[str, Any]:
@@ -261,7 +278,75 @@ class MeetingService:
                 value[key] = getattr(meeting, attr)
         if meeting.room_id:
             value["roomId"] = meeting.room_id
+        if meeting.agent is not None:  # the seed's value schema allows more properties
+            value["agent"] = agent_dict(meeting.agent)
         return value
+
+    # ------------------------------------------------------------------ scenarios
+
+    async def list_scenarios(self) -> dict[str, Any]:
+        """The scenarios this deployment provides (``meetings/scenarios/listScenarios``)."""
+        return {"scenarios": [s.summary() for s in self.scenarios.values()]}
+
+    async def create_from_scenario(self, caller: UserIdentity, args: Any,
+                                   ws_url: str) -> dict[str, Any]:
+        """``createMeetingFromScenario``: a meeting whose room has the scenario's AI persona,
+        started at once (the agent's job is queued), and a join token for the person.
+
+        ``regular`` meetings are the caller's own: the caller is the organizer and the person
+        joins as its ``host`` (they may end it; participant controls bind anyone else).
+        ``end-user`` meetings are made by a backend for an end user: the caller organizes (and
+        is host through the API), the person joins as a ``participant``, so the participant
+        controls apply to them (with a waiting room and no ``autoAdmit``, they wait for a host).
+        The person's user id is ``endUserId`` when given, else the caller's."""
+        scenario = self.scenarios.get(args.scenario_id)
+        if scenario is None:
+            raise NotFound(f"no scenario {args.scenario_id!r} in this deployment (see "
+                           "meetings/scenarios/listScenarios)", code=ErrorCode.SCENARIO_NOT_FOUND)
+        end_user = args.meeting_type == "end-user"
+        controls = scenario_controls(scenario.call_duration, **{
+            name: value for name, value in (
+                ("recording", args.recording_enabled),
+                ("transcription", args.transcription_enabled), ("chat", args.chat_enabled),
+                ("screen_sharing", args.screen_sharing_enabled),
+                ("participant_video", args.participant_video_enabled),
+                ("participant_audio", args.participant_audio_enabled),
+                ("waiting_room", args.waiting_room_enabled), ("auto_admit", args.auto_admit),
+                ("max_duration_minutes", _int(args.max_duration_minutes)))
+            if value is not None})
+        # Checked against rooms.capacity before this (api.configured_limits).
+        seats = _int(args.max_participants) or self.settings.rooms.capacity
+        persona = scenario.persona
+        agent = AgentSpec(
+            scenario_id=scenario.id, name=persona.name,
+            voice_id=args.voice_id or persona.voice_id,
+            voice_provider=args.voice_provider or persona.voice_provider,
+            language=args.language or persona.language,
+            welcome_message=(args.welcome_message or persona.welcome_message).strip())
+        ts = now_ms()
+        meeting = Meeting(
+            meeting_id=new_id("meeting"), title=scenario.title, organizer_id=caller.user_id,
+            organizer_email=normalize_email(caller.email), description=scenario.description,
+            meeting_type=args.meeting_type, max_participants=seats, provider="webrtc",
+            created_at=ts, updated_at=ts, agent=agent, end_user_id=args.end_user_id,
+            ai_config={name: bool(getattr(args, name)) for name in AI_FLAGS},
+            **_control_fields(controls))
+        await self.store.create_meeting(
+            meeting, max_open=self.settings.limits.max_open_meetings_per_user)
+        meeting, room = await self._start(meeting.meeting_id)
+        assert room is not None  # provider "webrtc": the room is ours
+        meeting = msgspec.structs.replace(meeting, room_id=room.room_id)
+        person = UserIdentity(user_id=args.end_user_id or caller.user_id,
+                              email="" if end_user else caller.email, name=args.name.strip())
+        join = await self._join_token_for(meeting, person, "participant" if end_user else "host",
+                                          ws_url, None)
+        logger.info("meeting=%s from scenario %s by user=%s: room=%s, agent %s",
+                    meeting.meeting_id, scenario.id, caller.user_id, room.room_id, agent.name)
+        return {"meetingId": meeting.meeting_id, "roomId": room.room_id,
+                "roomUrl": join["roomUrl"], "roomToken": join["token"], "wsUrl": ws_url,
+                "role": join["role"], "expiresAt": join["expiresAt"],
+                "startedAt": meeting.started_at, "serverTime": now_ms(),
+                "agent": agent_dict(agent)}
 
     # ------------------------------------------------------------------ our additions
 
@@ -406,7 +491,8 @@ class MeetingService:
                         max_participants=capacity, participant_video=meeting.participant_video,
                         participant_audio=meeting.participant_audio,
                         waiting_room=meeting.waiting_room, auto_admit=meeting.auto_admit,
-                        max_duration_minutes=meeting.max_duration_minutes)
+                        max_duration_minutes=meeting.max_duration_minutes,
+                        agent=meeting.agent)
 
     async def _ensure_room(self, meeting: Meeting, max_participants: int | None) -> Room:
         features = self._features(meeting, max_participants)
@@ -421,10 +507,19 @@ class MeetingService:
         return room
 
 
+def agent_dict(agent: AgentSpec) -> dict[str, Any]:
+    """A meeting's AI persona as ``getMeeting`` and ``createMeetingFromScenario`` show it."""
+    return msgspec.to_builtins(agent)  # type: ignore[no-any-return]
+
+
 def _features_dict(features: Features) -> dict[str, Any]:
     """``features`` as ``initializeWebRTCRoom`` returns them: the seed's five, then the
-    meeting controls, named as ``joined.features`` names them."""
-    return msgspec.to_builtins(features)  # type: ignore[no-any-return]
+    meeting controls, named as ``joined.features`` names them; ``agent`` only in a meeting
+    that has one (``"agent": null`` in every other answer broke the seed's exact shape)."""
+    value: dict[str, Any] = msgspec.to_builtins(features)
+    if value.get("agent") is None:
+        value.pop("agent", None)
+    return value
 
 
 def _control_fields(controls: MeetingControls) -> dict[str, Any]:

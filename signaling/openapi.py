@@ -26,7 +26,7 @@ import yaml
 
 from .api import ARGS, RUN, configured_limits
 from .codes import ErrorCode as E
-from .settings import AuthSettings, LimitSettings, Settings
+from .settings import AuthSettings, LimitSettings, RoomSettings, Settings
 
 SEEDS = ("createMeeting", "startMeeting", "initializeWebRTCRoom", "getMeeting")
 
@@ -69,6 +69,11 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 
 _S, _B, _N = {"type": "string"}, {"type": "boolean"}, {"type": "number"}
+#: A meeting's AI persona (``createMeetingFromScenario``; ``getMeeting``'s ``agent``).
+_AGENT = _obj(["scenarioId", "name", "voiceId", "voiceProvider", "language", "welcomeMessage"],
+              scenarioId=_S, name=_S, voiceId=_S,
+              voiceProvider={"type": "string", "enum": ["elevenlabs", "azure", "cartesia"]},
+              language=_S, welcomeMessage=_S)
 
 #: Our additions: path -> (summary, value schema, example args). Their args come from ARGS.
 EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -115,6 +120,26 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         _obj(["iceServers"], iceServers=_ICE_SERVERS, ttl=_N),
         {},
     ),
+    f"{RUN}/lifecycle/createMeetingFromScenario": (
+        ("A meeting with a scenario's AI persona (seeds/meeting-from-scenario.md), started at "
+         "once; roomUrl opens the hub's page straight into its room as the person (roomToken: "
+         "their join token). regular meetings: the person is the caller, joining as host; "
+         "end-user meetings: the person is endUserId, joining as participant. The agent takes "
+         "a seat: maxParticipants counts it. The AI configuration flags are stored and have "
+         "no effect here"),
+        _obj(["meetingId", "roomId", "roomUrl", "roomToken", "wsUrl", "role", "expiresAt",
+              "agent"], meetingId=_S, roomId=_S, roomUrl=_S, roomToken=_S, wsUrl=_S, role=_S,
+             expiresAt=_N, startedAt=_N, serverTime=_N, agent=_AGENT),
+        {"scenarioId": "interview-practice", "name": "Ada Lovelace"},
+    ),
+    f"{RUN}/scenarios/listScenarios": (
+        "The scenarios this deployment provides (createMeetingFromScenario's scenarioId)",
+        _obj(["scenarios"], scenarios={"type": "array", "items": _obj(
+            ["scenarioId", "title", "description", "personaName", "language", "callDuration"],
+            scenarioId=_S, title=_S, description=_S, personaName=_S, language=_S,
+            callDuration=_N)}),
+        {},
+    ),
 }
 
 
@@ -148,7 +173,8 @@ FAILURES: dict[int, str] = {
     401: "No valid user token: " + _codes(E.UNAUTHENTICATED, E.BAD_TOKEN, E.TOKEN_EXPIRED),
     403: "Not allowed: " + _codes(E.NOT_INVITED, E.HOST_ONLY, E.ROLE_NOT_ALLOWED,
                                   E.ORGANIZER_MISMATCH),
-    404: "No such meeting or participant: " + _codes(E.MEETING_NOT_FOUND, E.UNKNOWN_PEER),
+    404: "No such meeting, participant or scenario: " + _codes(
+        E.MEETING_NOT_FOUND, E.UNKNOWN_PEER, E.SCENARIO_NOT_FOUND),
     409: "The meeting's state does not allow it: " + _codes(
         E.MEETING_NOT_STARTED, E.MEETING_ACTIVE, E.MEETING_CONCLUDED, E.MEETING_CANCELLED,
         E.ROOM_ENDED, E.NOT_WEBRTC, E.MEETING_QUOTA, E.CONFLICT),
@@ -170,6 +196,8 @@ STATUSES: dict[str, tuple[int, ...]] = {
     "getIceServers": (),
     "getTranscript": (403, 404),
     "getRecording": (403, 404),
+    "createMeetingFromScenario": (404, 409),  # no such scenario; the open-meetings quota
+    "listScenarios": (),
 }
 
 
@@ -282,9 +310,10 @@ def _failure_responses(path: str, already: dict[str, Any]) -> dict[str, Any]:
 
 
 @cache
-def _build(max_token_ttl_s: int, max_body_bytes: int) -> dict[str, Any]:
+def _build(max_token_ttl_s: int, max_body_bytes: int, capacity: int) -> dict[str, Any]:
     settings = Settings(auth=AuthSettings(max_token_ttl_s=max_token_ttl_s),
-                        limits=LimitSettings(max_body_bytes=max_body_bytes))
+                        limits=LimitSettings(max_body_bytes=max_body_bytes),
+                        rooms=RoomSettings(capacity=capacity))
     spec: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {"title": "connvo-rtc API", "version": "1.0.0",
@@ -342,4 +371,5 @@ def build_spec(settings: Settings | None = None) -> dict[str, Any]:
     """The whole API's OpenAPI 3.0 document; limits that are settings (the longest join token,
     the largest body) as ``settings`` has them, or their defaults."""
     settings = settings or Settings()
-    return copy.deepcopy(_build(settings.auth.max_token_ttl_s, settings.limits.max_body_bytes))
+    return copy.deepcopy(_build(settings.auth.max_token_ttl_s, settings.limits.max_body_bytes,
+                                settings.rooms.capacity))

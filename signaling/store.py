@@ -14,7 +14,7 @@ import msgspec
 
 from .codes import ErrorCode
 from .errors import Conflict
-from .protocol import MESH_LIMIT, Features, MediaState, PeerInfo
+from .protocol import MESH_LIMIT, AgentSpec, Features, MediaState, PeerInfo
 
 MeetingState = Literal["scheduled", "active", "concluded", "cancelled"]
 Presence = Literal["invited", "joined", "left"]
@@ -64,6 +64,14 @@ class Meeting(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int = 0
     updated_at: int = 0
     started_at: int | None = None
+    #: The AI persona of a meeting created from a scenario (``createMeetingFromScenario``);
+    #: its room's ``features.agent``.
+    agent: AgentSpec | None = None
+    #: ``createMeetingFromScenario``'s ``endUserId`` (``meetingType`` ``end-user``).
+    end_user_id: str | None = None
+    #: ``createMeetingFromScenario``'s AI configuration flags, as given (stored, no effect
+    #: here: see docs/agent.md "API").
+    ai_config: dict[str, bool] = msgspec.field(default_factory=dict)
 
     @property
     def video_provider(self) -> str:

@@ -179,7 +179,9 @@ def test_our_additions_are_documented() -> None:
     assert set(spec["paths"]) == SEED_PATHS | set(EXTRA)
     assert {p.rsplit("/", 1)[1] for p in EXTRA} == {"createJoinToken", "endMeeting",
                                                     "removeParticipant", "getIceServers",
-                                                    "getTranscript", "getRecording"}
+                                                    "getTranscript", "getRecording",
+                                                    "createMeetingFromScenario",
+                                                    "listScenarios"}
     for path in spec["paths"]:
         responses = spec["paths"][path]["post"]["responses"]
         assert {"200", "400", "401", "429", "503"} <= set(responses), path
