@@ -514,12 +514,11 @@ def agent_dict(agent: AgentSpec) -> dict[str, Any]:
 
 def _features_dict(features: Features) -> dict[str, Any]:
     """``features`` as ``initializeWebRTCRoom`` returns them: the seed's five, then the
-    meeting controls, named as ``joined.features`` names them; ``agent`` only in a meeting
-    that has one (``"agent": null`` in every other answer broke the seed's exact shape)."""
-    value: dict[str, Any] = msgspec.to_builtins(features)
-    if value.get("agent") is None:
-        value.pop("agent", None)
-    return value
+    meeting controls, named as ``joined.features`` names them."""
+    shown: dict[str, Any] = msgspec.to_builtins(features)
+    if shown.get("agent") is None:
+        shown.pop("agent", None)  # only meetings from a scenario have an agent
+    return shown
 
 
 def _control_fields(controls: MeetingControls) -> dict[str, Any]:
