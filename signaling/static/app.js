@@ -7,9 +7,13 @@
 // Any mode: a room link from createJoinToken's `roomUrl` (`/?room=<roomId>#token=<join token>`)
 // opens the lobby straight for that room; no sign-in, the token says who joins.
 //
+// Dev mode: "Practise with an AI partner" starts a meeting from the deployment's default
+// scenario (agent.js): the room has an AI persona, whose lines fill the transcript pane.
+//
 // `window.connvoConfig` (set before this script runs) overrides: `video` (getUserMedia video
 // constraints), `iceServers`, `iceTransportPolicy` ('all' | 'relay'), `iceCandidateFilter`.
 
+import { agentOf, createPractice, markAgentTile, renderAgentPlaceholder } from './agent.js';
 import { Api, ConnvoError, DEFAULT_VIDEO, Room, captureLocalMedia } from './connvo.js';
 import { DevicePickers } from './devices.js';
 import { AudioLevels } from './levels.js';
@@ -351,7 +355,7 @@ function setupLobby() {
     $('join-heading').textContent = 'Join the meeting';
     $('join-lede').textContent = 'Check your camera and microphone, then join.';
     if (claims?.name) $('name').value = claims.name;
-    for (const id of ['title-field', 'transcribe-field', 'waiting-room-field', 'record-field', 'email-field']) $(id).hidden = true;
+    for (const id of ['title-field', 'transcribe-field', 'waiting-room-field', 'record-field', 'email-field', 'practice-field']) $(id).hidden = true;
     $('join-button').textContent = 'Join meeting';
   } else if (state.invite) {
     $('join-eyebrow').textContent = "You're invited";
@@ -361,6 +365,7 @@ function setupLobby() {
     $('transcribe-field').hidden = true;
     $('waiting-room-field').hidden = true;
     $('record-field').hidden = true;
+    $('practice-field').hidden = true;
     $('join-button').textContent = 'Join meeting';
   }
   $('name').addEventListener('input', renderPreviewControls);
@@ -372,6 +377,7 @@ function setupLobby() {
     event.preventDefault();
     submitLobby();
   });
+  $('practice-button').addEventListener('click', submitPractice);
   renderPreviewControls();
   renderFineprint();
   if (state.invite && inviteExpired(state.invite)) {
@@ -593,6 +599,61 @@ function setupRejoin() {
   };
 }
 
+/** "Practise with an AI partner": sign in with the name, create a meeting from the default
+ * scenario (its room starts at once and the persona joins it) and go straight in. */
+async function submitPractice() {
+  const name = $('name').value.trim();
+  if (!name) {
+    lobbyError('Please enter your name so your practice partner knows what to call you.');
+    $('name').focus();
+    return;
+  }
+  lobbyError('');
+  await state.previewReady;
+  state.name = name;
+  localStorage.setItem('connvo.name', name);
+  const button = $('practice-button');
+  const label = button.textContent;
+  button.disabled = true;
+  $('join-button').disabled = true;
+  button.textContent = 'Starting…';
+  try {
+    const email = sessionStorage.getItem('connvo.guest')
+      ?? `guest-${crypto.randomUUID().slice(0, 8)}@guest.connvo.dev`;
+    sessionStorage.setItem('connvo.guest', email);
+    state.email = email;
+    try {
+      await state.api.devLogin({ email, name });
+    } catch (err) {
+      if (err.status === 404 || err.code === 'not-found') throw new ConnvoError('no-dev-login', err.message);
+      throw err;
+    }
+    const { scenario, meeting } = await createPractice(state.api, name, ConnvoError);
+    state.title = scenario.title;
+    // A reload reopens the room link (the lobby for this room, then in again).
+    history.replaceState(null, '', meeting.roomUrl.slice(meeting.roomUrl.indexOf('/?')));
+    state.fetchJoin = () => state.api.createJoinToken(meeting.meetingId);
+    state.rejoin = async () => {
+      show('lobby');
+      try {
+        await startPreview();
+        await enterRoom(await state.fetchJoin());
+      } catch (err) {
+        fail(err);
+      }
+    };
+    await enterRoom({ wsUrl: meeting.wsUrl, token: meeting.roomToken,
+      startedAt: meeting.startedAt, serverTime: meeting.serverTime });
+  } catch (err) {
+    if (err.code === 'no-scenarios') lobbyError(err.message);
+    else fail(err);
+  } finally {
+    button.disabled = false;
+    $('join-button').disabled = false;
+    button.textContent = label;
+  }
+}
+
 /** A reload of a page that was in the room: straight back in, resuming the seat this tab's
  * session kept (same peerId when the hub still holds it; a fresh join when not). */
 async function resumeSession(saved) {
@@ -663,12 +724,15 @@ async function enterRoom(join, { resume = null } = {}) {
     ? { startedAt: join.startedAt, serverTime: join.serverTime ?? Date.now(), at: Date.now() } : null;
   state.session.save({ invite: state.invite, resumeToken: room.resumeToken, name: state.name,
     email: state.email, micOn: room.micEnabled, camOn: room.cameraEnabled });
+  const agent = agentOf(room);
+  if (agent && !state.title) state.title = `Practice with ${agent.name}`;
   $('room-title').textContent = state.title || 'Meeting';
   document.title = `${state.title || 'Meeting'} · connvo`;
   $('self-label').textContent = state.name;
   // What the room's controls do not let us send has no button (hosts are exempt).
   $('screen-button').hidden = !room.maySend('screen') || !navigator.mediaDevices?.getDisplayMedia;
   $('chat-button').hidden = room.features.chat === false;
+  $('tab-chat').hidden = room.features.chat === false; // no chat: no empty chat tab either
   $('cam-button').hidden = !room.maySend('video');
   $('mic-button').hidden = !room.maySend('audio');
   $('copy-link').hidden = !state.inviteLink;
@@ -678,6 +742,12 @@ async function enterRoom(join, { resume = null } = {}) {
   renderCount();
   state.levels.watchSelf(room.micTrack);
   watchQuality(room);
+  renderAgent();
+  // A conversation with an AI partner: its words (and yours) are the point, so show them.
+  if (agent) {
+    $('transcript-empty').textContent = `What you and ${agent.name} say will appear here.`;
+    if (state.panel !== 'transcript') openPanel('transcript');
+  }
   show('room');
   clearInterval(state.clock);
   state.clock = setInterval(renderClock, 1000);
@@ -687,6 +757,7 @@ async function enterRoom(join, { resume = null } = {}) {
 function bindRoom(room) {
   room.on('peer-joined', ({ peer }) => {
     upsertTile(peer);
+    renderAgent();
     renderCount();
     people.render();
     if (room.state === 'joined') announce(`${peer.name || 'A guest'} joined`);
@@ -700,6 +771,7 @@ function bindRoom(room) {
   room.on('peer-left', ({ peer, reason }) => {
     state.levels?.unwatch(peer.peerId);
     removeTile(peer.peerId);
+    renderAgent();
     renderCount();
     people.render();
     if (reason !== 'reconnected' && room.state === 'joined') toast(`${peer.name || 'Someone'} left`);
@@ -844,7 +916,10 @@ function watchQuality(room) {
       dot.title = `Connection: ${QUALITY_WORDS[quality]}`;
       dot.setAttribute('aria-label', dot.title);
       const peer = room.peers.get(peerId);
-      if (peer) labelTile(tile, peer.name || 'Guest', { audio: peer.media.audio, video: tile.dataset.video === 'on' });
+      if (peer) {
+        labelTile(tile, peer.isAgent ? `${peer.name}, AI partner` : peer.name || 'Guest',
+          { audio: tile.dataset.audio === 'on', video: tile.dataset.video === 'on' });
+      }
     }
   }, 2000);
 }
@@ -942,11 +1017,14 @@ const STATUS_TEXT = { new: 'Connecting…', connecting: 'Connecting…', disconn
 function upsertTile(peer) {
   const tile = tileFor(peer.peerId);
   const hasVideo = peer.media.video && peer.stream.getVideoTracks().length > 0;
+  // The AI partner has no microphone to mute: its voice is on whenever it speaks.
+  const audio = peer.media.audio || peer.isAgent;
   tile.dataset.state = peer.state;
-  tile.dataset.audio = peer.media.audio ? 'on' : 'off';
+  tile.dataset.audio = audio ? 'on' : 'off';
   tile.dataset.video = hasVideo ? 'on' : 'off';
   tile.querySelector('.name').textContent = peer.name || 'Guest';
-  labelTile(tile, peer.name || 'Guest', { audio: peer.media.audio, video: hasVideo });
+  if (peer.isAgent) markAgentTile(tile);
+  labelTile(tile, peer.isAgent ? `${peer.name}, AI partner` : peer.name || 'Guest', { audio, video: hasVideo });
   tile.querySelector('.tile-status').textContent = STATUS_TEXT[peer.state] ?? '';
   paintAvatar(tile.querySelector('.avatar'), peer.name || 'Guest');
   attach(tile.querySelector('video'), peer.stream);
@@ -973,6 +1051,11 @@ function announceMediaChange(peer) {
   if (was.video !== peer.media.video) {
     announce(`${name} turned their camera ${peer.media.video ? 'on' : 'off'}`);
   }
+}
+
+/** The meeting's AI partner: a "<name> is joining…" tile until it has a seat. */
+function renderAgent() {
+  renderAgentPlaceholder($('tiles'), state.room, { initials, paint: (el, name) => paintAvatar(el, name) });
 }
 
 function removeTile(peerId) {
@@ -1133,7 +1216,7 @@ function showCaption({ peerId, name, segmentId, text }) {
   line.fade = setTimeout(() => line.remove(), 6000);
 }
 
-function addTranscript({ peerId, name, segmentId, text, final }) {
+function addTranscript({ peerId, name, segmentId, text, final, interrupted = false }) {
   showCaption({ peerId, name, segmentId, text });
   const id = `${peerId}:${segmentId}`;
   let item = document.querySelector(`.transcript-line[data-segment="${CSS.escape(id)}"]`);
@@ -1147,6 +1230,16 @@ function addTranscript({ peerId, name, segmentId, text, final }) {
   item.classList.toggle('interim', !final);
   item.querySelector('b').textContent = peerId === state.room?.peerId ? 'You' : name || 'Guest';
   item.querySelector('span').textContent = text;
+  // The AI partner's line cut short by the person speaking over it (barge-in).
+  let mark = item.querySelector('.interrupted');
+  if (interrupted && !mark) {
+    mark = document.createElement('em');
+    mark.className = 'interrupted';
+    mark.textContent = ' — interrupted';
+    item.append(mark);
+  } else if (!interrupted) {
+    mark?.remove();
+  }
   $('transcript-empty').hidden = true;
   item.scrollIntoView({ block: 'end' });
 }

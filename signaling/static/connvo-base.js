@@ -105,6 +105,17 @@ export class Api {
     return this.call('/api/run/meetings/webrtc/index/createJoinToken', args);
   }
 
+  /** `{scenarios: [{scenarioId, title, description, personaName, language, callDuration}]}`:
+   * the scenarios this deployment provides. */
+  listScenarios() { return this.call('/api/run/meetings/scenarios/listScenarios', {}); }
+
+  /** A meeting with a scenario's AI persona, started at once: `{meetingId, roomId, roomUrl,
+   * roomToken, wsUrl, role, expiresAt, agent}` (`args`: `{scenarioId, name, ...}`, see the
+   * README's API section). */
+  createMeetingFromScenario(args) {
+    return this.call('/api/run/meetings/lifecycle/createMeetingFromScenario', args);
+  }
+
   /** Dev mode only: an invite link secret for a meeting (host). */
   createInvite(meetingId, { ttlSeconds } = {}) {
     const args = { meetingId };

@@ -2,6 +2,9 @@
 // ICE, ICE restart, stats). Internal to connvo.js, which owns the PeerLinks of a Room.
 
 export const SENDING_ROLES = new Set(['host', 'participant']);
+/** The AI persona of a meeting from a scenario: a server peer with a seat that sends audio
+ * (its voice) and hears everyone's audio; no video either way. */
+export const AGENT_ROLE = 'agent';
 
 export function direction(send, recv) {
   if (send && recv) return 'sendrecv';
@@ -15,6 +18,7 @@ export const sends = (dir) => dir === 'sendrecv' || dir === 'sendonly';
 /** Whether a `role` peer may send `kind` in a room with `features` (hosts are exempt from
  * the participant controls; the hub refuses descriptions that break this). */
 export function maySend(role, kind, features = {}) {
+  if (role === AGENT_ROLE) return kind === 'audio'; // exempt from the participant controls
   if (!SENDING_ROLES.has(role)) return false;
   if (role === 'host') return true;
   return features[kind === 'audio' ? 'participantAudio' : 'participantVideo'] !== false;
@@ -25,7 +29,8 @@ export function maySend(role, kind, features = {}) {
 export function planMedia(localRole, remoteRole, features = {}) {
   const audioSend = maySend(localRole, 'audio', features);
   const audioRecv = maySend(remoteRole, 'audio', features);
-  const videoSend = maySend(localRole, 'video', features) && remoteRole !== 'tap';
+  // Taps and agents hear audio only: no camera goes to them.
+  const videoSend = maySend(localRole, 'video', features) && remoteRole !== 'tap' && remoteRole !== AGENT_ROLE;
   const videoRecv = maySend(remoteRole, 'video', features) && localRole !== 'tap';
   return {
     audio: direction(audioSend, audioRecv),
@@ -55,6 +60,9 @@ export class RemotePeer {
   }
 
   get isTap() { return this.role === 'tap'; }
+
+  /** The meeting's AI persona (a participant with a name and a voice, no camera). */
+  get isAgent() { return this.role === AGENT_ROLE; }
 }
 
 /** The RTCPeerConnection to one remote peer, with perfect negotiation. Internal. */

@@ -2,7 +2,7 @@
 // role and microphone state; for the host, per person "Ask to mute" and "Remove", and "End
 // meeting for everyone". Removing and ending ask once more in place (no browser dialog).
 
-const ROLE_NAMES = { host: 'Host', participant: 'Participant', observer: 'Viewer' };
+const ROLE_NAMES = { host: 'Host', participant: 'Participant', observer: 'Viewer', agent: 'AI partner' };
 
 export class PeoplePanel {
   /**
@@ -27,7 +27,7 @@ export class PeoplePanel {
     const people = [
       { peerId: room.peerId, name: this.selfName(), role: room.role, audio: room.media.audio, self: true },
       ...[...room.peers.values()].map((peer) => ({ peerId: peer.peerId, name: peer.name || 'Guest',
-        role: peer.role, audio: peer.media.audio, self: false })),
+        role: peer.role, audio: peer.media.audio || peer.isAgent, self: false })),
     ];
     this.list.replaceChildren(...people.map((person) => this.#item(person, isHost)));
     this.#footer(isHost);
@@ -47,7 +47,8 @@ export class PeoplePanel {
     mic.textContent = person.audio ? 'Mic on' : 'Muted';
     mic.dataset.on = String(person.audio);
     const actions = li.querySelector('.person-actions');
-    if (!isHost || person.self) return li;
+    // The AI partner is the meeting's own: nobody mutes or removes it (end the meeting).
+    if (!isHost || person.self || person.role === 'agent') return li;
     if (this.confirming === person.peerId) {
       actions.append(
         this.#button(`Remove ${person.name}`, 'Remove', 'danger', () => {
