@@ -31,15 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Server peers: a room left with only these in it is empty (the AI persona does not keep a
-#: meeting open when its person has gone).
-SERVER_ROLES = ("tap", "agent")
-
-
-def has_people(seats: Iterable[Seat]) -> bool:
-    """Whether anyone but the room's server peers (tap, agent) has a seat."""
-    return any(s.role not in SERVER_ROLES for s in seats)
-
 
 class RoomLifecycle:
     """Leaving, kicking, ending rooms, and reconcile."""
@@ -95,7 +86,7 @@ class RoomLifecycle:
             await self.store.set_presence(room.meeting_id, seat.user_id, "left")
             await self.webhooks.participant_left(room, seat, reason)
         remaining = await router.refresh_roster(seat.room_id)
-        if not has_people(remaining) and room is not None:
+        if not any(s.role != "tap" for s in remaining) and room is not None:
             room_id = seat.room_id
             self.empty.start(room_id, self.rooms.empty_timeout_s,
                              lambda: self._end_if_empty(room_id))
@@ -106,7 +97,7 @@ class RoomLifecycle:
         except Unavailable:
             logger.warning("room=%s empty-room check skipped: store unreachable", room_id)
             return
-        if not has_people(seats):
+        if not any(s.role != "tap" for s in seats):
             logger.info("room=%s empty for %.0f s: ending", room_id, self.rooms.empty_timeout_s)
             await self.end_room(room_id, "empty")
 

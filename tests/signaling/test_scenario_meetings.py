@@ -15,9 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from signaling.app import create_app
-from signaling.lifecycle import has_people
 from signaling.settings import ConfigError
-from signaling.store import Seat
 from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.signaling.test_api_errors import assert_failed, fetch_spec
 from tests.signaling.test_api_meetings import ok
@@ -230,15 +228,6 @@ async def test_rooms_capacity_bounds_max_participants(tmp_path: Path) -> None:
         assert joined.features.max_participants == 3
     finally:
         await hub.aclose()
-
-
-def test_a_room_with_only_server_peers_is_empty() -> None:
-    """The agent keeps no meeting open: once its person has left, the room is empty."""
-    def seat(role: str) -> Seat:
-        return Seat(peer_id=f"p_{role}", room_id="room_1", user_id=role, role=role)
-
-    assert not has_people([seat("agent"), seat("tap")])
-    assert has_people([seat("agent"), seat("participant")])
 
 
 BROKEN = {
