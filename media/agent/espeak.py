@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .interfaces import VoiceSpec
+from .interfaces import VoiceError, VoiceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _READ = 4096
 _VOICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}(\+[A-Za-z0-9_-]{1,40})?$")
 
 
-class EspeakError(RuntimeError):
+class EspeakError(VoiceError):
     """espeak-ng is missing or failed (the message says how)."""
 
 
