@@ -236,6 +236,8 @@ BROKEN = {
     "bad-provider": (PRACTICE.replace("voice_provider: azure", "voice_provider: google"),
                      "voice_provider"),
     "bad-id": ("id: Bad Id\n" + PRACTICE, "must match"),
+    # checked by the script brain (media/agent/script.py) as the hub starts
+    "bad-script": (PRACTICE.replace("next: bye", "next: nowhere"), "script: "),
 }
 
 
