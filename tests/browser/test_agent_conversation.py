@@ -10,12 +10,22 @@
    persona's next scripted line, the second answer and the line after it; the persona's tile
    shows an "AI" marker and lights up while it speaks.
 
-The WAV holds the scenario's two expected answers (the script's ``example`` answers) with a
-long silence between them. Chromium plays a fake-capture file from its start each time the
-microphone is opened afresh, so the person joins muted and, once the persona has asked its
-first question, the microphone is opened anew as they unmute (the harness stops the muted
-track first, as unplugging a headset would): the first answer follows at once, the second
-:data:`GAP_S` later, by when the persona has replied and asked its next question.
+The WAV holds a greeting (see :func:`greeting`) and the scenario's two expected answers (the
+script's ``example`` answers), with silences between them long enough for the persona's lines.
+Chromium plays a fake-capture file from its start each time the microphone is opened afresh,
+so the person joins muted and, once the persona has asked its first question, the microphone
+is opened anew as they unmute (the harness ends the muted track and the level meter's clone of
+it first, as unplugging a headset would): the greeting follows at once (the persona asks
+again), then the first answer, then :data:`GAP_S` later the second, by when the persona has
+replied and asked its next question (the test checks that it had).
+
+One run (issue-18a and issue-18b merged; 2 shared cores, `uptime` after it: 0.92, 0.80, 1.02): the room to the first
+question 9.8 s; the pane read "Alex: Hello, I am Alex, a recruiter. Thank you for joining this
+practice interview. To begin, which job are you applying for?" / "You: to know that it's nice
+to meet you" / "Alex: Sorry, I did not catch that. Which job are you applying for?" / "You: i'm
+a private server software developer job" / "Alex: A software job, great. How many years of
+experience do you have?" / "You: i have no experience yet i just graduated" / "Alex: Everyone
+starts somewhere. What would you say is your greatest strength?"; 53 s in all.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +56,21 @@ pytestmark = [pytest.mark.slow]
 #: question (about 5 s of speech) plus its turn-taking and recognition, with room to spare on a
 #: loaded machine. An answer that came while the persona still spoke would cut it off.
 GAP_S = 15.0
+#: Seconds of silence before the person speaks once the microphone opens.
+LEAD_S = 2.0
+#: Seconds from the greeting's end to the first answer: the persona's re-prompt (about 4 s of
+#: speech) and its turn-taking.
+HELLO_GAP_S = 9.0
+
+
+def greeting(name: str) -> str:
+    """What the person says first, before the first answer. pocketsphinx recognises a new
+    speaker's first utterance worst (its cepstral mean is still adapting): spoken first,
+    through Chromium, "I am applying for a software developer job" came out as "i'm not like
+    the results where the better job" and "i am but i use the results weird editor job" (no
+    keyword: the persona asked again), while the answer after it came out word for word. So the
+    person greets the persona first, as people do; the persona asks its question again."""
+    return f"hello {name}, nice to meet you"
 #: The scenario the button starts on a hub with the shipped examples.
 DEFAULT_SCENARIO = "interview-practice"
 
@@ -188,18 +214,25 @@ async def test_practice_without_a_name_asks_for_one(practice_hub: HubHandle,
 # ---------------------------------------------------------------------- 2. the conversation
 
 
+def seconds(wav: Path) -> float:
+    with wave.open(str(wav)) as f:
+        return f.getnframes() / f.getframerate()
+
+
 @pytest.fixture
-def answers_wav(tmp_path: Path) -> Path:
-    """The person's two answers (espeak-ng ``en-us+klatt2``, which pocketsphinx understands),
-    0.5 s after the microphone opens and :data:`GAP_S` apart, as a 16-bit PCM WAV."""
+def answers_wav(tmp_path: Path) -> tuple[Path, float]:
+    """The person's greeting and two answers (espeak-ng ``en-us+klatt2``, which pocketsphinx
+    understands) as a 16-bit PCM WAV, and when the second answer starts in it (seconds)."""
     require_binary("espeak-ng")
     require_binary("sox")
-    turns = conversation()[1:]
-    first = speak(turns[0]["answer"], tmp_path / "first.wav", lead_s=0.5, tail_s=GAP_S)
+    intro, *turns = conversation()
+    hello = speak(greeting(intro["name"]), tmp_path / "hello.wav", lead_s=LEAD_S,
+                  tail_s=HELLO_GAP_S)
+    first = speak(turns[0]["answer"], tmp_path / "first.wav", lead_s=0.0, tail_s=GAP_S)
     second = speak(turns[1]["answer"], tmp_path / "second.wav", lead_s=0.0, tail_s=3.0)
     out = tmp_path / "answers.wav"
-    subprocess.run(["sox", str(first), str(second), str(out)], check=True)
-    return out
+    subprocess.run(["sox", str(hello), str(first), str(second), str(out)], check=True)
+    return out, seconds(hello) + seconds(first)
 
 
 @pytest.fixture
@@ -215,10 +248,11 @@ async def agent_hub() -> AsyncIterator[HubHandle]:
 
 @pytest.mark.timeout(240)
 async def test_two_turn_conversation_with_the_ai_partner(
-        agent_hub: HubHandle, browser: Chromium, answers_wav: Path) -> None:
+        agent_hub: HubHandle, browser: Chromium, answers_wav: tuple[Path, float]) -> None:
+    wav, second_answer_at = answers_wav
     intro, *turns = conversation()
     partner = intro["name"]
-    speaking = await browser.launch(fake_audio_file_arg(answers_wav, loop=False))
+    speaking = await browser.launch(fake_audio_file_arg(wav, loop=False))
     ada = await open_practice(speaking, agent_hub, "Ada Lovelace", muted=True)
     page = ada.page
     entered = time.monotonic()
@@ -239,7 +273,10 @@ async def test_two_turn_conversation_with_the_ai_partner(
     asked = time.monotonic()
 
     # Ada answers: her microphone opens afresh as she unmutes, and the WAV plays from its start.
+    # (Every track on the device must end for the next capture to start the file afresh: the
+    # muted one and the level meter's clone of it.)
     await page.evaluate("""() => { const room = window.demo.room; const track = room.micTrack;
+        window.demo.levels.unwatch('self');
         if (track) { track.stop(); room.localStream.removeTrack(track); } }""")
     await page.get_by_role("button", name="Unmute").click()
     await expect(page.get_by_role("button", name="Mute")).to_be_visible()
@@ -254,9 +291,10 @@ async def test_two_turn_conversation_with_the_ai_partner(
                                  f"the partner's line after answer {n}", 40)
         if n == 1:
             replied = time.monotonic()
-            # the second answer must not come before the partner has finished this line
-            assert replied - unmuted < GAP_S, \
-                f"the partner took {replied - unmuted:.1f} s to reply: the WAV's gap is {GAP_S} s"
+            # the second answer must not have come before the partner had asked for it
+            assert replied - unmuted < second_answer_at, \
+                (f"the partner's next line came {replied - unmuted:.1f} s after the microphone "
+                 f"opened; the second answer starts at {second_answer_at:.1f} s")
 
     lines = await pane(ada)
     print(f"\nentered the room -> first question {asked - entered:.1f} s; "
