@@ -298,7 +298,8 @@ class MeetingService:
         ``end-user`` meetings are made by a backend for an end user: the caller organizes (and
         is host through the API), the person joins as a ``participant``, so the participant
         controls apply to them (with a waiting room and no ``autoAdmit``, they wait for a host).
-        The person's user id is ``endUserId`` when given, else the caller's."""
+        The end user's user id is ``endUserId`` when given, else the caller's (a ``regular``
+        meeting only stores ``endUserId``)."""
         scenario = self.scenarios.get(args.scenario_id)
         if scenario is None:
             raise NotFound(f"no scenario {args.scenario_id!r} in this deployment (see "
@@ -336,8 +337,12 @@ class MeetingService:
         meeting, room = await self._start(meeting.meeting_id)
         assert room is not None  # provider "webrtc": the room is ours
         meeting = msgspec.structs.replace(meeting, room_id=room.room_id)
-        person = UserIdentity(user_id=args.end_user_id or caller.user_id,
-                              email="" if end_user else caller.email, name=args.name.strip())
+        if end_user:
+            person = UserIdentity(user_id=args.end_user_id or caller.user_id,
+                                  name=args.name.strip())
+        else:
+            person = UserIdentity(user_id=caller.user_id, email=caller.email,
+                                  name=args.name.strip())
         join = await self._join_token_for(meeting, person, "participant" if end_user else "host",
                                           ws_url, None)
         logger.info("meeting=%s from scenario %s by user=%s: room=%s, agent %s",

@@ -159,6 +159,17 @@ async def wait_for_line(page: DemoPage, speaker: str, matches: Any, after: int, 
         raise AssertionError(f"{exc}\npane:\n  {shown}\n{page.diagnostics()}") from None
 
 
+async def unmute_afresh(page: Any) -> None:
+    """The person unmutes, their microphone opened anew (see the module docstring)."""
+    # Every track on the device must end for the next capture to start the file afresh: the
+    # muted one and the level meter's clone of it.
+    await page.evaluate("""() => { const room = window.demo.room; const track = room.micTrack;
+        window.demo.levels.unwatch('self');
+        if (track) { track.stop(); room.localStream.removeTrack(track); } }""")
+    await page.get_by_role("button", name="Unmute").click()
+    await expect(page.get_by_role("button", name="Mute")).to_be_visible()
+
+
 # ---------------------------------------------------------------------- 1. lobby to room
 
 
@@ -262,6 +273,8 @@ async def test_two_turn_conversation_with_the_ai_partner(
     await expect(tile).to_be_visible(timeout=30_000)
     await expect(tile.locator(".name")).to_have_text(partner)
     await expect(tile.locator(".ai-badge")).to_have_text("AI")
+    await expect(page.locator(".agent-pending")).to_have_count(0)  # "is joining…" is gone
+    await expect(page.get_by_role("group", name=f"{partner}, AI partner")).to_be_visible()
     await expect(tile).to_have_attribute("data-speaking", "true", timeout=30_000)
 
     # The welcome line, then the first question.
@@ -273,13 +286,7 @@ async def test_two_turn_conversation_with_the_ai_partner(
     asked = time.monotonic()
 
     # Ada answers: her microphone opens afresh as she unmutes, and the WAV plays from its start.
-    # (Every track on the device must end for the next capture to start the file afresh: the
-    # muted one and the level meter's clone of it.)
-    await page.evaluate("""() => { const room = window.demo.room; const track = room.micTrack;
-        window.demo.levels.unwatch('self');
-        if (track) { track.stop(); room.localStream.removeTrack(track); } }""")
-    await page.get_by_role("button", name="Unmute").click()
-    await expect(page.get_by_role("button", name="Mute")).to_be_visible()
+    await unmute_afresh(page)
     unmuted = time.monotonic()
 
     for n, turn in enumerate(turns, 1):
@@ -304,3 +311,29 @@ async def test_two_turn_conversation_with_the_ai_partner(
               f"{' — interrupted' if line['interrupted'] else ''}")
     # Nobody talked over anybody: no line of the partner was cut short.
     assert not any(line["interrupted"] for line in lines), lines
+
+
+@pytest.mark.timeout(180)
+async def test_speaking_over_the_partner_marks_its_line_interrupted(
+        agent_hub: HubHandle, browser: Chromium, answers_wav: tuple[Path, float]) -> None:
+    """Barge-in as the page shows it: Ada starts talking (her greeting) while Alex is still
+    saying the welcome; Alex stops, and the pane shows what he had said of the line, marked
+    "— interrupted"."""
+    wav, _ = answers_wav
+    intro, first, _ = conversation()
+    partner = intro["name"]
+    speaking = await browser.launch(fake_audio_file_arg(wav, loop=False))
+    ada = await open_practice(speaking, agent_hub, "Ada Lovelace", muted=True)
+    tile = ada.page.locator(".tile.agent-tile:not(.agent-pending)")
+    await expect(tile).to_have_attribute("data-speaking", "true", timeout=30_000)
+    await unmute_afresh(ada.page)  # the greeting starts LEAD_S later, mid-welcome
+    at = await wait_for_line(ada, partner, lambda t: bool(t.strip()), -1,
+                             "the partner's first line", 30)
+    line = ada.page.locator("#transcript-log .transcript-line").nth(at)
+    await expect(line.locator(".interrupted")).to_have_text(" — interrupted", timeout=30_000)
+    said = (await pane(ada))[at]["text"]
+    whole = f"{intro['welcome']} {first['ask']}"
+    # what the pane shows is what Alex had said of the line: its beginning, not all of it
+    assert said and " ".join(words(whole)).startswith(" ".join(words(said))), (said, whole)
+    assert len(words(said)) < len(words(whole)), (said, whole)
+    print(f"\ninterrupted line in the pane: {partner}: {said!r} — interrupted")

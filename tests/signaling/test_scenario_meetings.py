@@ -17,6 +17,7 @@ import pytest
 from signaling.app import create_app
 from signaling.settings import ConfigError
 from signaling.testing.hub import HubHandle, start_hub, test_settings
+from signaling.testing.redis_server import RedisServer
 from tests.signaling.test_api_errors import assert_failed, fetch_spec
 from tests.signaling.test_api_meetings import ok
 from tests.signaling.test_cli import clean_env, free_port, run_cli
@@ -146,7 +147,10 @@ async def test_overrides_and_the_seeds_options(hub: HubHandle) -> None:
         welcomeMessage="  Hi Ada, ready when you are.  ", chatEnabled=True,
         participantVideoEnabled=True, recordingEnabled=False, maxParticipants=2,
         maxDurationMinutes=5, deepThinkingEnabled=True, webSearchEnabled=False,
-        liveVisionEnabled=True, gptVisionEnabled=False, useOwnApiKeys=True)
+        liveVisionEnabled=True, gptVisionEnabled=False, useOwnApiKeys=True, endUserId="eu_7")
+    # a regular meeting only stores endUserId: the person is still the caller, as host
+    token = hub.tokens.verify_join(value["roomToken"])
+    assert (token.user_id, token.role) == ("host", "host")
     assert value["agent"] == {"scenarioId": "practice", "name": "Sam",
                               "voiceId": "6MoEUz34rbRrmmyxgRm4", "voiceProvider": "elevenlabs",
                               "language": "en-US", "welcomeMessage": "Hi Ada, ready when you are."}
@@ -228,6 +232,27 @@ async def test_rooms_capacity_bounds_max_participants(tmp_path: Path) -> None:
         assert joined.features.max_participants == 3
     finally:
         await hub.aclose()
+
+
+async def test_meeting_from_scenario_on_redis(tmp_path: Path, redis: RedisServer) -> None:
+    """Meetings live in Redis when the hub has it: the persona (and the stored AI flags) come
+    back from it, on another worker too."""
+    directory = scenario_dir(tmp_path / "scenarios", practice=PRACTICE)
+    settings = test_settings(agent={"scenarios_dir": str(directory)},
+                             redis={"url": redis.url})
+    first, second = await start_hub(settings), await start_hub(settings)
+    try:
+        value = await create(first, welcomeMessage="Hi there.", deepThinkingEnabled=True)
+        meeting = await ok(second, GET, {"meetingId": value["meetingId"]},
+                           schema="Response_meetings.queries.getMeeting")
+        assert meeting["state"] == "active" and meeting["agent"] == value["agent"]
+        assert meeting["agent"]["welcomeMessage"] == "Hi there."
+        person, joined = await join(second.ws_url, value["roomToken"])
+        await person.aclose()
+        assert joined.features.agent is not None and joined.features.agent.name == "Sam"
+    finally:
+        await first.aclose()
+        await second.aclose()
 
 
 BROKEN = {
