@@ -19,13 +19,16 @@ it first, as unplugging a headset would): the greeting follows at once (the pers
 again), then the first answer, then :data:`GAP_S` later the second, by when the persona has
 replied and asked its next question (the test checks that it had).
 
-One run (issue-18a and issue-18b merged; 2 shared cores, `uptime` after it: 0.92, 0.80, 1.02): the room to the first
+Runs with issue-18a and issue-18b merged (2 shared cores): the room to the first
 question 9.8 s; the pane read "Alex: Hello, I am Alex, a recruiter. Thank you for joining this
 practice interview. To begin, which job are you applying for?" / "You: to know that it's nice
 to meet you" / "Alex: Sorry, I did not catch that. Which job are you applying for?" / "You: i'm
 a private server software developer job" / "Alex: A software job, great. How many years of
 experience do you have?" / "You: i have no experience yet i just graduated" / "Alex: Everyone
-starts somewhere. What would you say is your greatest strength?"; 53 s in all.
+starts somewhere. What would you say is your greatest strength?"; 53 s in all (the second
+run: the same, the greeting heard as "hello and it's nice to meet you"). Barge-in: Ada's
+greeting 2 s into the welcome left "Hello, I am Alex, a recruiter. — interrupted" in the pane.
+The four tests: 61 s.
 """
 
 from __future__ import annotations
@@ -112,10 +115,10 @@ def conversation(scenario_id: str = DEFAULT_SCENARIO) -> list[dict[str, Any]]:
 
 
 async def open_practice(browser: Chromium, hub: HubHandle, name: str, *,
-                        muted: bool = False) -> DemoPage:
+                        muted: bool = False, viewport: tuple[int, int] = (960, 600)) -> DemoPage:
     """The lobby as anyone gets it; ``muted``: the person turns the microphone off there;
     then "Practise with an AI partner" and into the room."""
-    page = await browser.open(hub.base_url + "/", name)
+    page = await browser.open(hub.base_url + "/", name, viewport=viewport)
     await page.page.wait_for_function("() => window.demo.preview?.getAudioTracks().length > 0")
     if muted:
         await page.page.click("#preview-mic")
@@ -264,7 +267,8 @@ async def test_two_turn_conversation_with_the_ai_partner(
     intro, *turns = conversation()
     partner = intro["name"]
     speaking = await browser.launch(fake_audio_file_arg(wav, loop=False))
-    ada = await open_practice(speaking, agent_hub, "Ada Lovelace", muted=True)
+    ada = await open_practice(speaking, agent_hub, "Ada Lovelace", muted=True,
+                              viewport=(1280, 800))
     page = ada.page
     entered = time.monotonic()
 
@@ -311,6 +315,8 @@ async def test_two_turn_conversation_with_the_ai_partner(
               f"{' — interrupted' if line['interrupted'] else ''}")
     # Nobody talked over anybody: no line of the partner was cut short.
     assert not any(line["interrupted"] for line in lines), lines
+    # test-artifacts/browser/agent-conversation.png (docs/agent-conversation.png is a copy)
+    await ada.screenshot("agent-conversation.png")
 
 
 @pytest.mark.timeout(180)
