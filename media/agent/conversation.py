@@ -104,7 +104,8 @@ class Conversation:
         self.history: list[Line] = []
         #: Every response's timings (the latest 1,000).
         self.turns: deque[TurnTimes] = deque(maxlen=1000)
-        self.barge_ins = 0
+        #: Barge-ins: (the person's first voiced frame, the agent stopped), unix s.
+        self.barge_ins: deque[tuple[float, float]] = deque(maxlen=1000)
         self._began = False
         self._closed = False
         self._reply: _Reply | None = None
@@ -136,12 +137,15 @@ class Conversation:
         logger.info("%s conversation begins", self._log)
         self._respond(BrainEvent("start", self.welcome), TurnTimes("start"))
 
-    def speech_started(self, peer_id: str, segment_id: str) -> None:
-        """A person's segment began (the segmenter's onset): a barge-in if the agent speaks."""
+    def speech_started(self, peer_id: str, segment_id: str, onset_s: float | None = None
+                       ) -> None:
+        """A person's segment began (the segmenter's onset; ``onset_s`` its first voiced
+        frame, unix s): a barge-in if the agent speaks."""
         self._open.add((peer_id, segment_id))
         self._last_activity = time.monotonic()
-        if self.replying:
-            self._barge_in()
+        if self.replying and self._barge_in():
+            now = time.time()
+            self.barge_ins.append((onset_s if onset_s is not None else now, now))
 
     def speech_ended(self, peer_id: str, segment_id: str, end_s: float) -> None:
         """A person's segment ended (end of speech after the hang-over)."""
@@ -258,26 +262,26 @@ class Conversation:
             break
         return " ".join(words)
 
-    def _barge_in(self) -> None:
+    def _barge_in(self) -> bool:
         reply, task = self._reply, self._reply_task
         if reply is None or task is None or task.done():
-            return
+            return False
         said = self._spoken(reply)
         heard_any = any(self.audio.played(s.tag) > 0 for s in reply.sentences)
         self.audio.clear()
         task.cancel()
         self._reply = None
-        self.barge_ins += 1
         logger.info("%s barge-in: the agent stops%s", self._log,
                     f" after {said!r}" if heard_any else " before speaking")
         if not heard_any:
             if reply.times.heard:  # the person's words wait for the end of their new turn
                 self._turn.insert(0, reply.times.heard)
                 self._turn_times = reply.times
-            return
+            return False
         self._finish(reply, said, interrupted=True)
         self._noting = asyncio.get_running_loop().create_task(
             self._note_interrupted(), name=f"agent interrupted {self._log}")
+        return True
 
     async def _note_interrupted(self) -> None:
         try:

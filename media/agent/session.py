@@ -36,10 +36,11 @@ AgentFactory = Callable[[protocol.AgentSpec], Awaitable[tuple[Brain, Voice]]]
 class AgentTuning:
     """How the agent listens and speaks (plain values; defaults measured in docs/agent.md)."""
 
-    speech_start_s: float = 0.12
+    speech_start_s: float = 0.09
     """The segmenter's onset window in agent rooms, seconds (the tap's default is 0.3 s): a
     barge-in must stop the agent within 200 ms of the person's first word, and the onset is
-    what triggers it (``speech_ratio`` of this window voiced: 3 of 4 frames of 30 ms)."""
+    what triggers it (``speech_ratio`` of this window voiced: 2 of 3 frames of 30 ms, so the
+    agent stops about 60-80 ms after the first word reaches it; docs/agent.md)."""
     speech_end_s: float = 0.35
     """The segmenter's hang-over in agent rooms, seconds: silence that ends a turn. Shorter
     answers sooner; too short cuts a person off at a pause."""
@@ -93,7 +94,7 @@ class AgentPart:
 
     def edge(self, peer_id: str, event: str, segment_id: str, time_s: float) -> None:
         if event == "start":
-            self.conversation.speech_started(peer_id, segment_id)
+            self.conversation.speech_started(peer_id, segment_id, time_s)
         else:
             self.conversation.speech_ended(peer_id, segment_id, time_s)
 

@@ -125,6 +125,7 @@ class TapSession:
             pin_host_addresses=self.config.pin_host_addresses,
             ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
             decode_audio=self._hears,  # recording alone needs no PCM
+            audio_prefetch=1 if agent is not None else None,  # the agent hears promptly
         )
         if self.job.recording and self.recorder is None:
             self.recorder = Recorder(

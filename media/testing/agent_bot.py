@@ -28,15 +28,14 @@ from media.tap.pipeline import Resampler
 #: Peak (s16) above which a 30 ms frame of the agent's audio counts as sound (about -40 dBFS):
 #: Opus' decoded silence is far below it.
 LOUD = 330
-_FRAME_16K = 480  # samples: 30 ms at 16 kHz
 
 
 @dataclass
 class Heard:
-    """30 ms of the agent's audio as the bot received it."""
+    """One frame (20 ms) of the agent's audio as the bot received it."""
 
     arrived: float
-    """Unix time the frame completing it arrived."""
+    """Unix time it arrived (decoded)."""
     pcm: bytes
     """16 kHz mono s16."""
     peak: int
@@ -83,7 +82,6 @@ class PersonBot:
             on_audio_frame=self._on_frame)
         self.heard: list[Heard] = []
         self._resamplers: dict[str, Resampler] = {}
-        self._pending = b""
         self.agent_peer: str | None = None
 
     async def __aenter__(self) -> Self:
@@ -117,16 +115,10 @@ class PersonBot:
             return
         self.agent_peer = peer_id
         resampler = self._resamplers.setdefault(peer_id, Resampler())
-        data = self._pending + resampler.resample(frame)
-        now = time.time()
-        step = _FRAME_16K * 2
-        offset = 0
-        while offset + step <= len(data):
-            chunk = data[offset : offset + step]
-            samples = array("h", chunk)
-            self.heard.append(Heard(now, chunk, max(max(samples), -min(samples))))
-            offset += step
-        self._pending = data[offset:]
+        pcm = resampler.resample(frame)  # 20 ms as received: its arrival time is exact
+        if pcm:
+            samples = array("h", pcm)
+            self.heard.append(Heard(time.time(), pcm, max(max(samples), -min(samples))))
 
     def loud_after(self, t: float) -> Heard | None:
         return next((h for h in self.heard if h.arrived > t and h.peak > LOUD), None)
@@ -150,6 +142,19 @@ class PersonBot:
                 if self.heard and self.heard[-1].arrived - mark >= quiet_s:
                     return mark
                 await asyncio.sleep(0.02)
+
+    def fell_silent(self, after: float, *, quiet_s: float = 0.3) -> float | None:
+        """When the agent's audio fell silent after ``after``: the arrival of its last loud
+        frame before the first ``quiet_s`` of quiet frames (``None``: it never did)."""
+        last = after
+        for heard in self.heard:
+            if heard.arrived <= after:
+                continue
+            if heard.peak > LOUD:
+                last = heard.arrived
+            elif heard.arrived - last >= quiet_s:
+                return last
+        return None
 
     def pcm_between(self, start: float, end: float) -> bytes:
         """The agent's audio (16 kHz mono s16) that arrived between two times."""

@@ -153,16 +153,22 @@ async def test_barge_in_silences_the_agent_within_200_ms_and_marks_the_line_inte
             await wait_until(lambda: time.time() - first > 1.5, timeout=5,
                              what="the agent a second and a half into its long line")
             said = await bot.say(clips[SHORT_SENTENCES[3]])
-            silent = await bot.agent_quiet(said.onset, quiet_s=0.5)
-            stop_s = silent - said.onset
-            # and it answers the interruption with its next line
+            # it answers the interruption with its next line
             await bot.agent_speech(said.end, timeout=15)
+            silent = bot.fell_silent(said.onset)
+            assert silent is not None
+            stop_s = silent - said.onset
             segments = await wait_until(lambda: _complete(stored(hub, meeting_id), 2),
                                         timeout=10, what="the interrupted line stored")
+            session = worker.sessions[room_id]
+            assert session.agent is not None
+            onset, stopped = session.agent.conversation.barge_ins[0]
     finally:
         await worker.aclose()
     print(f"\nbarge-in: the person's first voiced sample out -> the agent's last loud frame "
-          f"in: {stop_s * 1000:.0f} ms")
+          f"in: {stop_s * 1000:.0f} ms (the agent heard the onset "
+          f"{(onset - said.onset) * 1000:+.0f} ms and stopped "
+          f"{(stopped - said.onset) * 1000:.0f} ms after it went out)")
     agent_line = segments[0]
     assert agent_line["userId"] == "agent" and agent_line["interrupted"], segments
     said_words = agent_line["text"].split()

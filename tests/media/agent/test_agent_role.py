@@ -48,7 +48,7 @@ async def test_the_api_never_mints_an_agent_token(hub: HubHandle) -> None:
 async def test_an_agent_room_gets_one_job_with_an_agent_token_and_the_agent_is_seen(
     hub: HubHandle,
 ) -> None:
-    meeting_id, room_id = await start_agent_meeting(hub, SPEC, maxParticipants=2)
+    _, room_id = await start_agent_meeting(hub, SPEC, maxParticipants=2)
     person = await WsClient.connect(hub.ws_url)
     try:
         await person.join(hub.mint_token(room_id, "alice", "host"))
