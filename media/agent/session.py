@@ -14,10 +14,12 @@ default), made once per room.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from media.tap.config import TapConfig
 from signaling import protocol
@@ -26,10 +28,13 @@ from .conversation import Conversation
 from .interfaces import Brain, Voice, VoiceSpec
 from .outgoing import OutgoingAudio
 
+if TYPE_CHECKING:
+    from signaling.scenarios import Scenario
+
 logger = logging.getLogger(__name__)
 
-#: Makes the brain and the voice of one room's agent.
-AgentFactory = Callable[[protocol.AgentSpec], Awaitable[tuple[Brain, Voice]]]
+#: Makes the brain and the voice of one room's agent, and says which voice speaks.
+AgentFactory = Callable[[protocol.AgentSpec], Awaitable[tuple[Brain, Voice, VoiceSpec]]]
 
 
 @dataclass(frozen=True)
@@ -56,17 +61,36 @@ def tuned(config: TapConfig, tuning: AgentTuning) -> TapConfig:
                                speech_end_s=tuning.speech_end_s)
 
 
-async def default_factory(spec: protocol.AgentSpec) -> tuple[Brain, Voice]:
-    """The deployment's brain and voice (``media.agent.factory``)."""
-    from . import factory  # type: ignore[attr-defined]
+def agent_factory_for(settings: Mapping[str, Any]) -> AgentFactory:
+    """The deployment's agents (:mod:`media.agent.factory`): ``settings`` are the ``[agent]``
+    settings' fields (:class:`~signaling.settings.AgentSettings`; empty: its defaults). The
+    scenarios are loaded (and checked) at the first room with an agent; a meeting naming a
+    scenario this worker does not have fails that room's job with the reason logged."""
+    from signaling.settings import AgentSettings
 
-    return await factory.make_agent(spec)  # type: ignore[no-any-return]
+    from . import factory
+
+    agent_settings = AgentSettings(**settings)
+    loaded: dict[str, Scenario] = {}
+
+    async def make(spec: protocol.AgentSpec) -> tuple[Brain, Voice, VoiceSpec]:
+        if not loaded:
+            loaded.update(await asyncio.to_thread(factory.scenarios, agent_settings))
+        scenario = loaded.get(spec.scenario_id)
+        if scenario is None:
+            raise ValueError(f"no scenario {spec.scenario_id!r} in this worker's "
+                             f"agent.scenarios_dir")
+        return (factory.make_brain(agent_settings, scenario, spec),
+                factory.make_voice(agent_settings), factory.voice_spec(scenario, spec))
+
+    return make
 
 
 class AgentPart:
     """The agent's share of a server peer in one room (see the module docstring)."""
 
-    def __init__(self, spec: protocol.AgentSpec, brain: Brain, voice: Voice, *,
+    def __init__(self, spec: protocol.AgentSpec, brain: Brain, voice: Voice,
+                 voice_spec: VoiceSpec, *,
                  send: Callable[[protocol.TranscriptIn], None], zero_ms: int,
                  tuning: AgentTuning | None = None, log: str = "") -> None:
         self.spec = spec
@@ -78,9 +102,7 @@ class AgentPart:
         self.audio = OutgoingAudio(bitrate=self.tuning.bitrate, name=log)
         self.peer_id = ""
         self.conversation = Conversation(
-            brain, voice, VoiceSpec(voice_id=spec.voice_id, provider=spec.voice_provider,
-                                    language=spec.language),
-            self.audio, on_line=self._line, welcome=spec.welcome_message,
+            brain, voice, voice_spec, self.audio, on_line=self._line, welcome=spec.welcome_message,
             silence_s=self.tuning.silence_s, log=log)
 
     def joined(self, peer_id: str) -> None:

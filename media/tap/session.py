@@ -26,7 +26,7 @@ from typing import Literal
 
 import av
 
-from media.agent.session import AgentFactory, AgentPart, tuned
+from media.agent.session import AgentFactory, AgentPart, agent_factory_for, tuned
 from media.config import PeerClientConfig
 from media.errors import (
     ForbiddenError,
@@ -172,10 +172,9 @@ class TapSession:
 
     async def _make_agent(self, spec: protocol.AgentSpec) -> None:
         if self._agent_factory is None:
-            from media.agent.session import default_factory
-            self._agent_factory = default_factory
-        brain, voice = await self._agent_factory(spec)
-        self.agent = AgentPart(spec, brain, voice, send=self._send_line,
+            self._agent_factory = agent_factory_for(self.config.agent)
+        brain, voice, voice_spec = await self._agent_factory(spec)
+        self.agent = AgentPart(spec, brain, voice, voice_spec, send=self._send_line,
                                zero_ms=self.job.started_at_ms, log=self._log)
         # Turn-taking and barge-in want a quicker onset and a shorter hang-over.
         self.config = tuned(self.config, self.agent.tuning)

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from media.agent.session import AgentFactory
+from media.agent.session import AgentFactory, agent_factory_for
 from media.errors import PeerClientError
 from signaling.tapjobs import TapJob, TapJobs
 from signaling.tasks import TaskSet
@@ -60,8 +60,9 @@ class TapWorker:
         agent_factory: AgentFactory | None = None,
     ) -> None:
         self.jobs = jobs
-        self._agent_factory = agent_factory
         self.config = config or TapConfig()
+        # One per worker: the scenarios are loaded once, at the first room with an agent.
+        self._agent_factory = agent_factory or agent_factory_for(self.config.agent)
         self.worker_id = worker_id or f"tap-{secrets.token_hex(4)}"
         self._hub_url = hub_url
         self._transcriber = transcriber

@@ -65,9 +65,9 @@ def factory_of(brains: list[LinesBrain], lines: Sequence[str]):  # type: ignore[
     """An agent factory making a :class:`LinesBrain` of ``lines`` per room (kept in
     ``brains``) and an :class:`EspeakTestVoice`."""
 
-    async def make(spec: AgentSpec) -> tuple[Brain, Voice]:
+    async def make(spec: AgentSpec) -> tuple[Brain, Voice, VoiceSpec]:
         brain = LinesBrain(lines)
         brains.append(brain)
-        return brain, EspeakTestVoice()
+        return brain, EspeakTestVoice(), VoiceSpec()
 
     return make
