@@ -2,7 +2,8 @@
 of an aiortc peer on loopback (:class:`~media.testing.agent_bot.PersonBot`) who speaks espeak-ng
 Klatt clips and records what it hears.
 
-- The welcome is heard first; the person answers; the agent replies with its next lines;
+- The default scenario (script brain, espeak-ng voice): the welcome is heard first; the person
+  says the scenario's documented answers; the agent replies with the scripted lines;
   pocketsphinx on the audio the person *received* recovers each line (WER printed, bounded);
   the room's stored transcript holds both sides with their speakers.
 - Barge-in: the person speaks over the agent; measured from the person's own audio, the agent
@@ -27,6 +28,7 @@ from media.testing.speech import SENTENCES, SHORT_SENTENCES, speak
 from media.testing.wer import word_error_rate
 from signaling import protocol as p
 from signaling.app import HUB_KEY
+from signaling.scenarios import Scenario, load_scenarios
 from signaling.testing.hub import HubHandle, start_hub
 from signaling.testing.meetings import start_agent_meeting
 from tests.conftest import require_binary
@@ -83,50 +85,88 @@ async def stored(hub: HubHandle, meeting_id: str) -> list[dict[str, Any]]:
     return body["value"]["segments"]  # type: ignore[no-any-return]
 
 
+def default_scenario() -> Scenario:
+    return load_scenarios()["interview-practice"]
+
+
+def answers_of(scenario: Scenario) -> list[tuple[str, str, str]]:
+    """The default path through the script: per step its first documented answer
+    (``example``) and the reply the agent then opens with (or, if the answer was not
+    recognised, the step's first re-prompt)."""
+    steps = scenario.script["steps"]
+    name, path = scenario.script["start"], []
+    while name in steps and "expect" in steps[name]:
+        answer = steps[name]["expect"][0]
+        reprompt = steps[name]["reprompt"]
+        path.append((answer["example"], answer["reply"],
+                     reprompt[0] if isinstance(reprompt, list) else reprompt))
+        name = answer["next"]
+    return path
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(180)
-async def test_the_agent_welcomes_hears_and_replies_and_the_transcript_holds_both_sides(
-    hub: HubHandle, clips: dict[str, Clip], tmp_path: Path,
+@pytest.mark.timeout(240)
+async def test_the_default_scenario_welcomes_hears_the_answers_and_replies_with_its_lines(
+    hub: HubHandle, tmp_path: Path,
 ) -> None:
-    brains: list[LinesBrain] = []
-    worker = await agent_worker(hub, brains, LINES)
+    """The person answers the default scenario with its documented answers (espeak-ng
+    Klatt); the agent (the script brain and the espeak-ng voice, from the [agent] defaults)
+    welcomes first and replies with the scripted lines; pocketsphinx on the audio the person
+    received recovers each line."""
+    scenario = default_scenario()
+    path = answers_of(scenario)
+    clips = {answer: Clip.from_file(speak(answer, tmp_path / f"answer-{i}.wav", lead_s=0.2,
+                                          tail_s=0.2))
+             for i, (answer, _, _) in enumerate(path)}
+    worker = TapWorker(hub.app[HUB_KEY].transcripts.tap_jobs, hub_url=lambda: hub.ws_url,
+                       worker_id="agent-test", config=TapConfig(pin_host_addresses=LOOPBACK))
+    await worker.start()
+    await worker.wait_warm()
+    spec = p.AgentSpec(scenario_id=scenario.id, name=scenario.persona.name)
     try:
-        meeting_id, room_id = await start_agent_meeting(hub, SPEC)
+        meeting_id, room_id = await start_agent_meeting(hub, spec)
         heard: list[bytes] = []
         latencies: list[float] = []
         async with PersonBot(hub.ws_url, hub.mint_token(room_id, "alice", "host")) as bot:
-            joined_at = time.time()
-            first = await bot.agent_speech(joined_at, timeout=30)
+            first = await bot.agent_speech(time.time(), timeout=30)
             last = await bot.agent_quiet(first)
             heard.append(bot.pcm_between(first - 0.1, last + 0.1))
-            for answer in ANSWERS:
+            for answer, _, _ in path:
                 said = await bot.say(clips[answer])
                 first = await bot.agent_speech(said.end, timeout=15)
                 latencies.append(first - said.end)
                 last = await bot.agent_quiet(first)
                 heard.append(bot.pcm_between(first - 0.1, last + 0.1))
             segments = await wait_until(
-                lambda: _complete(stored(hub, meeting_id), len(LINES) + len(ANSWERS)),
+                lambda: _complete(stored(hub, meeting_id), 2 * len(path) + 1),
                 timeout=10, what="every line in the stored transcript")
     finally:
         await worker.aclose()
+    lines = [s["text"] for s in segments if s["userId"] == "agent"]
     print()
     wers = []
-    for i, (line, pcm) in enumerate(zip(LINES, heard, strict=True)):
+    for i, (line, pcm) in enumerate(zip(lines, heard, strict=True)):
         text = recognise(pcm, tmp_path / f"heard-{i}.wav")
         wers.append(word_error_rate(line, text))
-        print(f"line {i}: WER {wers[-1]:.2f}  said {line!r}  heard {text!r}")
-    pooled = word_error_rate(" ".join(LINES), " ".join(
+        print(f"agent line {i}: WER {wers[-1]:.2f}  said {line!r}  heard {text!r}")
+    pooled = word_error_rate(" ".join(lines), " ".join(
         recognise(pcm, tmp_path / f"pooled-{i}.wav") for i, pcm in enumerate(heard)))
-    print(f"pooled WER {pooled:.2f}; end of the person's speech -> first agent audio: "
+    print(f"pooled WER {pooled:.2f}; the person's end of speech -> first agent audio: "
           + ", ".join(f"{s * 1000:.0f} ms" for s in latencies))
-    assert pooled <= WER_BOUND
-    assert all(w <= 0.7 for w in wers), wers  # each line, the welcome first, is recognisable
+    print("stored: " + " | ".join(f"{s['userId']}: {s['text']}" for s in segments))
+    # The welcome first, then one scripted line per answer: the answer's reply, or for the
+    # last one possibly the step's re-prompt (recognition of "I work well in a team" by the
+    # live tap varies: "i worked well in that scene" was heard once; docs/agent.md).
+    assert lines[0].startswith(scenario.persona.welcome_message.split(",")[0])
+    openings = [line.split(".")[0].split("?")[0] for line in lines[1:]]
+    expected = [reply.rstrip(".") for _, reply, _ in path]
+    assert openings[:-1] == expected[:-1], openings
+    assert openings[-1] in (expected[-1], path[-1][2].rstrip("?")), openings
     speakers = [s["userId"] for s in segments]
-    assert speakers == ["agent", "alice", "agent", "alice", "agent"], segments
-    assert [s["text"] for s in segments if s["userId"] == "agent"] == list(LINES)
+    assert speakers == ["agent", *["alice", "agent"] * len(path)], segments
     assert not any(s["interrupted"] for s in segments)
-    assert brains[0].events[0] == p_event("start")
+    assert pooled <= WER_BOUND
+    assert max(wers) <= 0.7, wers
 
 
 def p_event(kind: str) -> Any:
