@@ -126,8 +126,8 @@ class Conversation:
 
     @property
     def replying(self) -> bool:
-        """A response is being prepared or spoken."""
-        return self._reply_task is not None and not self._reply_task.done()
+        """A response is being prepared or spoken (not one cancelled by a barge-in)."""
+        return self._reply is not None
 
     def begin(self) -> None:
         """The first person is here and connected: speak the welcome (once)."""

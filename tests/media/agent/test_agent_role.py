@@ -102,6 +102,10 @@ async def test_the_agent_skips_the_waiting_room_and_its_lines_are_stored(
         line = await person.expect(p.Transcript)
         assert (line.peer_id, line.text, line.interrupted, line.user_id) == (
             me, "Hello, I am", True, "agent")
+        # A host cannot ask the agent to mute (it is not a participant to control).
+        await person.send({"type": "ask-mute", "peerId": me})
+        refused = await person.expect(p.Error)
+        assert refused.code == "unknown-peer"
         # Only the agent's own lines may be marked interrupted.
         await agent.send({"type": "transcript", "peerId": person.peer_id,
                           "segmentId": "seg_1", "text": "hi", "final": True, "startMs": 0,
