@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import shutil
 import struct
@@ -224,7 +223,3 @@ async def _skip_header(stream: asyncio.StreamReader) -> None:
                                   f"{rate} Hz, {bits} bits; expected PCM mono "
                                   f"{SAMPLE_RATE} Hz 16 bits")
 
-
-def available() -> bool:
-    """Whether espeak-ng is installed."""
-    return shutil.which(BINARY) is not None and os.access(shutil.which(BINARY) or "", os.X_OK)

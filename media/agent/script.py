@@ -262,7 +262,9 @@ def _keywords(value: Any, where: str) -> tuple[tuple[str, ...], ...]:
         words = normalise(str(item)) if isinstance(item, (str, int)) and not isinstance(
             item, bool) else []
         if not words:
-            raise ScriptError(f"{where}: {item!r} is not a keyword (letters or digits)")
+            hint = " (quote yes, no, on, off, true and false in YAML)" \
+                if isinstance(item, bool) else ""
+            raise ScriptError(f"{where}: {item!r} is not a keyword (letters or digits){hint}")
         out.append(tuple(words))
     return tuple(out)
 
@@ -420,9 +422,28 @@ class ScriptBrain:
         return self.script.steps[self._state.step]
 
     async def respond(self, history: Sequence[Line], event: BrainEvent) -> AsyncIterator[str]:
-        """The lines for ``event``, one chunk per line (each ends a sentence)."""
-        for line in self.lines(event):
+        """The lines for ``event``, one chunk per line (each ends a sentence). A ``start``
+        with a history (an agent taking over a conversation after a failover) replays the
+        person's turns without a word, then repeats the current step's line."""
+        if event.kind == "start" and not self._state.started and any(
+                line.speaker == "person" for line in history):
+            lines = self.resume(history)
+        else:
+            lines = self.lines(event)
+        for line in lines:
             yield line + " "
+
+    def resume(self, history: Sequence[Line]) -> list[str]:
+        """Take the conversation up where ``history`` left it: the person's turns replayed
+        through the script (nothing said), then the current step's line again."""
+        self.lines(BrainEvent("start"))
+        for line in history:
+            if line.speaker == "person" and not self._state.finished:
+                self.lines(BrainEvent("turn", line.text))
+        step = self._current()
+        if self._state.finished or step is None:
+            return []
+        return [_sentence(step.say)]
 
     def lines(self, event: BrainEvent) -> list[str]:
         """What the agent says for ``event`` (and the state moves on), synchronously."""
