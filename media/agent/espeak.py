@@ -164,7 +164,13 @@ class EspeakVoice:
             with contextlib.suppress(ConnectionError):
                 await proc.stdin.drain()
             proc.stdin.close()
-            await _skip_header(proc.stdout)
+            try:
+                await _skip_header(proc.stdout)
+            except (EspeakError, asyncio.IncompleteReadError) as exc:
+                await proc.wait()
+                err = (await proc.stderr.read()).decode(errors="replace").strip()
+                raise EspeakError(f"espeak-ng -v {name}: {exc or 'truncated WAV header'} "
+                                  f"(exit {proc.returncode}: {err[:300]})") from None
             odd = b""
             while chunk := await proc.stdout.read(_READ):
                 chunk = odd + chunk

@@ -34,7 +34,7 @@ the format; in short::
 
 Recognition makes mistakes, so matching is lenient: lower case, punctuation dropped, numbers
 written as words ("5" and "five" are the same word), a keyword matches a word with or without
-a plural ``s``, and a keyword of several words matches them in sequence.
+a plural ``s``/``es``, and a keyword of several words matches them in sequence.
 """
 
 from __future__ import annotations
@@ -104,11 +104,19 @@ def normalise(text: str) -> list[str]:
     return re.findall(r"[^\W_]+", text)
 
 
+def hint(text: str) -> str:
+    """``text`` as a recogniser writes it: lower case, numbers in words, punctuation other
+    than apostrophes dropped ("I'm 25!" is "i'm twenty five")."""
+    text = re.sub(r"\d+", _digits, text.lower().replace("\u2019", "'"))
+    return " ".join(w.strip("'") for w in re.findall(r"[^\W_]+(?:'[^\W_]+)*", text))
+
+
 def _same(keyword: str, word: str) -> bool:
     if keyword == word:
         return True
-    # a plural s either way ("year"/"years"); not for short words ("is"/"i")
-    return len(keyword) > 3 and len(word) > 3 and keyword.rstrip("s") == word.rstrip("s")
+    # a plural either way ("year"/"years", "glass"/"glasses"); not for short words ("i"/"is")
+    short, long = sorted((keyword, word), key=len)
+    return len(short) >= 3 and long in (short + "s", short + "es")
 
 
 def _contains(words: Sequence[str], phrase: Sequence[str]) -> bool:
@@ -404,14 +412,16 @@ class ScriptBrain:
         return list(self._state.path)
 
     def expected(self) -> Sequence[str]:
-        """The current step's keywords and example answers (empty when any answer will do,
-        before the start and after the end)."""
+        """The current step's keywords and example answers as a recogniser writes words
+        (lower case, no punctuation but apostrophes, numbers in words: ready for a keyword
+        list or a grammar); empty when any answer will do, before the start and after the
+        end."""
         step = self._current()
         if step is None or self._state.finished:
             return ()
         out: dict[str, None] = {}
         for answer in step.expect:
-            for phrase in (*answer.keywords(), answer.example):
+            for phrase in (*answer.keywords(), hint(answer.example)):
                 if phrase:
                     out.setdefault(phrase, None)
         return tuple(out)
@@ -470,9 +480,9 @@ class ScriptBrain:
             return [_sentence(step.silence)]
         if event.kind != "turn":
             return []  # interrupted: the person's turn comes next
-        if step.next:
-            return self._enter(step.next)
         words = normalise(event.text)
+        if step.next and words:
+            return self._enter(step.next)
         for answer in step.expect:
             if answer.matches(words):
                 logger.debug("script: step %s: %r matched -> %s", step.name, event.text,

@@ -127,6 +127,17 @@ def test_next_without_expect_takes_any_answer() -> None:
     script = {"start": "a", "steps": {"a": {"say": "Tell me anything.", "next": "b"},
                                       "b": {"say": "Bye.", "end": True}}}
     assert walk(script, ["whatever"]) == ["Tell me anything.", "Bye."]
+    # an empty transcript (noise) is not an answer: a re-prompt
+    assert walk(script, ["", "ok"]) == ["Tell me anything.", "Sorry, I did not catch that.",
+                                        "Bye."]
+
+
+def test_expected_phrases_are_written_as_a_recogniser_writes() -> None:
+    script = copy.deepcopy(SCRIPT)
+    script["steps"]["drink"]["expect"][0]["example"] = "I'd like 2 teas, please!"
+    brain = ScriptBrain(script)
+    brain.lines(BrainEvent("start"))
+    assert brain.expected()[:2] == ("tea", "i'd like two teas please")
 
 
 def bad(change: Any) -> dict[str, Any]:
