@@ -56,7 +56,13 @@ from .errors import (
 from .local import LocalMedia
 from .loopback import pin_host_addresses
 from .plan import plan_media
-from .receive import EncodedFrame, consume_track, skip_decoding, tee_encoded
+from .receive import (
+    EncodedFrame,
+    consume_track,
+    set_audio_prefetch,
+    skip_decoding,
+    tee_encoded,
+)
 from .stats import RemotePeerStats
 from .transceivers import Transceivers
 
@@ -91,6 +97,8 @@ class ConnectionOptions:
     """Gather host candidates only on these addresses (see :mod:`media.loopback`)."""
     decode_audio: bool = True
     decode_video: bool = True
+    audio_prefetch: int | None = None
+    """Frames aiortc's audio jitter buffer holds before releasing one (``None``: aiortc's 4)."""
     signal_queue_size: int = 256
     """Signalling frames from this peer waiting to be applied before the peer is dropped."""
     pending_candidates: int = 64
@@ -275,6 +283,8 @@ class RemotePeer:
         handler: Callable[[Any], None]
         if track.kind == "audio":
             handler = self._audio_frame
+            if self._options.audio_prefetch is not None and receiver is not None:
+                set_audio_prefetch(receiver, self._options.audio_prefetch, self._log)
             on_encoded = self._on_encoded_audio
             if on_encoded is not None and receiver is not None:
                 # The encoded frames go to the recorder; decoded only if PCM is wanted too

@@ -130,6 +130,7 @@ class Mesh:
             ice_servers=servers, ice_transport_policy=c.ice_transport_policy,
             ice_timeout_s=c.ice_timeout_s, pin_host_addresses=c.pin_host_addresses,
             decode_audio=c.decode_audio, decode_video=c.decode_video,
+            audio_prefetch=c.audio_prefetch,
         )
 
     def greet(self, joined: protocol.Joined) -> None:

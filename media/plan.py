@@ -1,16 +1,19 @@
 """Who sends what to whom, by role (DESIGN "Websocket protocol", "Tap").
 
-Hosts and participants send audio to everyone and video to everyone but taps; observers and
-taps send nothing (the hub refuses their SDP if it would send); a tap receives audio only.
-Directions are from this client's point of view.
+Hosts and participants send audio to everyone and video to everyone but taps and the agent;
+observers and taps send nothing (the hub refuses their SDP if it would send); a tap receives
+audio only. The agent (the AI persona) sends audio and receives audio only: no video line
+either way. Directions are from this client's point of view.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SENDING_ROLES = frozenset({"host", "participant"})
+SENDING_ROLES = frozenset({"host", "participant", "agent"})
 """Roles that send media; observers and taps only receive."""
+AUDIO_ONLY_ROLES = frozenset({"tap", "agent"})
+"""Roles with no video line towards them or from them (the hub's server peers)."""
 
 
 def direction(send: bool, recv: bool) -> str:
@@ -38,8 +41,9 @@ def plan_media(
     (measured: about a quarter of a cheap bot's CPU for an idle video line)."""
     local_sends = local_role in SENDING_ROLES
     remote_sends = remote_role in SENDING_ROLES
-    video_send = local_sends and send_video and remote_role != "tap"
-    video_recv = remote_sends and local_role != "tap"
+    video_send = local_sends and send_video and remote_role not in AUDIO_ONLY_ROLES
+    video_recv = remote_sends and local_role not in AUDIO_ONLY_ROLES \
+        and remote_role not in AUDIO_ONLY_ROLES
     return MediaPlan(
         audio=direction(local_sends and send_audio, remote_sends),
         video=direction(video_send, video_recv) if video_send or video_recv else None,

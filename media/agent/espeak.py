@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import shutil
 import struct
@@ -165,7 +164,13 @@ class EspeakVoice:
             with contextlib.suppress(ConnectionError):
                 await proc.stdin.drain()
             proc.stdin.close()
-            await _skip_header(proc.stdout)
+            try:
+                await _skip_header(proc.stdout)
+            except (EspeakError, asyncio.IncompleteReadError) as exc:
+                await proc.wait()
+                err = (await proc.stderr.read()).decode(errors="replace").strip()
+                raise EspeakError(f"espeak-ng -v {name}: {exc or 'truncated WAV header'} "
+                                  f"(exit {proc.returncode}: {err[:300]})") from None
             odd = b""
             while chunk := await proc.stdout.read(_READ):
                 chunk = odd + chunk
@@ -224,7 +229,3 @@ async def _skip_header(stream: asyncio.StreamReader) -> None:
                                   f"{rate} Hz, {bits} bits; expected PCM mono "
                                   f"{SAMPLE_RATE} Hz 16 bits")
 
-
-def available() -> bool:
-    """Whether espeak-ng is installed."""
-    return shutil.which(BINARY) is not None and os.access(shutil.which(BINARY) or "", os.X_OK)

@@ -34,7 +34,7 @@ the format; in short::
 
 Recognition makes mistakes, so matching is lenient: lower case, punctuation dropped, numbers
 written as words ("5" and "five" are the same word), a keyword matches a word with or without
-a plural ``s``, and a keyword of several words matches them in sequence.
+a plural ``s``/``es``, and a keyword of several words matches them in sequence.
 """
 
 from __future__ import annotations
@@ -104,11 +104,19 @@ def normalise(text: str) -> list[str]:
     return re.findall(r"[^\W_]+", text)
 
 
+def hint(text: str) -> str:
+    """``text`` as a recogniser writes it: lower case, numbers in words, punctuation other
+    than apostrophes dropped ("I'm 25!" is "i'm twenty five")."""
+    text = re.sub(r"\d+", _digits, text.lower().replace("\u2019", "'"))
+    return " ".join(w.strip("'") for w in re.findall(r"[^\W_]+(?:'[^\W_]+)*", text))
+
+
 def _same(keyword: str, word: str) -> bool:
     if keyword == word:
         return True
-    # a plural s either way ("year"/"years"); not for short words ("is"/"i")
-    return len(keyword) > 3 and len(word) > 3 and keyword.rstrip("s") == word.rstrip("s")
+    # a plural either way ("year"/"years", "glass"/"glasses"); not for short words ("i"/"is")
+    short, long = sorted((keyword, word), key=len)
+    return len(short) >= 3 and long in (short + "s", short + "es")
 
 
 def _contains(words: Sequence[str], phrase: Sequence[str]) -> bool:
@@ -262,7 +270,9 @@ def _keywords(value: Any, where: str) -> tuple[tuple[str, ...], ...]:
         words = normalise(str(item)) if isinstance(item, (str, int)) and not isinstance(
             item, bool) else []
         if not words:
-            raise ScriptError(f"{where}: {item!r} is not a keyword (letters or digits)")
+            hint = " (quote yes, no, on, off, true and false in YAML)" \
+                if isinstance(item, bool) else ""
+            raise ScriptError(f"{where}: {item!r} is not a keyword (letters or digits){hint}")
         out.append(tuple(words))
     return tuple(out)
 
@@ -402,14 +412,16 @@ class ScriptBrain:
         return list(self._state.path)
 
     def expected(self) -> Sequence[str]:
-        """The current step's keywords and example answers (empty when any answer will do,
-        before the start and after the end)."""
+        """The current step's keywords and example answers as a recogniser writes words
+        (lower case, no punctuation but apostrophes, numbers in words: ready for a keyword
+        list or a grammar); empty when any answer will do, before the start and after the
+        end."""
         step = self._current()
         if step is None or self._state.finished:
             return ()
         out: dict[str, None] = {}
         for answer in step.expect:
-            for phrase in (*answer.keywords(), answer.example):
+            for phrase in (*answer.keywords(), hint(answer.example)):
                 if phrase:
                     out.setdefault(phrase, None)
         return tuple(out)
@@ -420,9 +432,28 @@ class ScriptBrain:
         return self.script.steps[self._state.step]
 
     async def respond(self, history: Sequence[Line], event: BrainEvent) -> AsyncIterator[str]:
-        """The lines for ``event``, one chunk per line (each ends a sentence)."""
-        for line in self.lines(event):
+        """The lines for ``event``, one chunk per line (each ends a sentence). A ``start``
+        with a history (an agent taking over a conversation after a failover) replays the
+        person's turns without a word, then repeats the current step's line."""
+        if event.kind == "start" and not self._state.started and any(
+                line.speaker == "person" for line in history):
+            lines = self.resume(history)
+        else:
+            lines = self.lines(event)
+        for line in lines:
             yield line + " "
+
+    def resume(self, history: Sequence[Line]) -> list[str]:
+        """Take the conversation up where ``history`` left it: the person's turns replayed
+        through the script (nothing said), then the current step's line again."""
+        self.lines(BrainEvent("start"))
+        for line in history:
+            if line.speaker == "person" and not self._state.finished:
+                self.lines(BrainEvent("turn", line.text))
+        step = self._current()
+        if self._state.finished or step is None:
+            return []
+        return [_sentence(step.say)]
 
     def lines(self, event: BrainEvent) -> list[str]:
         """What the agent says for ``event`` (and the state moves on), synchronously."""
@@ -449,9 +480,9 @@ class ScriptBrain:
             return [_sentence(step.silence)]
         if event.kind != "turn":
             return []  # interrupted: the person's turn comes next
-        if step.next:
-            return self._enter(step.next)
         words = normalise(event.text)
+        if step.next and words:
+            return self._enter(step.next)
         for answer in step.expect:
             if answer.matches(words):
                 logger.debug("script: step %s: %r matched -> %s", step.name, event.text,

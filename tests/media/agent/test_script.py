@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from media.agent.interfaces import BrainEvent, sentences
+from media.agent.interfaces import BrainEvent, Line, sentences
 from media.agent.script import ScriptBrain, check_script, normalise, walk
 from signaling.scenarios import ScenarioError, load_scenarios
 
@@ -90,6 +90,23 @@ async def test_silence_reprompts_are_bounded_and_interruptions_say_nothing() -> 
     assert await say(brain, "silence") == []  # this step's max_reprompts is 0
 
 
+async def test_a_new_agent_takes_the_conversation_up_from_the_history() -> None:
+    """Failover: a new agent process starts with the transcript so far."""
+    history = [Line("agent", "Hi, I am Sam."), Line("agent", "What would you like."),
+               Line("person", "um"), Line("agent", "Sorry, what would you like?"),
+               Line("person", "a latte please"), Line("agent", "How many", interrupted=True)]
+    brain = ScriptBrain(SCRIPT, welcome_message="Hi, I am Sam.")
+    said = "".join([c async for c in brain.respond(history, BrainEvent("start"))])
+    assert said == "How many cups? "  # no second welcome: the current step's line again
+    assert brain.path == ["drink", "size"]
+    assert await say(brain, "turn", "one") == ["Goodbye!"]
+    # a conversation that had reached its end stays ended
+    finished = ScriptBrain(SCRIPT)
+    history.append(Line("person", "two cups"))
+    assert [c async for c in finished.respond(history, BrainEvent("start"))] == []
+    assert finished.finished
+
+
 def test_matching_tolerates_recognition() -> None:
     assert normalise("I've got 25 years' experience!") == ["ive", "got", "twenty", "five",
                                                            "years", "experience"]
@@ -110,6 +127,17 @@ def test_next_without_expect_takes_any_answer() -> None:
     script = {"start": "a", "steps": {"a": {"say": "Tell me anything.", "next": "b"},
                                       "b": {"say": "Bye.", "end": True}}}
     assert walk(script, ["whatever"]) == ["Tell me anything.", "Bye."]
+    # an empty transcript (noise) is not an answer: a re-prompt
+    assert walk(script, ["", "ok"]) == ["Tell me anything.", "Sorry, I did not catch that.",
+                                        "Bye."]
+
+
+def test_expected_phrases_are_written_as_a_recogniser_writes() -> None:
+    script = copy.deepcopy(SCRIPT)
+    script["steps"]["drink"]["expect"][0]["example"] = "I'd like 2 teas, please!"
+    brain = ScriptBrain(script)
+    brain.lines(BrainEvent("start"))
+    assert brain.expected()[:2] == ("tea", "i'd like two teas please")
 
 
 def bad(change: Any) -> dict[str, Any]:
@@ -146,6 +174,8 @@ def bad(change: Any) -> dict[str, Any]:
     (bad(lambda s: s["steps"]["drink"].update(say="")), "step 'drink': say: a line"),
     (bad(lambda s: s.update(max_reprompts=50)), "max_reprompts: a whole number 0..5"),
     (bad(lambda s: s["steps"]["drink"]["expect"][0].update(any=["?!"])), "is not a keyword"),
+    (bad(lambda s: s["steps"]["drink"]["expect"][0].update(any=[True])),
+     "quote yes, no, on, off"),
     (bad(lambda s: s["steps"]["bye"].update(next="drink")), "an end step has no expect"),
     (bad(lambda s: s["steps"].update({"bad name": {"say": "x", "end": True}})),
      "step name 'bad name'"),
