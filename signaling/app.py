@@ -23,6 +23,7 @@ from .bus import Bus, MemoryBus
 from .client_socket import liveness_sweeps, upgrade_handler
 from .connections import Connections
 from .errors import HubError
+from .extras import EXTRAS, missing
 from .hub import Hub
 from .meetings import MeetingService
 from .memory_store import MemoryStore
@@ -102,16 +103,17 @@ def _pin_for(host: str) -> tuple[str, ...] | None:
 
 
 def deployment_scenarios(settings: Settings) -> dict[str, Scenario]:
-    """The scenarios of ``agent.scenarios_dir`` (empty: the shipped examples), checked by the
-    script brain; a broken file is a :class:`ConfigError` naming it (the hub does not start)."""
+    """The scenarios of ``agent.scenarios_dir`` (empty: the shipped examples), their scripts
+    checked by the script brain; a broken file is a :class:`ConfigError` naming it (the hub
+    does not start). A hub-only install (no media extra: no agent can run here) checks the
+    files' format but not their scripts, and imports nothing of ``media``."""
     check: ScriptCheck | None = None
-    try:
+    if not missing(EXTRAS["media"]):
         from media.agent.script import check_script
 
         check = check_script
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("media.agent.script", "media.agent"):
-            raise
+    else:
+        logger.info("scenario scripts not checked: the media extra is not installed")
     try:
         return load_scenarios(settings.agent.scenarios_dir or None, check_script=check)
     except ScenarioError as exc:
