@@ -100,6 +100,14 @@ class TapSession:
     # ------------------------------------------------------------------ running
 
     async def run(self) -> Outcome:
+        if self.job.agent is not None and self.agent is None:
+            try:
+                await self._make_agent(self.job.agent)
+            except ValueError as exc:  # no such scenario here, a voice that cannot start
+                # Not a worker's fault another worker would not share: the job is done (the
+                # room gets a new one when the next person joins).
+                logger.error("%s cannot make the agent: %s: job done", self._log, exc)
+                return "ended"
         try:
             client = await self._join()
         except _FINISHED as exc:
@@ -116,8 +124,6 @@ class TapSession:
             return "ended"
 
     async def _join(self) -> PeerClient:
-        if self.job.agent is not None and self.agent is None:
-            await self._make_agent(self.job.agent)
         agent = self.agent
         config = PeerClientConfig(
             ws_url=self.ws_url, token=self.job.token,

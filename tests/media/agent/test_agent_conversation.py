@@ -216,3 +216,23 @@ async def test_barge_in_silences_the_agent_within_200_ms_and_marks_the_line_inte
     assert LONG_LINE.startswith(agent_line["text"])
     assert any(e.kind == "interrupted" for e in brains[0].events)
     assert stop_s < BARGE_IN_BOUND_S
+
+
+@pytest.mark.timeout(60)
+async def test_a_meeting_naming_a_scenario_the_worker_lacks_completes_its_job(
+    hub: HubHandle,
+) -> None:
+    """Regression: the factory's ValueError (no such scenario) failed the session, so the job
+    was reclaimed and failed again every ``reclaim_after_s``, forever."""
+    worker = TapWorker(hub.app[HUB_KEY].transcripts.tap_jobs, hub_url=lambda: hub.ws_url,
+                       worker_id="agent-test", config=TapConfig(pin_host_addresses=LOOPBACK))
+    await worker.start()
+    try:
+        _, room_id = await start_agent_meeting(
+            hub, p.AgentSpec(scenario_id="no-such-scenario", name="Nobody"))
+        async with PersonBot(hub.ws_url, hub.mint_token(room_id, "alice", "host")):
+            await wait_until(lambda: worker.completed == 1, timeout=30,
+                             what="the job completed")
+            assert worker.claimed == 1 and not worker.sessions
+    finally:
+        await worker.aclose()

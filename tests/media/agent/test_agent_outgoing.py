@@ -147,3 +147,23 @@ def _tag(talk: Conversation, index: int) -> tuple[str, int]:
     reply = talk._reply  # the reply under way
     assert reply is not None
     return (reply.segment_id, index)
+
+
+async def test_a_long_silence_after_the_agents_line_tells_the_brain_once() -> None:
+    talk, brain, sink = await conversation(["Hello there.", "Still there?"])
+    talk.silence_s = 0.2
+    try:
+        talk.begin()
+        await wait_until(lambda: sink.lines, timeout=5, what="the welcome")
+
+        def told() -> bool:
+            talk.tick()
+            return any(e.kind == "silence" for e in brain.events)
+
+        await wait_until(told, timeout=5, what="the silence event")
+        await wait_until(lambda: not talk.replying, timeout=5, what="the silence reply done")
+        for _ in range(3):
+            talk.tick()
+        assert [e.kind for e in brain.events].count("silence") == 1
+    finally:
+        await talk.aclose()
