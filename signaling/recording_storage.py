@@ -37,9 +37,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from .s3 import S3Config
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 
@@ -138,6 +141,9 @@ class RecordingStorage(Protocol):
 
     def read(self, meeting_id: str, name: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``start..end`` (inclusive) of a committed file, chunk by chunk."""
+
+    async def start(self) -> None:
+        """Start background work (S3: the uploader, and adopting dead writers' spools)."""
 
     async def aclose(self) -> None:
         """Stop (idempotent); what is not stored yet is kept to be stored later."""
@@ -292,6 +298,9 @@ class DirectoryStorage:
                 left -= len(chunk)
                 yield chunk
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -308,3 +317,14 @@ def failure_reason(path: Path) -> str | None:
 def age_s(pending: PendingFile) -> float:
     """Seconds since a pending file last grew."""
     return max(0.0, time.time() - pending.modified)
+
+
+def open_storage(directory: str | os.PathLike[str], s3: S3Config | None = None,
+                 **s3_options: float) -> RecordingStorage:
+    """The storage a deployment uses: ``directory`` itself, or with ``s3`` the bucket, with
+    ``directory`` as the local spool (:class:`~signaling.recording_s3.S3Storage`)."""
+    if s3 is None:
+        return DirectoryStorage(directory)
+    from .recording_s3 import S3Storage
+
+    return S3Storage(s3, directory, **s3_options)
