@@ -391,7 +391,7 @@ class MeetingService:
         self._require_role(meeting, caller)
         if not meeting.recording or self.recordings is None:
             raise NotFound("this meeting is not recorded", code=ErrorCode.NOT_RECORDED)
-        return self.recordings.describe(meeting, base_url)
+        return await self.recordings.describe(meeting, base_url)
 
     def ice_servers(self, caller: UserIdentity) -> dict[str, Any]:
         return {"iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),

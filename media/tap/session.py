@@ -38,7 +38,7 @@ from media.errors import (
 )
 from media.peer import PeerClient
 from signaling import protocol
-from signaling.recording_storage import DirectoryStorage
+from signaling.recording_storage import RecordingStorage, open_storage
 from signaling.tapjobs import TapJob
 
 from .config import TapConfig
@@ -60,9 +60,14 @@ class TapSession:
     """The tap in one room. Single use: :meth:`run` once, :meth:`aclose` (idempotent)."""
 
     def __init__(self, job: TapJob, *, ws_url: str, config: TapConfig,
-                 transcriber: Transcriber, worker_id: str = "") -> None:
+                 transcriber: Transcriber, worker_id: str = "",
+                 storage: RecordingStorage | None = None) -> None:
         self.job = job
         self.config = config
+        #: Where the recorder's files go: the worker's (shared by its rooms), else its own.
+        self.storage = storage if storage is not None else open_storage(
+            config.recording_dir, config.recording_s3)
+        self._own_storage = storage is None
         self.ws_url = ws_url
         self.worker_id = worker_id
         self._transcriber = transcriber
@@ -116,7 +121,7 @@ class TapSession:
         )
         if self.job.recording and self.recorder is None:
             self.recorder = Recorder(
-                DirectoryStorage(self.config.recording_dir), meeting_id=self.job.meeting_id,
+                self.storage, meeting_id=self.job.meeting_id,
                 started_at_ms=self.job.started_at_ms, user_of=self._user_of,
                 log_prefix=self._log)
         recorder = self.recorder
@@ -303,5 +308,7 @@ class TapSession:
                 await asyncio.sleep(0.05)
         if client is not None:
             await client.aclose()
+        if self._own_storage:
+            await self.storage.aclose()
         logger.info("%s left (%d finals, %d partials sent)", self._log, self.finals_sent,
                     self.partials_sent)

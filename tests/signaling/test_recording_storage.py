@@ -5,11 +5,11 @@ left at shutdown (or by a killed writer) is uploaded by the next storage on the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -180,9 +180,10 @@ async def test_a_writer_killed_mid_file_leaves_it_pending_with_its_note(
     else:
         assert isinstance(storage, S3Storage)
         spec = {"dir": str(storage.spool), "s3": storage.config.__dict__}
-    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, json.dumps(spec)],
-                          timeout=60, capture_output=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_WRITER, json.dumps(spec), stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
 
     async def salvageable() -> tuple[Path | None, TrackMeta | None] | None:
         if not await storage.list_pending("meeting_1"):
