@@ -14,11 +14,12 @@ complete it once the mix is stored. For one meeting it:
 4. stores the dead recorders' files with the extents the mix found (salvage), then the mix
    (``mix.ogg``), and emits ``recording.ready``.
 
-A mix that fails (the child exits non-zero: a corrupt input, the CPU limit) is recorded in the
-storage (:meth:`~signaling.recording_storage.RecordingStorage.mark_failed`), logged with the
+A mix that fails (the child exits non-zero or hits its CPU limit; a committed track of which
+nothing decodes: the mix would leave a participant out) is recorded in the storage (:meth:`~signaling.recording_storage.RecordingStorage.mark_failed`), logged with the
 child's last words, and the job completed: every worker's ``getRecording`` says ``failed``. A
 worker that dies mid-mix stops renewing: another worker redoes the mix from the start (its
-output goes to a scratch file of its own, so two attempts never write one file). A job handed
+output goes to a scratch file of its own, so two attempts never write one file); a mix child
+killed from outside (SIGKILL: an operator, the OOM killer) is tried again the same way. A job handed
 out ``max_attempts`` times is given up and recorded as failed.
 """
 
@@ -55,6 +56,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     """The mix child gets SIGKILL when the worker that started it dies (Linux)."""
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class MixInterrupted(Exception):
+    """The mix child was killed from outside: the mix is tried again, not failed."""
 
 
 class Mixer:
@@ -134,9 +139,10 @@ class Mixer:
             return
         renewing.cancel()
         await asyncio.gather(renewing, return_exceptions=True)
-        if mixing.exception() is not None:  # storage unreachable, ...: try again later
-            logger.error("%s mix attempt failed; it is retried after the claim expires",
-                         log, exc_info=mixing.exception())
+        exc = mixing.exception()
+        if exc is not None:  # the child killed, storage unreachable, ...: try again later
+            logger.error("%s mix attempt failed (%s); it is retried when its claim expires",
+                         log, exc, exc_info=None if isinstance(exc, MixInterrupted) else exc)
             return
         with contextlib.suppress(Exception):
             await self.jobs.complete(job)
@@ -175,24 +181,34 @@ class Mixer:
             folder = Path(scratch)
             tracks = [f for f in await storage.list_files(meeting_id) if f.meta.kind == "track"]
             (folder / "tracks").mkdir()
-            paths = [str(p) for f in tracks if (p := await storage.fetch(
-                meeting_id, f.name, folder / "tracks")) is not None]
+            committed: dict[str, str] = {}  # local path -> name
+            for f in tracks:
+                path = await storage.fetch(meeting_id, f.name, folder / "tracks")
+                if path is not None:
+                    committed[str(path)] = f.name
+            paths = list(committed)
             # Files a dead recorder left: mixed as far as they decode, then kept (salvaged).
             (folder / "left").mkdir()
             left: dict[str, tuple[str, TrackMeta | None]] = {}
             for pending in await storage.list_pending(meeting_id):
-                path, note = await storage.fetch_abandoned(meeting_id, pending.name,
-                                                           folder / "left")
-                if path is not None:
-                    left[str(path)] = (pending.name, note)
+                found, note = await storage.fetch_abandoned(meeting_id, pending.name,
+                                                            folder / "left")
+                if found is not None:
+                    left[str(found)] = (pending.name, note)
             out = folder / MIX_NAME
             started = time.monotonic()
             returncode, output, err = await self._run_mixdown(out, duration_ms,
                                                               [*paths, *left])
+            last_words = err.decode(errors="replace").strip()[-500:]
+            if returncode < 0 and -returncode != signal.SIGXCPU:
+                # Killed (an operator, the OOM killer): not the input's fault; another try.
+                raise MixInterrupted(f"mixdown killed by signal {-returncode}: {last_words}")
             if returncode != 0:
-                reason = (f"mixdown exit {returncode}: "
-                          f"{err.decode(errors='replace').strip()[-500:]}")
-                await self._fail(job, log, reason)
+                await self._fail(job, log, f"mixdown exit {returncode}: {last_words}")
+                return
+            corrupt = self._corrupt(output, committed)
+            if corrupt:
+                await self._fail(job, log, corrupt)
                 return
             await self._salvage(meeting_id, log, left, output)
             stored = await storage.put_file(meeting_id, MIX_NAME, out, TrackMeta(
@@ -203,6 +219,20 @@ class Mixer:
                     log, len(paths), duration_ms / 1000, stored.size,
                     time.monotonic() - started, self.worker_id)
         await self._announce(job, len(tracks))
+
+    @staticmethod
+    def _corrupt(output: bytes, committed: dict[str, str]) -> str:
+        """Why the mix is not the meeting's: a committed track of which nothing decoded."""
+        for line in output.decode(errors="replace").splitlines():
+            try:
+                extent: dict[str, Any] = json.loads(line)
+                name = committed.get(extent["path"])
+                nothing = int(extent["durationMs"]) <= 0
+            except (ValueError, KeyError, TypeError):
+                continue
+            if name is not None and nothing and extent.get("error"):
+                return f"track {name} does not decode: {str(extent['error'])[:300]}"
+        return ""
 
     async def _run_mixdown(self, out: Path, duration_ms: int,
                            inputs: list[str]) -> tuple[int, bytes, bytes]:
