@@ -247,3 +247,47 @@ async def test_a_spool_left_at_shutdown_is_uploaded_by_the_next_storage(
         assert not list((tmp_path / "spool").rglob("p_1.1.aa.ogg*"))
     finally:
         await second.aclose()
+
+
+# ---------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(("recording", "message"), [
+    ({"storage": "ftp"}, 'recording.storage must be "directory" or "s3"'),
+    ({"storage": "s3"}, 'recording.storage = "s3" needs recording.s3_bucket'),
+    ({"storage": "s3", "s3_bucket": "b"},
+     "needs recording.s3_access_key and recording.s3_secret_key"),
+    ({"storage": "s3", "s3_bucket": "b", "s3_access_key": "a", "s3_secret_key": "s",
+      "s3_endpoint_url": "minio:9000"}, "recording.s3_endpoint_url must be http(s)://"),
+    ({"s3_part_mb": 4}, "recording.s3_part_mb must be 5..512"),
+    ({"mix_concurrency": 0}, "recording.mix_concurrency must be 1..16"),
+    ({"mix_reclaim_after_s": 1}, "recording.mix_reclaim_after_s must be 2..300"),
+])
+def test_bad_storage_settings_stop_the_hub_with_one_clear_line(
+    recording: dict[str, object], message: str,
+) -> None:
+    from signaling.settings import ConfigError
+    from signaling.testing.hub import test_settings
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        test_settings(recording=recording)
+
+
+def test_s3_settings_from_the_environment_keep_the_secret_out_of_reprs() -> None:
+    from signaling.settings import as_dict, load_settings
+
+    settings = load_settings(None, env={
+        "CONNVO_RTC_AUTH_SECRET": "x" * 40, "CONNVO_RTC_RECORDING_STORAGE": "s3",
+        "CONNVO_RTC_RECORDING_S3_BUCKET": "recs", "CONNVO_RTC_RECORDING_S3_ACCESS_KEY": "AKID",
+        "CONNVO_RTC_RECORDING_S3_SECRET_KEY": "top-secret-value",
+        "CONNVO_RTC_RECORDING_S3_PATH_STYLE": "false", "CONNVO_RTC_RECORDING_S3_PART_MB": "16"})
+    config = settings.s3_config()
+    assert config is not None
+    assert (config.bucket, config.access_key, config.secret_key) == ("recs", "AKID",
+                                                                     "top-secret-value")
+    assert not config.path_style and config.part_bytes == 16 << 20
+    from signaling.s3 import S3Client
+
+    assert S3Client(config).url("m/a b.ogg") == \
+        "https://recs.s3.us-east-1.amazonaws.com/m/a%20b.ogg"
+    assert "top-secret-value" not in repr(settings) + repr(config) + str(as_dict(settings))
