@@ -56,7 +56,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "tap.reclaim_after_s; default 10)")
     p.add_argument("--recording-dir", default=env("CONNVO_RTC_RECORDING_DIR", "recordings"),
                    help="directory recorded rooms' files go to; the hubs serve downloads from "
-                        "the same directory (their recording.dir; default ./recordings)")
+                        "the same directory (their recording.dir; default ./recordings). With "
+                        "CONNVO_RTC_RECORDING_STORAGE=s3 (and the CONNVO_RTC_RECORDING_S3_* "
+                        "variables, as the hubs have them): the local spool uploads go from")
     p.add_argument("--worker-id", default="",
                    help="stable id in the job queue (default: tap-<host>-<pid>)")
     p.add_argument("--pin-host", action="append", default=None, metavar="ADDRESS",
@@ -67,23 +69,28 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 async def _run(args: argparse.Namespace) -> int:
     from signaling.extras import missing, tap_modules
     from signaling.redis_store import connect
+    from signaling.settings import ConfigError, load_settings
     from signaling.tapjobs import RedisTapJobs, TapJobs
 
     from .config import TapConfig
     from .worker import TapWorker
 
     try:
+        # The bucket, if any: the hubs' [recording] settings, from the same variables.
+        recording = load_settings(None, env={k: v for k, v in os.environ.items()
+                                             if k.startswith("CONNVO_RTC_RECORDING_")})
         config = TapConfig(
             recognizer=args.recognizer, processes=args.processes, max_rooms=args.max_rooms,
             max_backlog_s=args.max_backlog,
             reclaim_after_s=args.reclaim_after, renew_every_s=min(2.0, args.reclaim_after / 4),
             pin_host_addresses=tuple(args.pin_host) if args.pin_host else None,
             recording_dir=str(Path(args.recording_dir).resolve()),
+            recording_s3=recording.s3_config(),
         )
         from .transcriber import resolve
 
         resolve(config.recognizer)  # an unknown back-end fails now, not at the first room
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"connvo-rtc tap: configuration error: {exc}", file=sys.stderr)
         return 1
     if absent := missing(tap_modules(config.recognizer)):
