@@ -4,8 +4,9 @@ The recorder writes to a local **spool** (``recording.dir``) exactly as it write
 directory; what reaches the bucket goes through a small uploader owned by this object:
 
 - :meth:`S3Storage.note` puts ``incomplete/<name>.json`` (whose the file is), and puts it again
-  every ``heartbeat_s`` while the file is open or waiting to be uploaded: every hub sees the
-  file as pending, and when it last was alive (a dead writer's note goes stale);
+  every ``heartbeat_s`` while the file grows (as a directory's mtime) or waits to be uploaded:
+  every hub sees the file as pending, and when it last was alive (a dead or hung writer's note
+  goes stale);
 - :meth:`S3Storage.commit` writes the metadata beside the spool file (``<name>.meta.json``: the
   commit is durable on disk at once) and queues the upload: the file (one PutObject, or a
   multipart upload above ``part_bytes``), then its sidecar ``tracks/<name>.json``, then the note
@@ -78,6 +79,7 @@ class _Entry:
     tries: int = 0
     due: float = 0.0  # monotonic time of the next try
     note_due: float = 0.0  # monotonic time the next heartbeat may be tried
+    grown_at: float = 0.0  # the spool file's mtime at the last heartbeat
 
 
 class S3Storage:
@@ -104,9 +106,12 @@ class S3Storage:
         self._tasks = TaskSet("s3 storage", logger=logger)
         self._runner: asyncio.Task[None] | None = None
         self._closed = False
-        #: Uploads done / retried since start (for tests and logs).
+        #: Uploads done / retried, notes put / not put again (the file did not grow), since
+        #: start (for tests and logs).
         self.uploaded = 0
         self.retries = 0
+        self.notes_put = 0
+        self.heartbeats_skipped = 0
 
     # ------------------------------------------------------------------ keys and the spool
 
@@ -169,7 +174,7 @@ class S3Storage:
         if current is not None and entry.work == "note" and current.work != "note":
             return  # already committed or discarded: the note is handled with it
         if current is not None and entry.work != "note":
-            entry.note_at = current.note_at
+            entry.note_at, entry.grown_at = current.note_at, current.grown_at
         self._entries[(entry.meeting_id, entry.name)] = entry
         self._wake.set()
 
@@ -216,7 +221,20 @@ class S3Storage:
                 await asyncio.wait_for(self._wake.wait(), max(0.05, min(waits)))
 
     async def _heartbeat(self, entry: _Entry) -> None:
+        if entry.work == "note" and entry.note_at:
+            # As a directory's mtime: an open file is alive while it grows. A writer that
+            # stopped writing (hung, or leaked the file) goes stale like a dead one.
+            try:
+                grown = entry.path.stat().st_mtime > entry.grown_at
+            except OSError:
+                grown = False
+            if not grown:
+                entry.note_at = time.monotonic()  # look again in heartbeat_s
+                self.heartbeats_skipped += 1
+                return
         try:
+            with contextlib.suppress(OSError):
+                entry.grown_at = entry.path.stat().st_mtime
             await self._put_note(entry)
         except (S3Error, OSError) as exc:
             entry.note_due = time.monotonic() + min(self.heartbeat_s, 5.0)
@@ -258,6 +276,7 @@ class S3Storage:
         await self.client.put_bytes(self.key(entry.meeting_id, "incomplete",
                                              entry.name + ".json"), data,
                                     content_type="application/json")
+        self.notes_put += 1
 
     async def _upload_commit(self, entry: _Entry) -> None:
         meta_path = entry.path.with_name(entry.name + _META)
@@ -342,6 +361,8 @@ class S3Storage:
             return
         self._closed = True
         deadline = time.monotonic() + self.flush_s
+        for entry in self._entries.values():
+            entry.due = 0.0  # one more try now, whatever the backoff said
         while self.backlog and self._runner is not None and not self._runner.done() \
                 and time.monotonic() < deadline:
             self._wake.set()

@@ -291,3 +291,29 @@ def test_s3_settings_from_the_environment_keep_the_secret_out_of_reprs() -> None
     assert S3Client(config).url("m/a b.ogg") == \
         "https://recs.s3.us-east-1.amazonaws.com/m/a%20b.ogg"
     assert "top-secret-value" not in repr(settings) + repr(config) + str(as_dict(settings))
+
+
+async def test_a_file_s_note_is_kept_fresh_while_it_grows_and_not_after(
+    s3: S3Server, tmp_path: Path,
+) -> None:
+    """The heartbeat is a directory's mtime: the note is put again while the spool file
+    grows; a writer that stops writing (hung) lets it go stale, as a dead one would."""
+    storage = S3Storage(bucket_config(s3), tmp_path / "spool", heartbeat_s=0.2)
+    try:
+        path = storage.begin("meeting_1", "p_1.1.aa.ogg")
+        storage.note("meeting_1", "p_1.1.aa.ogg", meta())
+        await wait_until(lambda: storage.notes_put >= 1, 10, what="the note put")
+        for n in range(3):  # grows: put again each time
+            with path.open("ab") as f:
+                f.write(b"x" * 1000)
+            os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 1 + n))
+            await wait_until(lambda n=n: storage.notes_put >= 2 + n, 10,  # type: ignore[misc]
+                             what="the note put again")
+        put = storage.notes_put
+        skipped = storage.heartbeats_skipped
+        await wait_until(lambda: storage.heartbeats_skipped >= skipped + 3, 10,
+                         what="three heartbeats of a file that did not grow")
+        assert storage.notes_put == put
+        assert [p.name for p in await storage.list_pending("meeting_1")] == ["p_1.1.aa.ogg"]
+    finally:
+        await storage.aclose()
