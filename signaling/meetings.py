@@ -403,6 +403,8 @@ class MeetingService:
         capacity = min(max_participants or meeting.max_participants, self.settings.rooms.capacity)
         return Features(chat=meeting.chat, screen_sharing=meeting.screen_sharing,
                         transcription=meeting.transcription, recording=meeting.recording,
+                        record_video=meeting.recording and meeting.participant_video
+                        and self.settings.recording.video,
                         max_participants=capacity, participant_video=meeting.participant_video,
                         participant_audio=meeting.participant_audio,
                         waiting_room=meeting.waiting_room, auto_admit=meeting.auto_admit,

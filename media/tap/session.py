@@ -1,6 +1,8 @@
 """One room the tap serves: a ``tap`` peer, one pipeline per speaker, transcripts out; and,
 when the meeting records, a :class:`~media.tap.recorder.Recorder` fed the same tracks' encoded
-frames (one uplink per participant serves both; a room that only records decodes nothing).
+frames (one uplink per participant serves both; a room that only records decodes nothing). In
+a room that records video (``joined.features.recordVideo``) participants send the tap their
+video too; it is recorded as sent and never decoded.
 
 :class:`TapSession` joins with the hub-minted token of its :class:`~signaling.tapjobs.TapJob`
 as a :class:`~media.peer.PeerClient` with role ``tap`` (it receives every participant's audio
@@ -113,6 +115,7 @@ class TapSession:
             pin_host_addresses=self.config.pin_host_addresses,
             ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
             decode_audio=self.job.transcription,  # recording alone needs no PCM
+            decode_video=False,  # video (rooms that record it) is only ever written as sent
         )
         if self.job.recording and self.recorder is None:
             self.recorder = Recorder(
@@ -125,7 +128,8 @@ class TapSession:
         while True:
             client = PeerClient(
                 config, on_audio_frame=self._on_audio if self.job.transcription else None,
-                on_encoded_audio=recorder.on_encoded if recorder is not None else None)
+                on_encoded_audio=recorder.on_encoded if recorder is not None else None,
+                on_encoded_video=recorder.on_encoded if recorder is not None else None)
             self._client = client
             try:
                 joined = await client.connect()
