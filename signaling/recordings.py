@@ -28,6 +28,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +46,10 @@ RecordingState = str  # "recording" | "processing" | "ready" | "failed"
 _LABEL = b"connvo-rtc recording url v1"
 MIX_NAME = "mix.ogg"
 MIX_MIME = "audio/ogg; codecs=opus"
+COMPOSITE_NAME = "composite.webm"
+COMPOSITE_MIME = "video/webm; codecs=vp8,opus"
+#: Made after the meeting, not by a recorder: never a dead recorder's file to salvage.
+_AFTER = (MIX_NAME, COMPOSITE_NAME)
 _POLL_S = 0.5
 
 
@@ -89,18 +94,29 @@ class Recordings:
             ended = room.ended_at or int(time.time() * 1000)
             duration_ms = max(0, ended - started)
             tracks = [f for f in self.storage.files(meeting_id) if f.meta.kind == "track"]
-            paths = [str(p) for f in tracks
+            found: list[tuple[Path, TrackMeta | None]] = [(p, f.meta) for f in tracks
                      if (p := self.storage.local_path(meeting_id, f.name)) is not None]
             # Files a dead recorder left: mixed as far as they decode, then kept (salvaged).
             left = {str(path): (p.name, note) for p in self.storage.pending(meeting_id)
-                    if p.name != MIX_NAME
+                    if p.name not in _AFTER
                     for path, note in [self.storage.abandoned(meeting_id, p.name)]}
+            found += [(Path(path), note) for path, (_, note) in left.items()]
+            audio = [str(path) for path, meta in found if not _is_video(path, meta)]
+            video = [("--video", meta.user_id if meta else "", str(path))
+                     for path, meta in found if _is_video(path, meta)]
+            paths = audio
             out = self.storage.begin(meeting_id, MIX_NAME)
+            composite = self.storage.begin(meeting_id, COMPOSITE_NAME) if video else None
+            # The composite decodes and encodes video: measured ~0.2 CPU s per second of a
+            # meeting with four tiles (docs/recording.md), so its limit grows with the length.
+            cpu_s = self.mix_cpu_s + (duration_ms // 1000 * 2 if video else 0)
             started_mix = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "media.tap.mixdown", "--out", str(out),
-                "--duration-ms", str(duration_ms), "--cpu-seconds", str(self.mix_cpu_s),
-                *paths, *left, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                "--duration-ms", str(duration_ms), "--cpu-seconds", str(cpu_s),
+                *(["--composite", str(composite)] if composite else []),
+                *(arg for entry in video for arg in entry),
+                *audio, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             try:
                 output, err = await proc.communicate()
             except asyncio.CancelledError:
@@ -111,16 +127,21 @@ class Recordings:
             if proc.returncode != 0:
                 self._failed.add(meeting_id)
                 self.storage.discard(meeting_id, MIX_NAME)
+                self.storage.discard(meeting_id, COMPOSITE_NAME)
                 logger.error("%s mix failed (exit %s): %s", log, proc.returncode,
                              err.decode(errors="replace")[-500:])
                 return
             self._salvage(meeting_id, log, left, output)
+            if composite is not None:  # before the mix: the mix's presence means "ready"
+                self.storage.commit(meeting_id, COMPOSITE_NAME, TrackMeta(
+                    kind="composite", peer_id="", user_id="", mime_type=COMPOSITE_MIME,
+                    start_ms=0, duration_ms=duration_ms, packets=0))
             stored = self.storage.commit(meeting_id, MIX_NAME, TrackMeta(
                 kind="mix", peer_id="", user_id="", mime_type=MIX_MIME, start_ms=0,
                 duration_ms=duration_ms, packets=0))
-            logger.info("%s mix of %d track(s) ready: %.1f s, %d bytes, made in %.1f s", log,
-                        len(paths), duration_ms / 1000, stored.size,
-                        time.monotonic() - started_mix)
+            logger.info("%s mix of %d track(s)%s ready: %.1f s, %d bytes, made in %.1f s", log,
+                        len(paths), f" and composite of {len(video)}" if video else "",
+                        duration_ms / 1000, stored.size, time.monotonic() - started_mix)
             await self.webhooks.emit("recording.ready", meeting_id, {
                 "roomId": room.room_id, "durationMs": duration_ms, "tracks": len(tracks),
                 "recordingPath": "/api/run/meetings/recordings/getRecording"})
@@ -178,7 +199,7 @@ class Recordings:
         """``getRecording``'s value for ``meeting`` (the caller's role is checked by then)."""
         meeting_id = meeting.meeting_id
         files = self.storage.files(meeting_id)
-        pending = [p for p in self.storage.pending(meeting_id) if p.name != MIX_NAME]
+        pending = [p for p in self.storage.pending(meeting_id) if p.name not in _AFTER]
         state: RecordingState
         if meeting.state in OPEN_STATES:
             state = "recording"
@@ -194,7 +215,9 @@ class Recordings:
         else:
             state = "ready"
         described = []
-        for f in sorted(files, key=lambda f: (f.meta.kind != "mix", f.meta.start_ms, f.name)):
+        order = {"mix": 0, "composite": 1}
+        for f in sorted(files, key=lambda f: (order.get(f.meta.kind, 2), f.meta.start_ms,
+                                               f.name)):
             entry: dict[str, Any] = {"kind": f.meta.kind}
             if f.meta.kind == "track":
                 entry |= {"peerId": f.meta.peer_id, "userId": f.meta.user_id}
@@ -221,6 +244,12 @@ class Recordings:
         logger.info("meeting=%s download %s (%s)", meeting_id, name,
                     request.headers.get("Range", "whole"))
         response = web.FileResponse(path, headers={
-            "Content-Type": "audio/ogg", "Cache-Control": "private, max-age=60",
+            "Content-Type": "video/webm" if name.endswith(".webm") else "audio/ogg",
+            "Cache-Control": "private, max-age=60",
             "Content-Disposition": f'attachment; filename="{name}"'})
         return response
+
+
+def _is_video(path: Path, meta: TrackMeta | None) -> bool:
+    """Whether a track file is video (by its metadata, else its name)."""
+    return meta.mime_type.startswith("video/") if meta else path.suffix == ".webm"
