@@ -11,7 +11,8 @@ off and on) share a tile and files that overlap (camera and screen share) get on
 grid is the smallest ``cols x rows`` that holds every tile (1, 2 side by side, 2x2, 3x2, ...);
 each tile shows its track's latest decoded frame at that moment, scaled to fit with its aspect
 ratio kept, and a grey placeholder with the participant's name while there is none (before
-their video starts, after it ends, or when no frame came for :data:`HOLD_S`).
+their video starts, :data:`END_MS` after its last frame, or when no frame came for
+:data:`HOLD_S`).
 
 **Bounded memory and CPU.** A pre-pass reads each file's packet times without decoding (where
 it starts and ends on the meeting clock: also what a salvaged file's extent is). Then output
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: A tile keeps showing a track's last frame this long when no newer frame comes.
 HOLD_S = 2.0
+#: ... but a file's last frame only this long after it (the track ended there).
+END_MS = 250
 _MS = fractions.Fraction(1, 1000)
 _BLACK_Y, _GREY_Y, _NEUTRAL_UV = 16, 48, 128
 
@@ -299,9 +302,10 @@ def composite(inputs: Sequence[VideoInput], out: Path, *, duration_ms: int,
                 for track in tile.tracks:
                     if track.done or track.extent.start_ms > ms:
                         continue
-                    frame = track.at(ms)
-                    if track.extent.end_ms + HOLD_S * 1000 < ms:
+                    if track.extent.end_ms + END_MS < ms:
                         track.close()  # behind the clock: its decoder goes
+                        continue
+                    frame = track.at(ms)
                     if frame is not None:
                         shown = frame
                 if shown is not None:
