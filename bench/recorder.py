@@ -142,6 +142,7 @@ class _Recode:
         self.stream: Any = None
         self.samples = 0
         self.first_rtp: int | None = None
+        self.name = ""
 
     def push(self, frame: EncodedFrame) -> None:
         packet = av.Packet(frame.data)
@@ -200,11 +201,13 @@ class RecodeRecorder(Recorder):
             name = f"recode.{frame.track}.{self.part}"
             track = tracks[frame.track] = _Recode(self.storage.begin(self.meeting_id, name),
                                                   frame.codec)
+            track.name = name
         track.push(frame)
 
     async def aclose(self) -> None:
         for track in self.__dict__.pop("recodes", {}).values():
-            track.close()
+            track.close()  # written to the end, then thrown away: not the meeting's files
+            self.storage.discard(self.meeting_id, track.name)
         await super().aclose()
 
 
