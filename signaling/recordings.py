@@ -107,8 +107,8 @@ class Recordings:
             paths = audio
             out = self.storage.begin(meeting_id, MIX_NAME)
             composite = self.storage.begin(meeting_id, COMPOSITE_NAME) if video else None
-            # The composite decodes and encodes video: measured ~0.2 CPU s per second of a
-            # meeting with four tiles (docs/recording.md), so its limit grows with the length.
+            # The composite decodes and encodes video: ~0.1 CPU s per second of a meeting with
+            # four busy tiles (bench/recorder.py), so its limit grows with the length.
             cpu_s = self.mix_cpu_s + (duration_ms // 1000 * 2 if video else 0)
             started_mix = time.monotonic()
             proc = await asyncio.create_subprocess_exec(

@@ -15,7 +15,8 @@ import av
 import pytest
 
 from media import PeerClient, ToneSpec
-from media.tap.video_writer import VP8TrackWriter
+from media.receive import EncodedFrame
+from media.tap.video_writer import VP8TrackWriter, vp8_keyframe
 from signaling import protocol
 from signaling.recording_storage import DirectoryStorage
 from signaling.testing.hub import HubHandle, start_hub, test_settings
@@ -126,3 +127,39 @@ async def test_bots_video_is_recorded_as_sent_and_the_composite_plays(
     async with session_http.get(comp["url"], headers={"Range": "bytes=0-3"}) as resp:
         assert resp.status == 206 and resp.headers["Content-Type"] == "video/webm"
         assert await resp.read() == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_key_frame_request_brings_a_key_frame_from_the_sender(
+    video_hub: HubHandle,
+) -> None:
+    """The PLI the recorder sends (``request_keyframe``) reaches the sender over WebRTC and it
+    answers with a key frame at once: aiortc's VP8 encoder otherwise makes one only at the
+    start (and after 3000 frames: 200 s at the bot's 15 fps), so a second key frame soon
+    after asking is the answer."""
+    _, room_id = await video_hub.create_room(host="alice", recordingEnabled=True)
+    keys: list[float] = []
+    frames: list[EncodedFrame] = []
+
+    def on_video(peer_id: str, frame: EncodedFrame) -> None:
+        frames.append(frame)
+        if vp8_keyframe(frame.data) is not None:
+            keys.append(time.monotonic())
+
+    alice = PeerClient(bot(video_hub, video_hub.mint_token(room_id, "alice", "host"),
+                           audio=ToneSpec(), send_video=True))
+    tap = PeerClient(bot(video_hub, video_hub.mint_token(room_id, "rec", "tap"), audio=None,
+                         decode_audio=False, decode_video=False), on_encoded_video=on_video)
+    async with alice, tap:
+        await wait_until(lambda: len(frames) >= 30, timeout=20, interval=0.05,
+                         what="2 s of alice's video at the tap")
+        assert len(keys) == 1  # the first frame's, and no other since
+        asked = time.monotonic()
+        request = frames[-1].request_keyframe
+        assert request is not None
+        request()
+        await wait_until(lambda: len(keys) >= 2, timeout=5, interval=0.02,
+                         what="a key frame after the PLI")
+        print(f"\nkey frame {1000 * (keys[1] - asked):.0f} ms after the PLI "
+              f"({len(frames)} frames so far)")
