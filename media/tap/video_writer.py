@@ -17,7 +17,8 @@ Decoded with PyAV, frame ``pts`` (time base 1/1000: WebM's) are meeting time.
 **WebM** (Matroska) rather than Ogg: it is what browsers play VP8 in. A cluster is written at
 least every second (``cluster_time_limit``), so a recorder killed mid-meeting leaves a file
 that decodes up to its last written cluster (FFmpeg reads Matroska with unfinished sizes); the
-seek index (cues) is written on :meth:`VP8TrackWriter.close`. Memory per track stays bounded:
+seek index (cues) is written on :meth:`VP8TrackWriter.close`; each cluster goes straight to
+the file (``flush_packets``). Memory per track stays bounded:
 the muxer holds at most one cluster.
 
 Chrome may change the resolution mid-call (bandwidth or CPU adaptation) with a new key frame;
@@ -144,9 +145,11 @@ class VP8TrackWriter:
         frame.request_keyframe()
 
     def _open(self, key: KeyFrame, pts: int) -> None:
-        # Matroska's own default cluster limit is 5 s: a killed recorder would lose that much.
+        # Matroska's own default cluster limit is 5 s: a killed recorder would lose that much;
+        # and without flush_packets a cluster waits in FFmpeg's write buffer (measured: the
+        # bots' 4 KB of 60 frames never reached the file before close).
         container = av.open(str(self.path), "w", format="webm",
-                            options={"cluster_time_limit": "1000"})
+                            options={"cluster_time_limit": "1000", "flush_packets": "1"})
         stream = container.add_stream("libvpx", rate=30)
         stream.width, stream.height = key.width, key.height
         stream.time_base = TIME_BASE

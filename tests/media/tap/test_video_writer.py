@@ -202,3 +202,17 @@ def test_mixdown_refuses_bad_composite_arguments(tmp_path: Path) -> None:
              "--duration-ms", "1000", *extra], capture_output=True, text=True, timeout=30,
             check=False)
         assert done.returncode == 2 and "--size" in done.stderr
+
+
+def test_a_file_still_being_written_decodes_up_to_its_last_cluster(tmp_path: Path) -> None:
+    """A recorder killed mid-meeting never closes its file: what it wrote must already be in
+    the file, readable (FFmpeg reads the unfinished Matroska), up to about a second before."""
+    path = tmp_path / "open.webm"
+    writer = VP8TrackWriter(path, started_at_ms=STARTED_AT_MS)
+    for data, pts in vp8_frames(60):  # 4 s
+        writer.push(EncodedFrame(track="p.2", codec="video/VP8", data=data,
+                                 timestamp=pts, arrival=STARTED_AT_MS / 1000))
+    extent = scan(path)  # the writer is still open
+    assert extent.frames >= 40 and extent.start_ms == 0
+    assert len(decoded(path)) == extent.frames
+    writer.close()
