@@ -8,6 +8,8 @@ the meeting's clock, and the composite plays for as long as the meeting, with it
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from media import PeerClient, ToneSpec
 from media.receive import EncodedFrame
 from media.tap.video_writer import VP8TrackWriter, vp8_keyframe
 from signaling import protocol
+from signaling.app import TAP_HOST_KEY
 from signaling.recording_storage import DirectoryStorage
 from signaling.testing.hub import HubHandle, start_hub, test_settings
 from tests.media.tap.test_recording import bot, ready, recorder_worker
@@ -163,3 +166,63 @@ async def test_a_key_frame_request_brings_a_key_frame_from_the_sender(
                          what="a key frame after the PLI")
         print(f"\nkey frame {1000 * (keys[1] - asked):.0f} ms after the PLI "
               f"({len(frames)} frames so far)")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_kill_9_mid_meeting_keeps_the_dead_part_of_the_video_too(tmp_path: Path) -> None:
+    """The hub's tap process is killed while it records a bot's camera: the successor writes
+    a new part; after the meeting the dead part's WebM (never closed) is salvaged up to its
+    last cluster and listed with its owner and extent, both video parts decode from a key
+    frame, and the composite (one tile: the parts follow each other) covers the meeting."""
+    hub = await start_hub(test_settings(tap={"enabled": True},
+                                        recording={"dir": str(tmp_path / "rec"),
+                                                   "stale_after_s": 3.0}))
+    try:
+        meeting_id, room_id = await hub.create_room(host="alice", recordingEnabled=True)
+        storage = DirectoryStorage(hub.settings.recording.dir)
+        host = hub.app[TAP_HOST_KEY]
+        alice = PeerClient(bot(hub, hub.mint_token(room_id, "alice", "host"),
+                               audio=ToneSpec(), send_video=True))
+
+        def webm_parts(min_bytes: int) -> list[str]:
+            return [p.name for p in storage.pending(meeting_id) if p.name.endswith(".webm")
+                    and storage.abandoned(meeting_id, p.name)[0].stat().st_size > min_bytes]
+
+        async with alice:
+            first = await wait_until(lambda: webm_parts(4_000), timeout=30, interval=0.1,
+                                     what="alice's first video part a few clusters long")
+            pid = host.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            second = await wait_until(lambda: [n for n in webm_parts(4_000) if n not in first],
+                                      timeout=40, interval=0.1,
+                                      what="a new video part from the successor")
+            alice.send(protocol.End())
+            value = await wait_until(lambda: ready(hub, meeting_id, "alice"), timeout=60,
+                                     interval=0.2, what="getRecording ready")
+    finally:
+        await hub.aclose()
+    mixed, comp, *tracks = value["files"]
+    assert (mixed["kind"], comp["kind"]) == ("mix", "composite")
+    videos = sorted((t for t in tracks if t["mimeType"].startswith("video/")),
+                    key=lambda t: t["startMs"])
+    names = [t["url"].split("/")[-1].split("?")[0] for t in videos]
+    assert names == [first[0], second[0]]  # the dead part salvaged, then the successor's
+    assert all(t["userId"] == "alice" and t["durationMs"] > 0 for t in videos)
+    before, after = videos
+    gap_ms = after["startMs"] - (before["startMs"] + before["durationMs"])
+    print(f"\nvideo part 1: {before['startMs']} ms + {before['durationMs']} ms (salvaged); "
+          f"part 2 from {after['startMs']} ms; gap {gap_ms} ms; meeting {mixed['durationMs']} ms")
+    assert 0 < gap_ms < 15_000
+    for name, listed in zip(names, videos, strict=True):
+        path = storage.local_path(meeting_id, name)
+        assert path is not None
+        frames, _ = await asyncio.to_thread(video_frames, path)
+        assert frames[0].key_frame
+        assert abs(float(frames[0].pts * frames[0].time_base) * 1000 - listed["startMs"]) < 2
+    comp_path = storage.local_path(meeting_id, "composite.webm")
+    assert comp_path is not None
+    frames, _ = await asyncio.to_thread(video_frames, comp_path)
+    assert abs(float(frames[-1].pts * frames[-1].time_base) + 1 / 15
+               - mixed["durationMs"] / 1000) < 0.5
