@@ -160,6 +160,11 @@ class VP8TrackWriter:
                     "before the key frame)", self._log, key.width, key.height, pts / RATE,
                     self.dropped)
 
+    @property
+    def packets(self) -> int:
+        """Frames written (the name the audio writer uses for its packets)."""
+        return self.frames
+
     def summary(self) -> TrackSummary:
         """Where the file starts on the meeting clock, how long it is, how many frames."""
         if self._first_pts is None or self._last_pts is None:
