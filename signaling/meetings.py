@@ -426,7 +426,10 @@ class MeetingService:
 def _features_dict(features: Features) -> dict[str, Any]:
     """``features`` as ``initializeWebRTCRoom`` returns them: the seed's five, then the
     meeting controls, named as ``joined.features`` names them."""
-    return msgspec.to_builtins(features)  # type: ignore[no-any-return]
+    shown: dict[str, Any] = msgspec.to_builtins(features)
+    if shown.get("agent") is None:
+        shown.pop("agent", None)  # only meetings from a scenario have an agent
+    return shown
 
 
 def _control_fields(controls: MeetingControls) -> dict[str, Any]:
