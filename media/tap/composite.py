@@ -10,7 +10,8 @@ Opus packets it copies into the WebM as they are (no second audio encode).
 off and on) share a tile and files that overlap (camera and screen share) get one each. The
 grid is the smallest ``cols x rows`` that holds every tile (1, 2 side by side, 2x2, 3x2, ...);
 each tile shows its track's latest decoded frame at that moment, scaled to fit with its aspect
-ratio kept, and a grey placeholder with the participant's name while there is none (before
+ratio kept, and a grey placeholder with the participant's name (the display name the recorder
+wrote into the file's metadata, else the user id) while there is none (before
 their video starts, :data:`END_MS` after its last frame, or when no frame came for
 :data:`HOLD_S`).
 
@@ -63,6 +64,8 @@ class VideoExtent:
     end_ms: int
     frames: int
     error: str = ""
+    #: The display name the recorder wrote into the file ("" if none).
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,10 @@ def scan(path: Path) -> VideoExtent:
     killed recorder reads up to where it was cut)."""
     first: int | None = None
     last = frames = 0
-    error = ""
+    error = title = ""
     try:
         with av.open(str(path)) as container:
+            title = str(container.metadata.get("title", ""))
             stream = container.streams.video[0]
             for packet in container.demux(stream):
                 if packet.pts is None or packet.size == 0:
@@ -97,7 +101,7 @@ def scan(path: Path) -> VideoExtent:
     except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
         error = repr(exc)
     return VideoExtent(path=str(path), start_ms=first or 0, end_ms=last, frames=frames,
-                       error=error)
+                       error=error, title=title)
 
 
 class _Track:
@@ -165,7 +169,8 @@ class _Track:
 
 @dataclass
 class _Tile:
-    label: str
+    label: str  # whose tile (the user)
+    name: str  # what its placeholder says: the display name the recorder wrote, else label
     tracks: list[_Track] = field(default_factory=list)
 
 
@@ -181,7 +186,7 @@ def _tiles(inputs: Sequence[VideoInput], extents: Sequence[VideoExtent]) -> list
         tile = next((t for t in tiles if t.label == source.label
                      and all(o.extent.end_ms < extent.start_ms for o in t.tracks)), None)
         if tile is None:
-            tile = _Tile(source.label)
+            tile = _Tile(source.label, extent.title or source.label)
             tiles.append(tile)
         tile.tracks.append(track)
     return tiles
@@ -311,7 +316,7 @@ def composite(inputs: Sequence[VideoInput], out: Path, *, duration_ms: int,
                 if shown is not None:
                     canvas.place(box, shown)
                 else:
-                    canvas.placeholder(box, tile.label)
+                    canvas.placeholder(box, tile.name)
             picture = canvas.frame()
             picture.pts, picture.time_base = ms, _MS
             # Audio up to this picture's time first: the muxer interleaves, nothing piles up.

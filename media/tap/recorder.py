@@ -46,15 +46,18 @@ _FORMATS = {"audio/opus": ("ogg", MIME_TYPE), "video/vp8": ("webm", VIDEO_MIME_T
 
 class Recorder:
     """Records one room's participant tracks. ``user_of(peer_id)`` names a participant's
-    user (for the metadata). :meth:`aclose` is idempotent."""
+    user (for the metadata), ``name_of(peer_id)`` their display name (written into video
+    files: the composite shows it). :meth:`aclose` is idempotent."""
 
     def __init__(self, storage: RecordingStorage, *, meeting_id: str, started_at_ms: int,
-                 user_of: Callable[[str], str], log_prefix: str = "") -> None:
+                 user_of: Callable[[str], str], log_prefix: str = "",
+                 name_of: Callable[[str], str] | None = None) -> None:
         self.storage = storage
         self.meeting_id = meeting_id
         self.started_at_ms = started_at_ms
         self.part = secrets.token_hex(3)
         self._user_of = user_of
+        self._name_of = name_of
         self._log = log_prefix
         # track -> (peer, user, file name, writer). The user is looked up when the track
         # starts: by the time the participant has left, the room no longer names them.
@@ -89,7 +92,8 @@ class Recorder:
             label = f"{self._log} peer={peer_id} track={frame.track}"
             writer: TrackWriter = OpusTrackWriter(
                 path, started_at_ms=self.started_at_ms, name=label) if suffix == "ogg" \
-                else VP8TrackWriter(path, started_at_ms=self.started_at_ms, name=label)
+                else VP8TrackWriter(path, started_at_ms=self.started_at_ms, name=label,
+                                    title=self._name_of(peer_id) if self._name_of else "")
             user_id = self._user_of(peer_id)
             entry = self._writers[frame.track] = (peer_id, user_id, name, writer)
             try:  # whose file this is, should this recorder die before committing it

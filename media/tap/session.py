@@ -121,7 +121,7 @@ class TapSession:
             self.recorder = Recorder(
                 DirectoryStorage(self.config.recording_dir), meeting_id=self.job.meeting_id,
                 started_at_ms=self.job.started_at_ms, user_of=self._user_of,
-                log_prefix=self._log)
+                name_of=self._name_of, log_prefix=self._log)
         recorder = self.recorder
         deadline = time.monotonic() + self.config.join_retry_s
         delay = 0.5
@@ -219,6 +219,11 @@ class TapSession:
         client = self._client
         info = client.room_peers.get(peer_id) if client is not None else None
         return info.user_id if info is not None else ""
+
+    def _name_of(self, peer_id: str) -> str:
+        client = self._client
+        info = client.room_peers.get(peer_id) if client is not None else None
+        return info.name if info is not None else ""
 
     def _tell_recording(self, state: protocol.RecordingState) -> None:
         """Tell the room it is (no longer) recorded (rooms that record only)."""

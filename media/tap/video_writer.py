@@ -72,11 +72,15 @@ def vp8_keyframe(data: bytes) -> KeyFrame | None:
 
 class VP8TrackWriter:
     """Writes one track's VP8 frames to ``path`` (WebM). ``started_at_ms``: the meeting's
-    start (unix ms), the zero of the file's timestamps. :meth:`close` is idempotent."""
+    start (unix ms), the zero of the file's timestamps; ``title``: the participant's display
+    name, kept in the file's metadata (the composite shows it). :meth:`close` is
+    idempotent."""
 
-    def __init__(self, path: Path, *, started_at_ms: int, name: str = "") -> None:
+    def __init__(self, path: Path, *, started_at_ms: int, name: str = "",
+                 title: str = "") -> None:
         self.path = path
         self.started_at_ms = started_at_ms
+        self.title = title
         self._log = name or str(path)
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -150,6 +154,8 @@ class VP8TrackWriter:
         # bots' 4 KB of 60 frames never reached the file before close).
         container = av.open(str(self.path), "w", format="webm",
                             options={"cluster_time_limit": "1000", "flush_packets": "1"})
+        if self.title:
+            container.metadata["title"] = self.title[:200]
         stream = container.add_stream("libvpx", rate=30)
         stream.width, stream.height = key.width, key.height
         stream.time_base = TIME_BASE

@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
+from media.tap.composite import scan
 from media.tap.video_writer import VP8TrackWriter
 from signaling.recording_storage import DirectoryStorage
 from signaling.testing.hub import HubHandle, start_hub, test_settings
@@ -88,6 +89,7 @@ async def test_a_pages_camera_is_recorded_and_the_composite_plays(
     print(f"Ada's video track: {len(frames)} frames, {width}x{height}, from {first_s:.2f} s "
           f"to {frames[-1][3]:.2f} s, {video['bytes']} bytes")
     assert key and width >= 160 and height >= 90
+    assert scan(video_path).title == "Ada Lovelace"  # her name on the composite's placeholder
     assert len(frames) >= 60
     assert abs(first_s * 1000 - video["startMs"]) <= 2
     comp_path = storage.local_path(meeting_id, "composite.webm")

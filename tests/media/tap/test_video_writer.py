@@ -74,6 +74,16 @@ def test_vp8_keyframe_reads_the_size_of_key_frames_only() -> None:
     assert vp8_keyframe(b"\x00\x01") is None and vp8_keyframe(b"") is None
 
 
+def test_the_participants_name_is_kept_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "named.webm"
+    writer = VP8TrackWriter(path, started_at_ms=STARTED_AT_MS, title="Ada Lovelace")
+    for data, pts in vp8_frames(3):
+        writer.push(EncodedFrame(track="p.2", codec="video/VP8", data=data, timestamp=pts,
+                                 arrival=STARTED_AT_MS / 1000))
+    writer.close()
+    assert scan(path).title == "Ada Lovelace"
+
+
 def test_frames_land_on_the_meeting_clock_across_a_wrap(tmp_path: Path) -> None:
     frames = vp8_frames(45)  # 3 s at 15 fps
     path = tmp_path / "v.webm"
