@@ -403,6 +403,8 @@ class MeetingService:
         capacity = min(max_participants or meeting.max_participants, self.settings.rooms.capacity)
         return Features(chat=meeting.chat, screen_sharing=meeting.screen_sharing,
                         transcription=meeting.transcription, recording=meeting.recording,
+                        record_video=meeting.recording and meeting.participant_video
+                        and self.settings.recording.video,
                         max_participants=capacity, participant_video=meeting.participant_video,
                         participant_audio=meeting.participant_audio,
                         waiting_room=meeting.waiting_room, auto_admit=meeting.auto_admit,
@@ -424,7 +426,10 @@ class MeetingService:
 def _features_dict(features: Features) -> dict[str, Any]:
     """``features`` as ``initializeWebRTCRoom`` returns them: the seed's five, then the
     meeting controls, named as ``joined.features`` names them."""
-    return msgspec.to_builtins(features)  # type: ignore[no-any-return]
+    shown: dict[str, Any] = msgspec.to_builtins(features)
+    if shown.get("agent") is None:
+        shown.pop("agent", None)  # only meetings from a scenario have an agent
+    return shown
 
 
 def _control_fields(controls: MeetingControls) -> dict[str, Any]:

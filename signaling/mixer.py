@@ -11,8 +11,12 @@ complete it once the mix is stored. For one meeting it:
 3. runs ``python -m media.tap.mixdown`` as a child: ``nice`` 10, one codec thread, an
    ``RLIMIT_CPU``, and killed with its parent (``PR_SET_PDEATHSIG``: a worker killed mid-mix
    leaves no orphan writing);
-4. stores the dead recorders' files with the extents the mix found (salvage), then the mix
-   (``mix.ogg``), and emits ``recording.ready``.
+   When video was recorded the same child then makes the composite video
+   (``--composite``, ``--video USER PATH``: :mod:`media.tap.composite`), its CPU limit grown by
+   2 s per second of meeting;
+4. stores the dead recorders' files with the extents the mix found (salvage), then the
+   composite (``composite.webm``), then the mix (``mix.ogg``: its presence means ``ready``),
+   and emits ``recording.ready``.
 
 A mix that fails (the child exits non-zero or hits its CPU limit; a committed track of which
 nothing decodes: the mix would leave a participant out) is recorded in the storage (:meth:`~signaling.recording_storage.RecordingStorage.mark_failed`), logged with the
@@ -48,6 +52,10 @@ logger = logging.getLogger(__name__)
 
 MIX_NAME = "mix.ogg"
 MIX_MIME = "audio/ogg; codecs=opus"
+COMPOSITE_NAME = "composite.webm"
+COMPOSITE_MIME = "video/webm; codecs=vp8,opus"
+#: Made after the meeting, not by a recorder: never a dead recorder's file to salvage.
+AFTER_MEETING = (MIX_NAME, COMPOSITE_NAME)
 _POLL_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
@@ -173,7 +181,7 @@ class Mixer:
             logger.info("%s already stored (an earlier attempt finished it)", log)
             await self._announce(job, len(await storage.list_files(meeting_id)) - 1)
             return
-        while any(p.name != MIX_NAME and age_s(p) < self.stale_after_s
+        while any(p.name not in AFTER_MEETING and age_s(p) < self.stale_after_s
                   for p in await storage.list_pending(meeting_id)):
             await asyncio.sleep(_POLL_S)
         duration_ms = max(0, job.ended_at_ms - job.started_at_ms)
@@ -182,23 +190,31 @@ class Mixer:
             tracks = [f for f in await storage.list_files(meeting_id) if f.meta.kind == "track"]
             (folder / "tracks").mkdir()
             committed: dict[str, str] = {}  # local path -> name
+            found: list[tuple[Path, TrackMeta | None]] = []
             for f in tracks:
                 path = await storage.fetch(meeting_id, f.name, folder / "tracks")
                 if path is not None:
                     committed[str(path)] = f.name
-            paths = list(committed)
+                    found.append((path, f.meta))
             # Files a dead recorder left: mixed as far as they decode, then kept (salvaged).
             (folder / "left").mkdir()
             left: dict[str, tuple[str, TrackMeta | None]] = {}
             for pending in await storage.list_pending(meeting_id):
-                found, note = await storage.fetch_abandoned(meeting_id, pending.name,
-                                                            folder / "left")
-                if found is not None:
-                    left[str(found)] = (pending.name, note)
+                if pending.name in AFTER_MEETING:
+                    continue
+                path, note = await storage.fetch_abandoned(meeting_id, pending.name,
+                                                           folder / "left")
+                if path is not None:
+                    left[str(path)] = (pending.name, note)
+                    found.append((path, note))
+            audio = [str(path) for path, meta in found if not _is_video(path, meta)]
+            video = [(meta.user_id if meta else "", str(path))
+                     for path, meta in found if _is_video(path, meta)]
             out = folder / MIX_NAME
+            composite = folder / COMPOSITE_NAME if video else None
             started = time.monotonic()
-            returncode, output, err = await self._run_mixdown(out, duration_ms,
-                                                              [*paths, *left])
+            returncode, output, err = await self._run_mixdown(out, duration_ms, audio, video,
+                                                              composite)
             last_words = err.decode(errors="replace").strip()[-500:]
             if returncode < 0 and -returncode != signal.SIGXCPU:
                 # Killed (an operator, the OOM killer): not the input's fault; another try.
@@ -211,13 +227,18 @@ class Mixer:
                 await self._fail(job, log, corrupt)
                 return
             await self._salvage(meeting_id, log, left, output)
+            if composite is not None:  # before the mix: the mix's presence means "ready"
+                await storage.put_file(meeting_id, COMPOSITE_NAME, composite, TrackMeta(
+                    kind="composite", peer_id="", user_id="", mime_type=COMPOSITE_MIME,
+                    start_ms=0, duration_ms=duration_ms, packets=0))
             stored = await storage.put_file(meeting_id, MIX_NAME, out, TrackMeta(
                 kind="mix", peer_id="", user_id="", mime_type=MIX_MIME, start_ms=0,
                 duration_ms=duration_ms, packets=0))
         self.done += 1
-        logger.info("%s mix of %d track(s) ready: %.1f s, %d bytes, made in %.1f s by %s",
-                    log, len(paths), duration_ms / 1000, stored.size,
-                    time.monotonic() - started, self.worker_id)
+        logger.info("%s mix of %d track(s)%s ready: %.1f s, %d bytes, made in %.1f s by %s",
+                    log, len(audio), f" and composite of {len(video)}" if video else "",
+                    duration_ms / 1000, stored.size, time.monotonic() - started,
+                    self.worker_id)
         await self._announce(job, len(tracks))
 
     @staticmethod
@@ -234,11 +255,17 @@ class Mixer:
                 return f"track {name} does not decode: {str(extent['error'])[:300]}"
         return ""
 
-    async def _run_mixdown(self, out: Path, duration_ms: int,
-                           inputs: list[str]) -> tuple[int, bytes, bytes]:
+    async def _run_mixdown(self, out: Path, duration_ms: int, audio: list[str],
+                           video: list[tuple[str, str]],
+                           composite: Path | None) -> tuple[int, bytes, bytes]:
+        # The composite decodes and encodes video: ~0.1 CPU s per second of a meeting with
+        # four busy tiles (bench/recorder.py), so its limit grows with the length.
+        cpu_s = self.cpu_s + (duration_ms // 1000 * 2 if video else 0)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "media.tap.mixdown", "--out", str(out),
-            "--duration-ms", str(duration_ms), "--cpu-seconds", str(self.cpu_s), *inputs,
+            "--duration-ms", str(duration_ms), "--cpu-seconds", str(cpu_s),
+            *(["--composite", str(composite)] if composite is not None else []),
+            *(arg for user, path in video for arg in ("--video", user, path)), *audio,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         try:
@@ -279,3 +306,8 @@ class Mixer:
                 msgspec.structs.replace(note, start_ms=start_ms, duration_ms=duration_ms))
             logger.warning("%s %s salvaged (its recorder died): %.1f s from %.1f s, %d bytes",
                            log, name, duration_ms / 1000, start_ms / 1000, stored.size)
+
+
+def _is_video(path: Path, meta: TrackMeta | None) -> bool:
+    """Whether a track file is video (by its metadata, else its name)."""
+    return meta.mime_type.startswith("video/") if meta else path.suffix == ".webm"

@@ -33,7 +33,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .errors import Unavailable
-from .mixer import MIX_NAME
+from .mixer import AFTER_MEETING
 from .mixjobs import MemoryMixJobs, MixJob, MixJobs
 from .recording_storage import RecordingStorage, age_s, valid_name
 from .s3 import S3Error
@@ -104,7 +104,7 @@ class Recordings:
         try:
             files = await self.storage.list_files(meeting_id)
             pending = [p for p in await self.storage.list_pending(meeting_id)
-                       if p.name != MIX_NAME]
+                       if p.name not in AFTER_MEETING]
             failure = None if meeting.state in OPEN_STATES else \
                 await self.storage.failure(meeting_id)
         except (S3Error, OSError) as exc:
@@ -123,7 +123,9 @@ class Recordings:
         else:
             state = "ready"
         described = []
-        for f in sorted(files, key=lambda f: (f.meta.kind != "mix", f.meta.start_ms, f.name)):
+        order = {"mix": 0, "composite": 1}
+        for f in sorted(files, key=lambda f: (order.get(f.meta.kind, 2), f.meta.start_ms,
+                                               f.name)):
             entry: dict[str, Any] = {"kind": f.meta.kind}
             if f.meta.kind == "track":
                 entry |= {"peerId": f.meta.peer_id, "userId": f.meta.user_id}
@@ -144,7 +146,8 @@ class Recordings:
         if not (valid_name(meeting_id) and valid_name(name)) \
                 or not self.verify(meeting_id, name, expires, sig):
             raise web.HTTPForbidden(text="bad or expired recording link\n")
-        headers = {"Content-Type": "audio/ogg", "Cache-Control": "private, max-age=60",
+        headers = {"Content-Type": "video/webm" if name.endswith(".webm") else "audio/ogg",
+                   "Cache-Control": "private, max-age=60",
                    "Content-Disposition": f'attachment; filename="{name}"'}
         path = self.storage.local_path(meeting_id, name)
         if path is not None:
@@ -201,3 +204,4 @@ class Recordings:
             return response
         await response.write_eof()
         return response
+

@@ -265,6 +265,10 @@ class RecordingSettings:
     stale_after_s: float = 60.0
     """After the meeting has ended, a file still being written that has not grown for this
     long (its recorder died and nobody finished it) makes the recording ``failed``."""
+    video: bool = True
+    """Record participants' video too (VP8 as sent, one WebM file per video track, and a
+    composite grid video after the meeting) in meetings that allow participant video; off:
+    audio only, and participants send the server peer no video."""
     storage: str = "directory"
     """Where recordings are kept: ``directory`` (``dir``) or ``s3`` (an S3-compatible bucket,
     the ``s3_*`` keys; ``dir`` is then the local spool files are written to and uploaded from:

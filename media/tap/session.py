@@ -1,6 +1,8 @@
 """One room the tap serves: a ``tap`` peer, one pipeline per speaker, transcripts out; and,
 when the meeting records, a :class:`~media.tap.recorder.Recorder` fed the same tracks' encoded
-frames (one uplink per participant serves both; a room that only records decodes nothing).
+frames (one uplink per participant serves both; a room that only records decodes nothing). In
+a room that records video (``joined.features.recordVideo``) participants send the tap their
+video too; it is recorded as sent and never decoded.
 
 :class:`TapSession` joins with the hub-minted token of its :class:`~signaling.tapjobs.TapJob`
 as a :class:`~media.peer.PeerClient` with role ``tap`` (it receives every participant's audio
@@ -118,19 +120,21 @@ class TapSession:
             pin_host_addresses=self.config.pin_host_addresses,
             ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
             decode_audio=self.job.transcription,  # recording alone needs no PCM
+            decode_video=False,  # video (rooms that record it) is only ever written as sent
         )
         if self.job.recording and self.recorder is None:
             self.recorder = Recorder(
                 self.storage, meeting_id=self.job.meeting_id,
                 started_at_ms=self.job.started_at_ms, user_of=self._user_of,
-                log_prefix=self._log)
+                name_of=self._name_of, log_prefix=self._log)
         recorder = self.recorder
         deadline = time.monotonic() + self.config.join_retry_s
         delay = 0.5
         while True:
             client = PeerClient(
                 config, on_audio_frame=self._on_audio if self.job.transcription else None,
-                on_encoded_audio=recorder.on_encoded if recorder is not None else None)
+                on_encoded_audio=recorder.on_encoded if recorder is not None else None,
+                on_encoded_video=recorder.on_encoded if recorder is not None else None)
             self._client = client
             try:
                 joined = await client.connect()
@@ -220,6 +224,11 @@ class TapSession:
         client = self._client
         info = client.room_peers.get(peer_id) if client is not None else None
         return info.user_id if info is not None else ""
+
+    def _name_of(self, peer_id: str) -> str:
+        client = self._client
+        info = client.room_peers.get(peer_id) if client is not None else None
+        return info.name if info is not None else ""
 
     def _tell_recording(self, state: protocol.RecordingState) -> None:
         """Tell the room it is (no longer) recorded (rooms that record only)."""

@@ -21,12 +21,14 @@ export function maySend(role, kind, features = {}) {
 }
 
 /** Who sends what between two roles (the same rules as media/plan.py), within the room's
- * controls (`features`). */
+ * controls (`features`). The tap gets video only when the room records it
+ * (`features.recordVideo`). */
 export function planMedia(localRole, remoteRole, features = {}) {
+  const tapVideo = features.recordVideo === true;
   const audioSend = maySend(localRole, 'audio', features);
   const audioRecv = maySend(remoteRole, 'audio', features);
-  const videoSend = maySend(localRole, 'video', features) && remoteRole !== 'tap';
-  const videoRecv = maySend(remoteRole, 'video', features) && localRole !== 'tap';
+  const videoSend = maySend(localRole, 'video', features) && (remoteRole !== 'tap' || tapVideo);
+  const videoRecv = maySend(remoteRole, 'video', features) && (localRole !== 'tap' || tapVideo);
   return {
     audio: direction(audioSend, audioRecv),
     video: videoSend || videoRecv ? direction(videoSend, videoRecv) : null,

@@ -44,4 +44,5 @@ async def test_participant_video_off_in_the_browser(browser: Chromium) -> None:
         # Nothing either page did was refused by the hub.
         assert await bob.recorded() == [] and await host.recorded() == []
     finally:
+        await browser.close_pages()  # before the hub goes: no reconnect errors
         await hub.aclose()

@@ -49,4 +49,5 @@ async def test_relay_only_pages_connect_through_turnserver(browser: Chromium) ->
                 await turn.wait_for_log(lambda line, user=user: bool(turn.allocation_lines(user)))
                 assert not turn.auth_failure_lines(user)
         finally:
+            await browser.close_pages()  # before the hub goes: no reconnect errors
             await hub.aclose()

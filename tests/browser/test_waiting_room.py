@@ -74,4 +74,5 @@ async def test_room_link_opens_the_room_and_its_time_runs_out(browser: Chromium)
             "heading", name="This meeting has reached its time limit")).to_be_visible(
             timeout=30_000)
     finally:
+        await browser.close_pages()  # before the hub goes: no reconnect errors
         await hub.aclose()

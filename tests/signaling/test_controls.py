@@ -76,7 +76,7 @@ async def test_controls_are_stored_and_returned_in_features(hub: HubHandle) -> N
     expected = {"chat": False, "screenSharing": False, "transcription": False,
                 "recording": False, "maxParticipants": 4, "participantVideo": False,
                 "participantAudio": True, "waitingRoom": True, "autoAdmit": True,
-                "maxDurationMinutes": 45}
+                "maxDurationMinutes": 45, "recordVideo": False}
     assert init["features"] == expected
     await ok(hub, START, {"meetingId": meeting_id})
     token = await ok(hub, JOIN_TOKEN, {"meetingId": meeting_id}, user="bob")
@@ -84,10 +84,10 @@ async def test_controls_are_stored_and_returned_in_features(hub: HubHandle) -> N
     host = await WsClient.connect(hub.ws_url)
     try:
         joined = await host.join((await ok(hub, JOIN_TOKEN, {"meetingId": meeting_id}))["token"])
-        assert msgspec_dict(joined.features) == expected
+        assert msgspec_dict(joined.features) == expected | {"agent": None}  # no AI persona
         assert joined.ends_at is not None  # 45 minutes after the start
         joined = await bob.join(token["token"])  # auto-admit: straight in
-        assert msgspec_dict(joined.features) == expected
+        assert msgspec_dict(joined.features) == expected | {"agent": None}
     finally:
         await bob.aclose()
         await host.aclose()

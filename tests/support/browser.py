@@ -120,6 +120,14 @@ class Chromium:
         self.others.append(other)
         return other
 
+    async def close_pages(self) -> None:
+        """Close every page opened so far (their errors still count): a test that stops its
+        own hub closes its pages first, or they report the hub's going away as an error."""
+        for page in self.pages:
+            await page.aclose()
+        for other in self.others:
+            await other.close_pages()
+
     async def aclose(self) -> None:
         for other in self.others:
             await other.aclose()
