@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from .errors import Unavailable
+from .errors import HubError, Unavailable
 from .mixer import AFTER_MEETING
 from .mixjobs import MemoryMixJobs, MixJob, MixJobs
 from .recording_storage import RecordingStorage, age_s, valid_name
@@ -66,14 +66,18 @@ class Recordings:
         """A room ended: a recorded one gets its mix job (any hub worker does it)."""
         if not room.features.recording:
             return
-        meeting = await self.store.get_meeting(room.meeting_id) if self.store else None
-        started = (meeting.started_at if meeting else None) or room.created_at
-        job = MixJob(job_id="mix_" + secrets.token_hex(6), meeting_id=room.meeting_id,
-                     room_id=room.room_id, started_at_ms=started,
-                     ended_at_ms=room.ended_at or int(time.time() * 1000))
-        if await self.mix_jobs.enqueue(job):
-            logger.info("meeting=%s room=%s mix job %s queued", room.meeting_id, room.room_id,
-                        job.job_id)
+        log = f"meeting={room.meeting_id} room={room.room_id}"
+        try:
+            meeting = await self.store.get_meeting(room.meeting_id) if self.store else None
+            started = (meeting.started_at if meeting else None) or room.created_at
+            job = MixJob(job_id="mix_" + secrets.token_hex(6), meeting_id=room.meeting_id,
+                         room_id=room.room_id, started_at_ms=started,
+                         ended_at_ms=room.ended_at or int(time.time() * 1000))
+            if await self.mix_jobs.enqueue(job):
+                logger.info("%s mix job %s queued", log, job.job_id)
+        except HubError as exc:  # the store is down: the room still ends
+            logger.error("%s mix job not queued (%s): the recording stays processing", log,
+                         exc)
 
     # ------------------------------------------------------------------ signing
 
