@@ -326,6 +326,8 @@ class AgentSettings:
     ``https://westeurope.tts.speech.microsoft.com``."""
     azure_key: str = field(default="", repr=False)
     """``voice = "azure"``: the resource key (env ``CONNVO_RTC_AGENT_AZURE_KEY``)."""
+    espeak_rate: int = 150
+    """``voice = "espeak"``: speaking rate, words per minute (80..450)."""
 
 
 @dataclass(frozen=True)
@@ -494,7 +496,44 @@ class Settings:
                 raise ConfigError(f"ice.turn_urls: {url!r} is not a turn: URL")
         self.ice_config()  # raises ConfigError on a bad TURN/STUN setup
         self._validate_webhooks()
+        self._validate_agent()
         return self
+
+    def _validate_agent(self) -> None:
+        a = self.agent
+
+        def remote_ok(url: str) -> bool:  # a key goes with it: https, or plain to loopback
+            parts = urlsplit(url)
+            return bool(parts.hostname) and (parts.scheme == "https" or (
+                parts.scheme == "http" and is_loopback(parts.hostname or "")))
+
+        checks: list[tuple[bool, str]] = [
+            (a.brain in ("script", "openai"), f"agent.brain {a.brain!r} must be script or openai"),
+            (a.voice in ("espeak", "azure"), f"agent.voice {a.voice!r} must be espeak or azure"),
+            (not a.scenarios_dir or Path(a.scenarios_dir).is_dir(),
+             f"agent.scenarios_dir {a.scenarios_dir!r} is not a directory"),
+            (80 <= a.espeak_rate <= 450, "agent.espeak_rate must be 80..450 words per minute"),
+        ]
+        if a.brain == "openai":
+            checks += [
+                (remote_ok(a.llm_base_url), ("agent.brain = openai needs agent.llm_base_url, "
+                 "an https:// URL (http:// only to a loopback host), e.g. "
+                 "https://api.openai.com/v1")),
+                (bool(a.llm_model.strip()), "agent.brain = openai needs agent.llm_model"),
+                (bool(a.llm_api_key), ("agent.brain = openai needs agent.llm_api_key (env "
+                 "CONNVO_RTC_AGENT_LLM_API_KEY)")),
+            ]
+        if a.voice == "azure":
+            checks += [
+                (remote_ok(a.azure_endpoint), ("agent.voice = azure needs agent.azure_endpoint, "
+                 "an https:// URL (http:// only to a loopback host), e.g. "
+                 "https://westeurope.tts.speech.microsoft.com")),
+                (bool(a.azure_key), ("agent.voice = azure needs agent.azure_key (env "
+                 "CONNVO_RTC_AGENT_AZURE_KEY)")),
+            ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
     def _validate_webhooks(self) -> None:
         w = self.webhooks

@@ -78,13 +78,19 @@ class VoiceSpec:
     language: str = "English"
 
 
+class VoiceError(RuntimeError):
+    """A voice could not speak a line (not installed, the service refused, a broken
+    stream); the message says why. The agent logs it and goes on without that line."""
+
+
 class Voice(Protocol):
     #: Samples per second of the PCM ``speak`` yields.
     sample_rate: int
 
     def speak(self, text: str, voice: VoiceSpec) -> AsyncIterator[bytes]:
         """``text`` spoken as 16-bit signed little-endian mono PCM chunks (whole samples),
-        the first as soon as the voice has any."""
+        the first as soon as the voice has any. Raises :class:`VoiceError` when it cannot;
+        closing the stream early stops the synthesis (barge-in)."""
 
     async def aclose(self) -> None: ...
 
