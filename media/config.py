@@ -36,6 +36,10 @@ class PeerClientConfig:
     bots; ``on_audio_frame`` then never fires)."""
     decode_video: bool = True
     """Decode received video; False counts encoded frames only."""
+    audio_prefetch: int | None = None
+    """Audio frames (20 ms each) aiortc's jitter buffer holds before it releases the oldest:
+    its fixed playout delay. ``None`` keeps aiortc's 4 (80 ms). The agent hears with 1: a
+    barge-in must stop it within 200 ms, and a late packet costs the recogniser little."""
     connect_timeout_s: float = 5.0
     """Websocket connect deadline, seconds (connection refused fails at once)."""
     join_timeout_s: float = 5.0

@@ -60,6 +60,7 @@ from .receive import (
     EncodedFrame,
     consume_track,
     keyframe_requester,
+    set_audio_prefetch,
     skip_decoding,
     tee_encoded,
 )
@@ -99,6 +100,8 @@ class ConnectionOptions:
     decode_video: bool = True
     tap_video: bool = False
     """The room records video: video lines to and from the tap (``features.recordVideo``)."""
+    audio_prefetch: int | None = None
+    """Frames aiortc's audio jitter buffer holds before releasing one (``None``: aiortc's 4)."""
     signal_queue_size: int = 256
     """Signalling frames from this peer waiting to be applied before the peer is dropped."""
     pending_candidates: int = 64
@@ -286,6 +289,8 @@ class RemotePeer:
         handler: Callable[[Any], None]
         if track.kind == "audio":
             handler = self._audio_frame
+            if self._options.audio_prefetch is not None and receiver is not None:
+                set_audio_prefetch(receiver, self._options.audio_prefetch, self._log)
             on_encoded = self._on_encoded_audio
             if on_encoded is not None and receiver is not None:
                 # The encoded frames go to the recorder; decoded only if PCM is wanted too

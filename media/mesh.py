@@ -133,6 +133,7 @@ class Mesh:
             ice_timeout_s=c.ice_timeout_s, pin_host_addresses=c.pin_host_addresses,
             decode_audio=c.decode_audio, decode_video=c.decode_video,
             tap_video=joined.features.record_video,
+            audio_prefetch=c.audio_prefetch,
         )
 
     def greet(self, joined: protocol.Joined) -> None:

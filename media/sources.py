@@ -95,7 +95,16 @@ class OpusSpec:
     ``bitrate`` and the tone fields are not looked at; ``loop`` still is."""
 
 
-AudioSpec = ToneSpec | FileSpec | OpusSpec
+@dataclass(frozen=True)
+class SourceSpec:
+    """A live audio source the caller made and feeds (the agent's voice,
+    :class:`media.agent.outgoing.OutgoingAudio`): used as it is."""
+
+    source: AudioSource
+    """Makes the track of each connection."""
+
+
+AudioSpec = ToneSpec | FileSpec | OpusSpec | SourceSpec
 
 # --------------------------------------------------------------------------- pacing
 
@@ -391,6 +400,8 @@ async def open_audio_source(spec: AudioSpec | None) -> AudioSource | None:
     """Prepare the source a spec names (Opus encoding runs in a worker thread)."""
     if spec is None:
         return None
+    if isinstance(spec, SourceSpec):
+        return spec.source
     if isinstance(spec, ToneSpec):
         return ToneSource(spec)
     if isinstance(spec, FileSpec):

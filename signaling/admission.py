@@ -133,8 +133,8 @@ class Admission:
             self.deadlines.warn_if_near(conn, ends_at)
         if seat.role == "host" and room.features.knocks:
             await self.waiting.knocks_for(conn)
-        if seat.role != "tap" and needs_tap(room) \
-                and not any(s.role == "tap" for s in seats):
+        if seat.role not in p.SERVER_ROLES and needs_tap(room) \
+                and not any(s.role in p.SERVER_ROLES for s in seats):
             await self.transcripts.ensure_tap(room)
         router = self.router
         if resumed is None:

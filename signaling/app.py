@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -200,7 +201,8 @@ def create_app(
                                max_backlog_s=settings.tap.max_backlog_s,
                                pin_host_addresses=_pin_for(settings.server.host),
                                recording_dir=str(Path(settings.recording.dir).resolve()),
-                               recording_s3=settings.s3_config())
+                               recording_s3=settings.s3_config(),
+                               agent=dataclasses.asdict(settings.agent))
         if inline_tap:
             from media.tap.worker import TapWorker
 

@@ -86,7 +86,7 @@ class RoomLifecycle:
             await self.store.set_presence(room.meeting_id, seat.user_id, "left")
             await self.webhooks.participant_left(room, seat, reason)
         remaining = await router.refresh_roster(seat.room_id)
-        if not any(s.role != "tap" for s in remaining) and room is not None:
+        if not any(s.role not in p.SERVER_ROLES for s in remaining) and room is not None:
             room_id = seat.room_id
             self.empty.start(room_id, self.rooms.empty_timeout_s,
                              lambda: self._end_if_empty(room_id))
@@ -97,7 +97,7 @@ class RoomLifecycle:
         except Unavailable:
             logger.warning("room=%s empty-room check skipped: store unreachable", room_id)
             return
-        if not any(s.role != "tap" for s in seats):
+        if not any(s.role not in p.SERVER_ROLES for s in seats):  # the agent alone is empty
             logger.info("room=%s empty for %.0f s: ending", room_id, self.rooms.empty_timeout_s)
             await self.end_room(room_id, "empty")
 

@@ -106,7 +106,7 @@ def check_flags(role: str, features: p.Features, msg: p.Media) -> None:
     hosts)."""
     if role in RECEIVE_ONLY_ROLES and (msg.audio or msg.video or msg.screen):
         raise Forbidden(f"a {role} may not send media")
-    if role == "host":
+    if role in ("host", "agent"):  # the agent (the hub's own) is exempt from the controls
         return
     if msg.screen and not features.screen_sharing:
         raise FeatureDisabled("screen sharing is off in this room")

@@ -380,7 +380,8 @@ class MeetingService:
         segments, next_cursor = await self.store.segments(meeting_id, after=cursor, limit=limit)
         return {"meetingId": meeting_id, "nextCursor": next_cursor, "segments": [
             {"segmentId": seg.segment_id, "peerId": seg.peer_id, "userId": seg.user_id,
-             "text": seg.text, "startMs": seg.start_ms, "endMs": seg.end_ms}
+             "text": seg.text, "startMs": seg.start_ms, "endMs": seg.end_ms,
+             "interrupted": seg.interrupted}
             for seg in segments]}
 
     async def get_recording(self, caller: UserIdentity, meeting_id: str,

@@ -97,7 +97,7 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         _obj(["meetingId", "segments", "nextCursor"], meetingId=_S, nextCursor=_S,
              segments={"type": "array", "items": _obj(
                  ["segmentId", "peerId", "userId", "text", "startMs", "endMs"], segmentId=_S,
-                 peerId=_S, userId=_S, text=_S, startMs=_N, endMs=_N)}),
+                 peerId=_S, userId=_S, text=_S, startMs=_N, endMs=_N, interrupted=_B)}),
         {"meetingId": "meeting_123example"},
     ),
     f"{RUN}/recordings/getRecording": (

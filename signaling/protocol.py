@@ -22,9 +22,13 @@ from .errors import ProtocolError
 #: meeting's ``maxParticipants`` on our tier are at most this).
 MESH_LIMIT = 4
 
-Role = Literal["host", "participant", "observer", "tap"]
-#: Roles a join token may carry for a person (``tap`` is minted by the hub for its tap workers).
+Role = Literal["host", "participant", "observer", "tap", "agent"]
+#: Roles a join token may carry for a person (``tap`` and ``agent`` are minted by the hub for
+#: its server peers, never through the API).
 PERSON_ROLES: tuple[str, ...] = ("host", "participant", "observer")
+#: The hub's own server peer in a room: ``tap`` (hidden, no seat) or ``agent`` (the AI persona
+#: of a meeting created from a scenario: visible, a seat, sends audio). A room has at most one.
+SERVER_ROLES: tuple[str, ...] = ("tap", "agent")
 
 PeerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Sdp = Annotated[str, msgspec.Meta(min_length=1, max_length=131_072)]
@@ -200,8 +204,10 @@ class Deny(_Msg, tag="deny", frozen=True):
 
 
 class TranscriptIn(_Msg, tag="transcript", frozen=True):
-    """From the tap only: text recognised in ``peer_id``'s audio. ``final`` segments replace
-    the partials of the same ``segment_id``; times are ms since the meeting started."""
+    """From the server peer only (tap or agent): text recognised in ``peer_id``'s audio, or
+    the agent's own line (``peer_id`` its own). ``final`` segments replace the partials of the
+    same ``segment_id``; times are ms since the meeting started. ``interrupted``: an agent's
+    line cut off by a person (barge-in); ``text`` is what was said of it."""
 
     peer_id: PeerId
     segment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -209,6 +215,7 @@ class TranscriptIn(_Msg, tag="transcript", frozen=True):
     final: bool
     start_ms: Annotated[int, msgspec.Meta(ge=0)]
     end_ms: Annotated[int, msgspec.Meta(ge=0)]
+    interrupted: bool = False
 
 
 #: How transcription keeps up in a room: ``live`` (every segment decoded, partials on),
@@ -353,6 +360,8 @@ class Transcript(_Msg, tag="transcript", frozen=True):
     start_ms: int
     end_ms: int
     user_id: str = ""
+    #: The agent's line was cut off by a person (barge-in); sent only when true.
+    interrupted: bool = False
 
 
 class TranscriptStatus(_Msg, tag="transcript-status", frozen=True):

@@ -154,10 +154,11 @@ class Router:
     def ask_mute(self, conn: ClientSocket, peer_id: str) -> None:
         """Deliver the host's ``ask-mute`` to one person of its room as ``mute-requested``
         (the caller checked the role). Not to itself, a tap or an observer (nothing to mute),
-        nor a peer of another room: ``unknown-peer``; to a reconnecting peer:
+        the agent (exempt from participant controls), nor a peer of another room: ``unknown-peer``; to a reconnecting peer:
         ``peer-unavailable``."""
         target = self._rosters.get(conn.room_id, {}).get(peer_id)
-        if target is None or peer_id == conn.peer_id or target.role in RECEIVE_ONLY_ROLES:
+        if target is None or peer_id == conn.peer_id or target.role in RECEIVE_ONLY_ROLES \
+                or target.role == "agent":  # the hub's own: exempt from the controls
             raise NotFound(f"no participant {peer_id} to mute in this room",
                            code=ErrorCode.UNKNOWN_PEER)
         if not target.connected:

@@ -144,6 +144,8 @@ class Segment(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     start_ms: int
     end_ms: int
+    #: An agent's line cut off by a person (barge-in): ``text`` is what was said of it.
+    interrupted: bool = False
 
 
 class Store(Protocol):

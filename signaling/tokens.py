@@ -34,6 +34,10 @@ JOIN_AUDIENCE = "connvo-rtc:join"
 ISSUER = "connvo-rtc"
 #: Clock skew tolerated between machines, seconds.
 LEEWAY_S = 10
+#: Roles a join token may carry: a person's (the API mints only these: ``PERSON_ROLES``), and
+#: the hub's server peers' (``tap``, ``agent``: minted by the hub itself for its tap jobs,
+#: :mod:`signaling.transcripts`).
+TOKEN_ROLES = ("host", "participant", "observer", "tap", "agent")
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
@@ -129,7 +133,7 @@ class TokenService:
         ttl = self.default_ttl_s if ttl_s is None else ttl_s
         if not 1 <= ttl <= self.max_ttl_s:
             raise BadRequest(f"token ttl must be 1..{self.max_ttl_s} s, got {ttl}")
-        if role not in ("host", "participant", "observer", "tap"):
+        if role not in TOKEN_ROLES:
             raise BadRequest(f"unknown role {role!r}")
         if not room_id or not user_id:
             raise BadRequest("room and user are required")
@@ -158,7 +162,7 @@ class TokenService:
         if claims["exp"] - claims["iat"] > self.max_ttl_s:
             raise Unauthenticated("token lifetime exceeds the maximum", code=ErrorCode.BAD_TOKEN)
         role = claims.get("role")
-        if role not in ("host", "participant", "observer", "tap"):
+        if role not in TOKEN_ROLES:
             raise Unauthenticated("token has an unknown role", code=ErrorCode.BAD_TOKEN)
         if not isinstance(claims["room"], str) or not isinstance(claims["sub"], str):
             raise Unauthenticated("token claims malformed", code=ErrorCode.BAD_TOKEN)

@@ -34,8 +34,14 @@ RECENTLY_LEFT = 256
 
 
 def needs_tap(room: Room) -> bool:
-    """Whether the room gets the server peer (role ``tap``): it transcribes or records."""
-    return room.features.transcription or room.features.recording
+    """Whether the room gets the server peer: it transcribes, records or has an agent (role
+    ``agent`` then, else ``tap``)."""
+    features = room.features
+    return features.transcription or features.recording or features.agent is not None
+
+
+#: The agent participant's user id (one agent per room; its seat replaces a dropped agent's).
+AGENT_USER = "agent"
 
 
 class Transcripts:
@@ -66,23 +72,28 @@ class Transcripts:
 
     async def accept(self, conn: ClientSocket, msg: p.TranscriptIn | p.TranscriptStatusIn
                      ) -> None:
-        """The tap reports text (finals are stored first, then every person in the room gets
-        it) or how transcription keeps up (:meth:`status`)."""
-        if conn.role != "tap":
+        """The server peer reports text (finals are stored first, then every person in the
+        room gets it) or how transcription keeps up (:meth:`status`). The agent also reports
+        its own lines (``peer_id`` its own; ``interrupted`` only on those)."""
+        if conn.role not in p.SERVER_ROLES:
             raise Forbidden("only the transcription tap sends transcripts")
         if isinstance(msg, p.TranscriptStatusIn):
             await self.status(conn, msg)
             return
+        if msg.interrupted and msg.peer_id != conn.peer_id:
+            raise BadRequest("transcript: only the agent's own lines are interrupted",
+                             code=ErrorCode.INVALID_MESSAGE)
         speaker = self._speaker(conn, msg.peer_id)
         room = self.router.room(conn.room_id)
         if msg.final and msg.text.strip() and room is not None:  # empty finals only clear
             await self.store.append_segment(room.meeting_id, Segment(
                 segment_id=msg.segment_id, peer_id=msg.peer_id, user_id=speaker.user_id,
-                text=msg.text, start_ms=msg.start_ms, end_ms=msg.end_ms))
+                text=msg.text, start_ms=msg.start_ms, end_ms=msg.end_ms,
+                interrupted=msg.interrupted))
         await self.router.broadcast(conn.room_id, p.Transcript(
             peer_id=msg.peer_id, segment_id=msg.segment_id, text=msg.text, final=msg.final,
-            start_ms=msg.start_ms, end_ms=msg.end_ms, user_id=speaker.user_id),
-            exclude=conn.peer_id)
+            start_ms=msg.start_ms, end_ms=msg.end_ms, user_id=speaker.user_id,
+            interrupted=msg.interrupted), exclude=conn.peer_id)
 
     async def status(self, conn: ClientSocket, msg: p.TranscriptStatusIn) -> None:
         """The tap says how transcription keeps up: counted, then told to everyone else.
@@ -108,7 +119,7 @@ class Transcripts:
 
     async def recording(self, conn: ClientSocket, msg: p.RecordingIn) -> None:
         """The server peer started or stopped recording: everyone else is told."""
-        if conn.role != "tap":
+        if conn.role not in p.SERVER_ROLES:
             raise Forbidden("only the room's server peer reports recording")
         room = self.router.room(conn.room_id)
         if room is None or not room.features.recording:
@@ -118,19 +129,29 @@ class Transcripts:
                                     exclude=conn.peer_id)
 
     async def ensure_tap(self, room: Room) -> None:
-        """Queue a tap job for a room that transcribes or records and has no server peer
-        (idempotent per room)."""
+        """Queue a tap job for a room that transcribes, records or has an agent and has no
+        server peer (idempotent per room). A room with an agent gets ONE job whose token has
+        role ``agent`` and the persona's name: the same server peer speaks, hears, and
+        transcribes (always: the agent hears the conversation anyway, so the room's transcript
+        holds it whether or not ``transcriptionEnabled`` was set) and records if asked."""
         features = room.features
         if self.tap_jobs is None or not needs_tap(room) or room.state != "open":
             return
         meeting = await self.store.get_meeting(room.meeting_id)
         if meeting is None:
             return
-        token, _ = self.tokens.mint_join(room.room_id, "tap", "tap", name="Transcription",
-                                         ttl_s=self.token_ttl_s)
+        agent = features.agent
+        if agent is not None:
+            token, _ = self.tokens.mint_join(room.room_id, AGENT_USER, "agent", name=agent.name,
+                                             ttl_s=self.token_ttl_s)
+        else:
+            token, _ = self.tokens.mint_join(room.room_id, "tap", "tap", name="Transcription",
+                                             ttl_s=self.token_ttl_s)
         job = TapJob(job_id="tap_" + secrets.token_hex(6), room_id=room.room_id,
                      meeting_id=room.meeting_id, token=token,
                      started_at_ms=meeting.started_at or now_ms(),
-                     transcription=features.transcription, recording=features.recording)
+                     transcription=features.transcription or agent is not None,
+                     recording=features.recording, agent=agent)
         if await self.tap_jobs.enqueue(job):
-            logger.info("room=%s tap job %s queued", room.room_id, job.job_id)
+            logger.info("room=%s %s job %s queued", room.room_id,
+                        "agent" if agent is not None else "tap", job.job_id)

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Roles that never wait: hosts let the others in; the tap is the hub's own.
-NEVER_WAIT = ("host", "tap")
+#: Roles that never wait: hosts let the others in; the tap and the agent are the hub's own.
+NEVER_WAIT = ("host", "tap", "agent")
 
 #: Gives an admitted knocker its seat: (socket, room, claims, the knock's peer id).
 SeatGiver = Callable[["ClientSocket", Room, JoinClaims, str], Awaitable[None]]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -41,6 +42,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    default=env("CONNVO_RTC_REDIS_URL"),
                    help="the hub's Redis: redis://, rediss:// or redis+cluster:// URL")
     p.add_argument("--redis-cluster", action="store_true", help="the --redis URL is a Cluster")
+    p.add_argument("--config", default=env("CONNVO_RTC_CONFIG"), metavar="FILE",
+                   help="the hub's config file: its [agent] section (and CONNVO_RTC_AGENT_* "
+                        "variables) says how rooms with an AI persona think and speak "
+                        "(docs/agent.md); default: script brain, espeak-ng, shipped scenarios")
     p.add_argument("--hub-url", required=True,
                    help="hub websocket URL the tap joins rooms through, e.g. ws://hub:8080/ws")
     p.add_argument("--recognizer", default=env("CONNVO_RTC_TAP_RECOGNIZER", "pocketsphinx"),
@@ -76,10 +81,13 @@ async def _run(args: argparse.Namespace) -> int:
     from .worker import TapWorker
 
     try:
-        # The bucket, if any: the hubs' [recording] settings, from the same variables.
-        recording = load_settings(None, env={k: v for k, v in os.environ.items()
-                                             if k.startswith("CONNVO_RTC_RECORDING_")})
+        # The [recording] bucket and the [agent] settings: the hubs' file and variables.
+        # (a ConfigError is a ValueError: a bad file or variable is a configuration error)
+        settings = load_settings(args.config, env=os.environ)
+        recording = settings
+        agent = dataclasses.asdict(settings.agent)
         config = TapConfig(
+            agent=agent,
             recognizer=args.recognizer, processes=args.processes, max_rooms=args.max_rooms,
             max_backlog_s=args.max_backlog,
             reclaim_after_s=args.reclaim_after, renew_every_s=min(2.0, args.reclaim_after / 4),

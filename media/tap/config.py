@@ -54,6 +54,11 @@ class TapConfig:
     """Gather ICE host candidates only on these addresses (tests: ``("127.0.0.1",)``)."""
     ice_timeout_s: float = 15.0
     """Offer -> connected deadline per participant, seconds."""
+    agent: Mapping[str, Any] = field(default_factory=dict)
+    """The ``[agent]`` settings (:class:`~signaling.settings.AgentSettings` fields) for rooms
+    with an AI persona: brain, voice, scenarios directory (the hub's and its workers' must
+    hold the same scenarios). Empty: the defaults (script brain, espeak-ng, shipped
+    scenarios)."""
     recording_dir: str = "recordings"
     """Where rooms that record keep their files (:class:`~signaling.recording_storage.
     DirectoryStorage`); the hubs serve downloads from the same directory. With

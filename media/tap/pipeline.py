@@ -295,6 +295,10 @@ class SegmentTimes:
 
 
 SegmentCallback = Callable[[str, SegmentTimes, Recognition], None]
+#: ``(event, segment_id, time_s)``: ``"start"`` (the segmenter's onset; ``time_s`` its first
+#: voiced frame) or ``"end"`` (end of speech, after the hang-over; ``time_s`` its last voiced
+#: frame), unix seconds by the media clock. The agent's turn-taking listens.
+EdgeCallback = Callable[[str, str, float], None]
 
 
 class SpeakerPipeline:
@@ -318,10 +322,12 @@ class SpeakerPipeline:
         name: str = "",
         vad: Vad | None = None,
         clock: Callable[[], float] = time.time,
+        on_edge: EdgeCallback | None = None,
     ) -> None:
         self.config = config
         self.name = name
         self._on_result = on_result
+        self._on_edge = on_edge
         self._clock = clock
         self._resampler = Resampler()
         self._segmenter = Segmenter(config, vad)
@@ -472,6 +478,8 @@ class SpeakerPipeline:
                 self.segments += 1
                 logger.debug("%s segment %s starts", self.name, segment_id)
                 self._stream.start_segment(segment_id)
+                if self._on_edge is not None:
+                    self._on_edge("start", segment_id, event.time_s)
             else:
                 self._end_segment(event.time_s)
 
@@ -490,6 +498,8 @@ class SpeakerPipeline:
         logger.debug("%s segment %s ends (%.2f s)", self.name, segment,
                      times.end_s - times.start_s)
         self._stream.end_segment()
+        if self._on_edge is not None:
+            self._on_edge("end", segment, times.end_s)
 
     def on_recognition(self, result: Recognition) -> None:
         """The stream's callback: attach times and pass on."""

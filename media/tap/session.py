@@ -28,6 +28,7 @@ from typing import Literal
 
 import av
 
+from media.agent.session import AgentFactory, AgentPart, agent_factory_for, tuned
 from media.config import PeerClientConfig
 from media.errors import (
     ForbiddenError,
@@ -39,6 +40,7 @@ from media.errors import (
     TokenError,
 )
 from media.peer import PeerClient
+from media.sources import SourceSpec
 from signaling import protocol
 from signaling.recording_storage import RecordingStorage, open_storage
 from signaling.tapjobs import TapJob
@@ -63,7 +65,8 @@ class TapSession:
 
     def __init__(self, job: TapJob, *, ws_url: str, config: TapConfig,
                  transcriber: Transcriber, worker_id: str = "",
-                 storage: RecordingStorage | None = None) -> None:
+                 storage: RecordingStorage | None = None,
+                 agent_factory: AgentFactory | None = None) -> None:
         self.job = job
         self.config = config
         #: Where the recorder's files go: the worker's (shared by its rooms), else its own.
@@ -80,6 +83,11 @@ class TapSession:
         self._room_ended = False
         self._closed = False
         self._log = f"room={job.room_id} tap={worker_id}"
+        self._agent_factory = agent_factory
+        #: The agent (jobs with ``agent``), made when the room is joined.
+        self.agent: AgentPart | None = None
+        #: What the server peer hears: transcription, or an agent (who hears anyway).
+        self._hears = job.transcription or job.agent is not None
         #: How transcription keeps up in this room (what the room was last told).
         self.status = RoomStatus()
         #: Transcript frames sent (finals, partials) and not sent (socket gone).
@@ -99,6 +107,14 @@ class TapSession:
     # ------------------------------------------------------------------ running
 
     async def run(self) -> Outcome:
+        if self.job.agent is not None and self.agent is None:
+            try:
+                await self._make_agent(self.job.agent)
+            except ValueError as exc:  # no such scenario here, a voice that cannot start
+                # Not a worker's fault another worker would not share: the job is done (the
+                # room gets a new one when the next person joins).
+                logger.error("%s cannot make the agent: %s: job done", self._log, exc)
+                return "ended"
         try:
             client = await self._join()
         except _FINISHED as exc:
@@ -115,12 +131,15 @@ class TapSession:
             return "ended"
 
     async def _join(self) -> PeerClient:
+        agent = self.agent
         config = PeerClientConfig(
-            ws_url=self.ws_url, token=self.job.token, audio=None,
+            ws_url=self.ws_url, token=self.job.token,
+            audio=SourceSpec(agent.audio) if agent is not None else None,
             pin_host_addresses=self.config.pin_host_addresses,
             ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
-            decode_audio=self.job.transcription,  # recording alone needs no PCM
+            decode_audio=self._hears,  # recording alone needs no PCM
             decode_video=False,  # video (rooms that record it) is only ever written as sent
+            audio_prefetch=1 if agent is not None else None,  # the agent hears promptly
         )
         if self.job.recording and self.recorder is None:
             self.recorder = Recorder(
@@ -132,7 +151,7 @@ class TapSession:
         delay = 0.5
         while True:
             client = PeerClient(
-                config, on_audio_frame=self._on_audio if self.job.transcription else None,
+                config, on_audio_frame=self._on_audio if self._hears else None,
                 on_encoded_audio=recorder.on_encoded if recorder is not None else None,
                 on_encoded_video=recorder.on_encoded if recorder is not None else None)
             self._client = client
@@ -148,8 +167,10 @@ class TapSession:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 4.0)
                 continue
-            logger.info("%s joined as peer=%s; %d participant(s)", self._log, joined.peer_id,
-                        len(self._participants(client)))
+            logger.info("%s joined as peer=%s (%s); %d participant(s)", self._log,
+                        joined.peer_id, joined.role, len(self._participants(client)))
+            if agent is not None:
+                agent.joined(joined.peer_id)
             self._tell_recording("recording")
             return client
 
@@ -161,7 +182,34 @@ class TapSession:
 
     @staticmethod
     def _participants(client: PeerClient) -> list[str]:
-        return [p.peer_id for p in client.room_peers.values() if p.role != "tap"]
+        return [p.peer_id for p in client.room_peers.values()
+                if p.role not in protocol.SERVER_ROLES]
+
+    async def _make_agent(self, spec: protocol.AgentSpec) -> None:
+        if self._agent_factory is None:
+            self._agent_factory = agent_factory_for(self.config.agent)
+        brain, voice, voice_spec = await self._agent_factory(spec)
+        self.agent = AgentPart(spec, brain, voice, voice_spec, send=self._send_line,
+                               zero_ms=self.job.started_at_ms, log=self._log)
+        # Turn-taking and barge-in want a quicker onset and a shorter hang-over.
+        self.config = tuned(self.config, self.agent.tuning)
+
+    def _send_line(self, message: protocol.TranscriptIn) -> None:
+        client = self._client
+        if client is None:
+            raise PeerClientError("not joined")
+        client.send(message)
+
+    def _check_connected(self, client: PeerClient) -> None:
+        """Begin the agent's conversation once a person's connection is up."""
+        agent = self.agent
+        if agent is None or agent.conversation.began:
+            return
+        for peer_id in self._participants(client):
+            remote = client.remote_peers.get(peer_id)
+            if remote is not None and remote.state == "connected":
+                agent.person_connected()
+                return
 
     async def _serve(self, client: PeerClient) -> Outcome:
         empty_since: float | None = None
@@ -182,7 +230,8 @@ class TapSession:
                 elif isinstance(message, protocol.RoomEndedMsg):
                     self._room_ended = True
                     raise RoomEndedError(message.reason)
-                elif isinstance(message, protocol.PeerJoined) and message.peer.role != "tap":
+                elif isinstance(message, protocol.PeerJoined) \
+                        and message.peer.role not in protocol.SERVER_ROLES:
                     # the newcomer knows nothing yet
                     self._tell_recording("recording")
                     if self.status.state != "live":
@@ -190,6 +239,9 @@ class TapSession:
                 pipelines = list(self._pipelines.values())
                 for pipeline in pipelines:
                     pipeline.flush_if_idle(_IDLE_SEGMENT_S)
+                if self.agent is not None:
+                    self._check_connected(client)
+                    self.agent.tick()
                 self._tell(self.status.update(
                     degraded=any(p.degraded for p in pipelines),
                     behind_s=max((p.behind_s for p in pipelines), default=0.0)))
@@ -211,13 +263,19 @@ class TapSession:
             if self._closed:
                 return
             name = f"room={self.job.room_id} peer={peer_id}"
+            agent = self.agent
             pipeline = SpeakerPipeline(
                 self.config, self._transcriber,
                 lambda segment, times, result: self._on_result(peer_id, times, segment, result),
                 name=name,
+                on_edge=(lambda event, segment, time_s: agent.edge(peer_id, event, segment,
+                                                                   time_s))
+                if agent is not None else None,
             )
             self._pipelines[peer_id] = pipeline
             logger.info("%s audio from peer=%s", self._log, peer_id)
+            if agent is not None:
+                agent.person_connected()  # their audio flows: the welcome may begin
         pipeline.push_frame(frame)
 
     def _user_of(self, peer_id: str) -> str:
@@ -250,6 +308,10 @@ class TapSession:
 
     def _on_result(self, peer_id: str, times: SegmentTimes, segment_id: str,
                    result: Recognition) -> None:
+        if result.final and self.agent is not None:
+            info = self._client.room_peers.get(peer_id) if self._client is not None else None
+            self.agent.final(peer_id, segment_id, result.text,
+                             info.name if info is not None else "")
         if result.dropped:  # none or only part of it was transcribed: the room is told
             logger.warning("%s peer=%s segment %s not transcribed (%d dropped in this room)",
                            self._log, peer_id, segment_id, self.status.dropped_total + 1)
@@ -307,6 +369,8 @@ class TapSession:
         self._pipelines.clear()
         for pipeline in pipelines:
             pipeline.close()
+        if self.agent is not None:
+            await self.agent.aclose()
         client = self._client
         if self.recorder is not None:
             await self.recorder.aclose()  # every track file finished and committed

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from media.agent.session import AgentFactory, agent_factory_for
 from media.errors import PeerClientError
 from signaling.recording_storage import open_storage
 from signaling.tapjobs import TapJob, TapJobs
@@ -45,7 +46,8 @@ class TapWorker:
 
     ``hub_url()`` returns the hub's websocket URL (called per room: an in-process hub knows
     its port only once bound). ``transcriber`` overrides the one ``config.recognizer`` names
-    (tests, benchmarks).
+    (tests, benchmarks). ``agent_factory`` makes the brain and voice of a job's agent (default:
+    ``media.agent.factory``).
     """
 
     def __init__(
@@ -56,9 +58,12 @@ class TapWorker:
         config: TapConfig | None = None,
         worker_id: str | None = None,
         transcriber: Transcriber | None = None,
+        agent_factory: AgentFactory | None = None,
     ) -> None:
         self.jobs = jobs
         self.config = config or TapConfig()
+        # One per worker: the scenarios are loaded once, at the first room with an agent.
+        self._agent_factory = agent_factory or agent_factory_for(self.config.agent)
         self.worker_id = worker_id or f"tap-{secrets.token_hex(4)}"
         self._hub_url = hub_url
         self._transcriber = transcriber
@@ -216,7 +221,8 @@ class TapWorker:
             transcriber = await self._ensure_transcriber()
             session = TapSession(job, ws_url=self._hub_url(), config=self.config,
                                  transcriber=transcriber, worker_id=self.worker_id,
-                                 storage=self.storage)
+                                 storage=self.storage,
+                                 agent_factory=self._agent_factory)
             self._sessions[job.room_id] = session
             running = asyncio.ensure_future(session.run())
             try:

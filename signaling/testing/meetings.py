@@ -50,3 +50,37 @@ async def start_meeting(base_url: str, invite: Sequence[str] = (), host: str = "
 def join_token(room_id: str, user: str, role: str = "participant") -> str:
     """A join token for ``user`` (also their display name) in ``room_id``, valid 10 minutes."""
     return _tokens.mint_join(room_id, user, role, name=user, ttl_s=600)[0]
+
+
+async def start_agent_meeting(hub: Any, spec: Any, *, host: str = "host",
+                              **controls: Any) -> tuple[str, str]:
+    """Create a meeting whose room has ``spec`` (an :class:`~signaling.protocol.AgentSpec`) as
+    its agent, as ``createMeetingFromScenario`` makes one, and start it: ``(meeting_id,
+    room_id)``. ``hub`` is an in-process :class:`~signaling.testing.hub.HubHandle`: its store
+    gets the room first (``startMeeting`` keeps a room that exists)."""
+    import msgspec
+
+    from signaling.app import HUB_KEY
+    from signaling.clock import now_ms
+    from signaling.meetings import room_id_for
+    from signaling.protocol import Features
+    from signaling.store import Room
+
+    status, body = await hub.call("lifecycle/createMeeting", {
+        "title": "agent meeting", "participantEmails": [], **controls}, user=host)
+    assert status == 200, body
+    meeting_id = body["value"]["meetingId"]
+    store = hub.app[HUB_KEY].store
+    meeting = await store.get_meeting(meeting_id)
+    capacity = min(meeting.max_participants, hub.settings.rooms.capacity)
+    features = msgspec.structs.replace(
+        Features(max_participants=capacity), transcription=meeting.transcription,
+        recording=meeting.recording, waiting_room=meeting.waiting_room,
+        participant_audio=meeting.participant_audio,
+        participant_video=meeting.participant_video, agent=spec)
+    await store.attach_room(Room(room_id=room_id_for(meeting_id), meeting_id=meeting_id,
+                                 capacity=capacity, features=features, created_at=now_ms()))
+    status, body = await hub.call("lifecycle/startMeeting", {"meetingId": meeting_id},
+                                  user=host)
+    assert status == 200, body
+    return meeting_id, body["value"]["roomInfo"]["roomId"]
