@@ -40,6 +40,7 @@ from media.errors import (
     TokenError,
 )
 from media.peer import PeerClient
+from media.receive import EncodedFrame
 from media.sources import SourceSpec
 from signaling import protocol
 from signaling.recording_storage import RecordingStorage, open_storage
@@ -86,6 +87,8 @@ class TapSession:
         self._agent_factory = agent_factory
         #: The agent (jobs with ``agent``), made when the room is joined.
         self.agent: AgentPart | None = None
+        #: This server peer's own ids (the agent's), by peer id: (scenario id, name).
+        self._self_names: dict[str, tuple[str, str]] = {}
         #: What the server peer hears: transcription, or an agent (who hears anyway).
         self._hears = job.transcription or job.agent is not None
         #: How transcription keeps up in this room (what the room was last told).
@@ -170,9 +173,24 @@ class TapSession:
             logger.info("%s joined as peer=%s (%s); %d participant(s)", self._log,
                         joined.peer_id, joined.role, len(self._participants(client)))
             if agent is not None:
+                if recorder is not None:
+                    self._record_agent(agent, recorder, joined.peer_id)
                 agent.joined(joined.peer_id)
             self._tell_recording("recording")
             return client
+
+    def _record_agent(self, agent: AgentPart, recorder: Recorder, peer_id: str) -> None:
+        """The agent's own voice goes into the recording as its track (the server peer sends
+        it and never receives it): the packets as sent, on the meeting clock."""
+        track = f"agent-{peer_id}"
+        self._self_names[peer_id] = (agent.spec.scenario_id, agent.spec.name)
+
+        def monitor(payload: bytes, timestamp: int) -> None:
+            recorder.on_encoded(peer_id, EncodedFrame(
+                track=track, codec="audio/opus", data=payload,
+                timestamp=timestamp & 0xFFFFFFFF, arrival=time.time()))
+
+        agent.audio.monitor = monitor
 
     def has_participants(self) -> bool:
         """Whether anyone but a tap is in the room (as far as the hub told us)."""
@@ -279,11 +297,15 @@ class TapSession:
         pipeline.push_frame(frame)
 
     def _user_of(self, peer_id: str) -> str:
+        if peer_id in self._self_names:  # the agent itself: its user is its scenario
+            return f"agent:{self._self_names[peer_id][0]}"
         client = self._client
         info = client.room_peers.get(peer_id) if client is not None else None
         return info.user_id if info is not None else ""
 
     def _name_of(self, peer_id: str) -> str:
+        if peer_id in self._self_names:
+            return self._self_names[peer_id][1]
         client = self._client
         info = client.room_peers.get(peer_id) if client is not None else None
         return info.name if info is not None else ""
