@@ -59,6 +59,7 @@ from .plan import plan_media
 from .receive import (
     EncodedFrame,
     consume_track,
+    keyframe_requester,
     set_audio_prefetch,
     skip_decoding,
     tee_encoded,
@@ -97,6 +98,8 @@ class ConnectionOptions:
     """Gather host candidates only on these addresses (see :mod:`media.loopback`)."""
     decode_audio: bool = True
     decode_video: bool = True
+    tap_video: bool = False
+    """The room records video: video lines to and from the tap (``features.recordVideo``)."""
     audio_prefetch: int | None = None
     """Frames aiortc's audio jitter buffer holds before releasing one (``None``: aiortc's 4)."""
     signal_queue_size: int = 256
@@ -123,7 +126,8 @@ def rtc_configuration(options: ConnectionOptions) -> RTCConfiguration:
 
 _MAKE_OFFER = object()
 AudioFrameCallback = Callable[[str, av.AudioFrame], None]
-#: ``(peer_id, frame)``: every encoded audio frame received from that peer (recording).
+#: ``(peer_id, frame)``: every encoded audio (or video) frame received from that peer
+#: (recording).
 EncodedAudioCallback = Callable[[str, EncodedFrame], None]
 
 
@@ -146,6 +150,7 @@ class RemotePeer:
         on_change: Callable[[RemotePeer], None],
         on_audio_frame: AudioFrameCallback | None = None,
         on_encoded_audio: EncodedAudioCallback | None = None,
+        on_encoded_video: EncodedAudioCallback | None = None,
         log_prefix: str = "",
     ) -> None:
         self.peer_id = peer_id
@@ -154,7 +159,7 @@ class RemotePeer:
         self.polite = polite
         self.plan = plan_media(
             local_role, remote_role, send_audio=local_media.audio_source is not None,
-            send_video=local_media.video_capable,
+            send_video=local_media.video_capable, tap_video=options.tap_video,
         )
         #: ``new`` -> ``connecting`` -> ``connected``; or ``failed``; finally ``closed``.
         self.state = "new"
@@ -166,6 +171,7 @@ class RemotePeer:
         self._on_change = on_change
         self._on_audio_frame = on_audio_frame
         self._on_encoded_audio = on_encoded_audio
+        self._on_encoded_video = on_encoded_video
         self._tracks = 0
         self._log = f"{log_prefix} remote={peer_id}".strip()
         self._inbox: asyncio.Queue[object] = asyncio.Queue(maxsize=options.signal_queue_size)
@@ -307,6 +313,22 @@ class RemotePeer:
                 self.stats.audio_decoded = False
         else:
             handler = self._video_frame
+            on_video = self._on_encoded_video
+            if on_video is not None and receiver is not None:
+                # VP8 frames to the recorder, which asks for key frames itself (PLI).
+                self._tracks += 1
+                video_peer, video_count = self.peer_id, self.stats.video_frame
+
+                def video_listener(frame: EncodedFrame) -> None:
+                    if not decode:
+                        video_count()
+                    on_video(video_peer, frame)
+
+                if tee_encoded(receiver, f"{video_peer}.{self._tracks}", video_listener,
+                               decode=decode, log_prefix=self._log,
+                               request_keyframe=keyframe_requester(
+                                   receiver, self._spawn, self._log)):
+                    receiver = None
             if not decode and receiver is not None:
                 skip_decoding(receiver, self._encoded_video_frame, self._log)
         logger.debug("%s receiving %s", self._log, track.kind)

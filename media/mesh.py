@@ -55,6 +55,7 @@ class Mesh:
         spawn: Spawn,
         on_audio_frame: AudioFrameCallback | None = None,
         on_encoded_audio: EncodedAudioCallback | None = None,
+        on_encoded_video: EncodedAudioCallback | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
@@ -63,6 +64,7 @@ class Mesh:
         self._spawn = spawn
         self._on_audio_frame = on_audio_frame
         self._on_encoded_audio = on_encoded_audio
+        self._on_encoded_video = on_encoded_video
         self._remotes: dict[str, RemotePeer] = {}
         self._known: dict[str, protocol.PeerInfo] = {}
         self._earlier: set[str] = set()  # joined before us: we offer to them, we are impolite
@@ -130,6 +132,7 @@ class Mesh:
             ice_servers=servers, ice_transport_policy=c.ice_transport_policy,
             ice_timeout_s=c.ice_timeout_s, pin_host_addresses=c.pin_host_addresses,
             decode_audio=c.decode_audio, decode_video=c.decode_video,
+            tap_video=joined.features.record_video,
             audio_prefetch=c.audio_prefetch,
         )
 
@@ -214,7 +217,7 @@ class Mesh:
             stats=self.stats.remote(peer_id, role, offerer=offerer),
             send=self._send, on_change=self._on_remote_change,
             on_audio_frame=self._on_audio_frame, on_encoded_audio=self._on_encoded_audio,
-            log_prefix=self._log,
+            on_encoded_video=self._on_encoded_video, log_prefix=self._log,
         )
         self._remotes[peer_id] = remote
         remote.start()

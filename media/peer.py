@@ -64,7 +64,8 @@ class PeerClient:
     runs on the event loop and must return quickly (hand frames to a bounded queue).
     ``on_encoded_audio(peer_id, frame)`` receives every *encoded* audio frame before decoding
     (the recorder's input, :func:`~media.receive.tee_encoded`); with ``decode_audio=False``
-    nothing is decoded at all.
+    nothing is decoded at all. ``on_encoded_video(peer_id, frame)`` the same for video (VP8
+    frames, each with a ``request_keyframe``); with ``decode_video=False`` none is decoded.
 
     States: ``new`` -> ``connecting`` -> ``joined`` (<-> ``resuming``) -> ``leaving`` -> ``left``;
     ``failed`` after a fatal error (see :attr:`error`); ``closed`` after :meth:`aclose`.
@@ -73,6 +74,7 @@ class PeerClient:
     def __init__(
         self, config: PeerClientConfig, *, on_audio_frame: AudioFrameCallback | None = None,
         on_encoded_audio: EncodedAudioCallback | None = None,
+        on_encoded_video: EncodedAudioCallback | None = None,
     ) -> None:
         self.config = config
         #: Timings, errors and per-remote-peer records (:meth:`snapshot` for a frozen copy).
@@ -95,6 +97,7 @@ class PeerClient:
         self._mesh = Mesh(
             config, self.stats, send=self.send, on_change=self._notify, spawn=self._spawn,
             on_audio_frame=on_audio_frame, on_encoded_audio=on_encoded_audio,
+            on_encoded_video=on_encoded_video,
         )
 
     # ------------------------------------------------------------------ properties

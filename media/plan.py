@@ -3,7 +3,9 @@
 Hosts and participants send audio to everyone and video to everyone but taps and the agent;
 observers and taps send nothing (the hub refuses their SDP if it would send); a tap receives
 audio only. The agent (the AI persona) sends audio and receives audio only: no video line
-either way. Directions are from this client's point of view.
+either way. When the room records video (``joined.features.recordVideo``) the server peer
+(the tap, or the agent) receives video too: it records it. Directions are from this client's
+point of view.
 """
 
 from __future__ import annotations
@@ -33,17 +35,20 @@ class MediaPlan:
 
 
 def plan_media(
-    local_role: str, remote_role: str, *, send_audio: bool = True, send_video: bool = True
+    local_role: str, remote_role: str, *, send_audio: bool = True, send_video: bool = True,
+    tap_video: bool = False,
 ) -> MediaPlan:
     """Who sends what between two roles (see module docstring). ``send_audio``/``send_video``
     say whether this client has that kind of media at all: a line it can never send on is
     negotiated receive-only, because an aiortc sender without a track still polls every 20 ms
-    (measured: about a quarter of a cheap bot's CPU for an idle video line)."""
+    (measured: about a quarter of a cheap bot's CPU for an idle video line). ``tap_video``: the
+    room records video, so the server peer (tap or agent) receives video too."""
     local_sends = local_role in SENDING_ROLES
     remote_sends = remote_role in SENDING_ROLES
-    video_send = local_sends and send_video and remote_role not in AUDIO_ONLY_ROLES
-    video_recv = remote_sends and local_role not in AUDIO_ONLY_ROLES \
-        and remote_role not in AUDIO_ONLY_ROLES
+    video_send = local_sends and send_video \
+        and (remote_role not in AUDIO_ONLY_ROLES or tap_video)
+    video_recv = remote_sends and remote_role not in AUDIO_ONLY_ROLES \
+        and (local_role not in AUDIO_ONLY_ROLES or tap_video)
     return MediaPlan(
         audio=direction(local_sends and send_audio, remote_sends),
         video=direction(video_send, video_recv) if video_send or video_recv else None,

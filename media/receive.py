@@ -19,7 +19,11 @@ returns False and the caller falls back to decoding.
 Recording without re-encoding uses the same seam: :func:`tee_encoded` swaps in a
 :class:`TeeQueue` that hands each encoded frame (for Opus: one RTP payload, the exact bytes the
 sender's encoder produced, in order after the jitter buffer) to a callback and then on to the
-decoder (or drops it when nobody needs the decoded audio).
+decoder (or drops it when nobody needs the decoded audio). Video frames come the same way:
+aiortc's video jitter buffer hands over whole, reassembled VP8 frames (the RTP payload
+descriptors already stripped); :func:`keyframe_requester` lets the consumer ask the sender for a
+key frame (RTCP PLI), which a recorder that does not decode must do itself: aiortc only sends
+one on lost packets or decoder errors.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _STARTED = "_RTCRtpReceiver__started"
+_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
+_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 
 
 class CountingQueue(queue.Queue[Any]):
@@ -120,16 +126,18 @@ async def consume_track(track: MediaStreamTrack, on_frame: Callable[[Any], None]
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
     """One encoded frame as aiortc's jitter buffer hands it to the decoder: ``data`` (for
-    Opus, one Opus packet: normally 20 ms), ``timestamp`` (the RTP timestamp, 32-bit, in the
-    codec's clock: 48 kHz for Opus), ``codec`` (the MIME type, ``audio/opus``), ``track`` (an
-    id of the remote track, unique within this client) and ``arrival`` (``time.time()`` when
-    it left the jitter buffer)."""
+    Opus, one Opus packet: normally 20 ms; for VP8 one whole frame), ``timestamp`` (the RTP
+    timestamp, 32-bit, in the codec's clock: 48 kHz for Opus, 90 kHz for video), ``codec`` (the
+    MIME type, ``audio/opus``, ``video/VP8``), ``track`` (an id of the remote track, unique
+    within this client), ``arrival`` (``time.time()`` when it left the jitter buffer) and
+    ``request_keyframe`` (video: asks the sender for a key frame; None for audio)."""
 
     track: str
     codec: str
     data: bytes
     timestamp: int
     arrival: float
+    request_keyframe: Callable[[], None] | None = None
 
 
 EncodedFrameCallback = Callable[[EncodedFrame], None]
@@ -144,11 +152,13 @@ class TeeQueue(queue.Queue[Any]):
     through, so the decoder thread exits and the track ends.
     """
 
-    def __init__(self, track_id: str, on_frame: EncodedFrameCallback, *, decode: bool) -> None:
+    def __init__(self, track_id: str, on_frame: EncodedFrameCallback, *, decode: bool,
+                 request_keyframe: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._track_id = track_id
         self._on_frame = on_frame
         self._decode = decode
+        self._request_keyframe = request_keyframe
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is None:
@@ -159,7 +169,7 @@ class TeeQueue(queue.Queue[Any]):
             self._on_frame(EncodedFrame(
                 track=self._track_id, codec=str(getattr(codec, "mimeType", "")),
                 data=bytes(encoded_frame.data), timestamp=int(encoded_frame.timestamp),
-                arrival=time.time()))
+                arrival=time.time(), request_keyframe=self._request_keyframe))
         except Exception:  # a consumer bug must not stop the receiver (nor decoding)
             logger.exception("track=%s encoded frame consumer failed", self._track_id)
         if self._decode:
@@ -167,16 +177,43 @@ class TeeQueue(queue.Queue[Any]):
 
 
 def tee_encoded(receiver: RTCRtpReceiver, track_id: str, on_frame: EncodedFrameCallback, *,
-                decode: bool, log_prefix: str = "") -> bool:
+                decode: bool, log_prefix: str = "",
+                request_keyframe: Callable[[], None] | None = None) -> bool:
     """Give ``receiver``'s encoded frames to ``on_frame`` before (``decode``) or instead of
     decoding them. Must be called before the receiver starts (from the ``track`` event);
     returns False, changing nothing, when that is not possible (the private attribute moved:
-    checked on aiortc 1.16)."""
+    checked on aiortc 1.16). ``request_keyframe`` is handed to the consumer with every frame
+    (:func:`keyframe_requester`)."""
     current = getattr(receiver, _DECODER_QUEUE, None)
     if not isinstance(current, queue.Queue) or getattr(receiver, _STARTED, True) \
             or not current.empty():
         logger.warning("%s cannot reach the encoded frames of this aiortc receiver",
                        log_prefix)
         return False
-    setattr(receiver, _DECODER_QUEUE, TeeQueue(track_id, on_frame, decode=decode))
+    setattr(receiver, _DECODER_QUEUE, TeeQueue(track_id, on_frame, decode=decode,
+                                               request_keyframe=request_keyframe))
     return True
+
+
+def keyframe_requester(
+    receiver: RTCRtpReceiver, spawn: Callable[[Coroutine[Any, Any, Any], str], object],
+    log_prefix: str = "",
+) -> Callable[[], None]:
+    """A function that asks the sender of ``receiver``'s track for a key frame: an RTCP PLI
+    (RFC 4585 6.3.1) for each media SSRC the receiver has seen (RTX SSRCs left out), sent by
+    aiortc's own ``_send_rtcp_pli`` in a task ``spawn`` owns. Before any packet has arrived
+    there is nobody to ask and it does nothing (callers ask again later)."""
+    send = getattr(receiver, "_send_rtcp_pli", None)
+
+    def request() -> None:
+        streams = getattr(receiver, _REMOTE_STREAMS, None)
+        rtx = getattr(receiver, _RTX_SSRC, None) or {}
+        if send is None or not isinstance(streams, dict):
+            logger.warning("%s cannot request a key frame from this aiortc receiver",
+                           log_prefix)
+            return
+        for ssrc in [s for s in streams if s not in rtx]:
+            logger.debug("%s PLI to ssrc %d", log_prefix, ssrc)
+            spawn(send(ssrc), "pli")
+
+    return request

@@ -28,9 +28,11 @@ from .hub import Hub
 from .meetings import MeetingService
 from .memory_store import MemoryStore
 from .metrics import Metrics
+from .mixer import Mixer
+from .mixjobs import MemoryMixJobs, MixJobs, RedisMixJobs
 from .openapi import build_spec
 from .protocol import IceServer
-from .recording_storage import DirectoryStorage
+from .recording_storage import open_storage
 from .recordings import Recordings
 from .redis_bus import RedisBus
 from .redis_store import RedisStore, connect
@@ -81,6 +83,7 @@ class LocalUrl:
 LOCAL_URL_KEY = web.AppKey("local_url", LocalUrl)
 #: Recorded meetings' files and their signed download links.
 RECORDINGS_KEY: web.AppKey[Recordings] = web.AppKey("recordings")
+MIXER_KEY: web.AppKey[Mixer] = web.AppKey("mixer")
 #: The hub's own tap, in its child process (present when ``tap.enabled``).
 TAP_HOST_KEY: web.AppKey[TapHost] = web.AppKey("tap_host")
 
@@ -183,9 +186,13 @@ def create_app(
     metrics = Metrics()
     ice_servers_for = make_ice_servers_for(settings)
     tap_jobs: TapJobs
+    mix_jobs: MixJobs
     registry: WorkerRegistry | None = None
     if redis_client is not None:
         tap_jobs = RedisTapJobs(redis_client, reclaim_after_s=settings.tap.reclaim_after_s,
+                                key_ttl_s=settings.redis.key_ttl_s)
+        mix_jobs = RedisMixJobs(redis_client,
+                                reclaim_after_s=settings.recording.mix_reclaim_after_s,
                                 key_ttl_s=settings.redis.key_ttl_s)
         registry = WorkerRegistry(
             redis_client, store, worker_id,
@@ -196,6 +203,7 @@ def create_app(
         )
     else:
         tap_jobs = MemoryTapJobs(reclaim_after_s=settings.tap.reclaim_after_s)
+        mix_jobs = MemoryMixJobs(reclaim_after_s=settings.recording.mix_reclaim_after_s)
     webhooks, sender = make_webhooks(settings, store, redis_client, metrics, worker_id)
     hub = Hub(
         settings=settings, store=store, bus=bus, tokens=tokens, ice_servers_for=ice_servers_for,
@@ -214,6 +222,7 @@ def create_app(
                                max_backlog_s=settings.tap.max_backlog_s,
                                pin_host_addresses=_pin_for(settings.server.host),
                                recording_dir=str(Path(settings.recording.dir).resolve()),
+                               recording_s3=settings.s3_config(),
                                agent=dataclasses.asdict(settings.agent))
         if inline_tap:
             from media.tap.worker import TapWorker
@@ -236,10 +245,16 @@ def create_app(
     async def on_room_active(meeting: Any, room: Any) -> None:
         await hub.transcripts.ensure_tap(room)
 
-    recordings = Recordings(DirectoryStorage(Path(settings.recording.dir).resolve()),
-                            secrets=settings.auth.secrets, url_ttl_s=settings.recording.url_ttl_s,
+    storage = open_storage(Path(settings.recording.dir).resolve(), settings.s3_config())
+    recordings = Recordings(storage, secrets=settings.auth.secrets,
+                            url_ttl_s=settings.recording.url_ttl_s,
                             stale_after_s=settings.recording.stale_after_s, store=store,
-                            webhooks=webhooks)
+                            mix_jobs=mix_jobs)
+    mixer = Mixer(storage, mix_jobs, worker_id=worker_id, webhooks=webhooks,
+                  concurrency=settings.recording.mix_concurrency,
+                  cpu_s=settings.recording.mix_cpu_s,
+                  stale_after_s=settings.recording.stale_after_s,
+                  reclaim_after_s=settings.recording.mix_reclaim_after_s)
     hub.lifecycle.on_room_ended = recordings.room_ended
     service = MeetingService(settings=settings, store=store, rooms=hub.lifecycle, tokens=tokens,
                              ice_servers_for=ice_servers_for, on_room_active=on_room_active,
@@ -261,6 +276,8 @@ def create_app(
             await registry.start(hub.lifecycle.on_reaped, hub.tick)
         if tap is not None:
             await tap.start()
+        await storage.start()
+        await mixer.start()
         if sender is not None:
             await sender.start()
         logger.info("hub worker %s started (%s state%s)", hub.worker_id,
@@ -273,7 +290,8 @@ def create_app(
             await sender.aclose()
         if tap is not None:
             await tap.aclose()
-        await recordings.aclose()
+        await mixer.aclose()  # a mix cut short is released to another worker
+        await storage.aclose()  # uploads get a last chance; the rest stays in the spool
         if registry is not None:
             await registry.aclose()
         await bus.aclose()
@@ -314,6 +332,7 @@ def create_app(
     app.router.add_routes(api.routes())
     app.router.add_get("/recordings/{meeting_id}/{name}", recordings.download)
     app[RECORDINGS_KEY] = recordings
+    app[MIXER_KEY] = mixer
     if settings.server.demo and STATIC_DIR.is_dir():
         async def index(_: web.Request) -> web.FileResponse:
             return web.FileResponse(STATIC_DIR / "index.html")

@@ -482,7 +482,7 @@ class MeetingService:
         self._require_role(meeting, caller)
         if not meeting.recording or self.recordings is None:
             raise NotFound("this meeting is not recorded", code=ErrorCode.NOT_RECORDED)
-        return self.recordings.describe(meeting, base_url)
+        return await self.recordings.describe(meeting, base_url)
 
     def ice_servers(self, caller: UserIdentity) -> dict[str, Any]:
         return {"iceServers": ice_dicts(self.ice_servers_for(caller.user_id)),
@@ -494,6 +494,8 @@ class MeetingService:
         capacity = min(max_participants or meeting.max_participants, self.settings.rooms.capacity)
         return Features(chat=meeting.chat, screen_sharing=meeting.screen_sharing,
                         transcription=meeting.transcription, recording=meeting.recording,
+                        record_video=meeting.recording and meeting.participant_video
+                        and self.settings.recording.video,
                         max_participants=capacity, participant_video=meeting.participant_video,
                         participant_audio=meeting.participant_audio,
                         waiting_room=meeting.waiting_room, auto_admit=meeting.auto_admit,

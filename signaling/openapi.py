@@ -111,7 +111,7 @@ EXTRA: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
              state={"type": "string", "enum": ["recording", "processing", "ready", "failed"]},
              files={"type": "array", "items": _obj(
                  ["kind", "mimeType", "startMs", "durationMs", "bytes", "url"],
-                 kind={"type": "string", "enum": ["mix", "track"]}, peerId=_S, userId=_S,
+                 kind={"type": "string", "enum": ["mix", "composite", "track"]}, peerId=_S, userId=_S,
                  mimeType=_S, startMs=_N, durationMs=_N, bytes=_N, url=_S)}),
         {"meetingId": "meeting_123example"},
     ),

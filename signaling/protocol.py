@@ -94,6 +94,9 @@ class Features(msgspec.Struct, rename="camel", frozen=True):
     screen_sharing: bool = True
     transcription: bool = False
     recording: bool = False
+    #: The recording includes participants' video: they send their camera (and screen) to
+    #: the server peer too (``recording`` on, participant video allowed, ``recording.video``).
+    record_video: bool = False
     max_participants: int = MESH_LIMIT
     participant_video: bool = True
     participant_audio: bool = True

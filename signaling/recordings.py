@@ -5,132 +5,79 @@ the meeting's state:
 
 - ``recording``: the meeting is open (files already committed are listed: participants who
   left);
-- ``processing``: the meeting is over and a file is still being finished;
-- ``ready``: over, and every file begun was committed;
-- ``failed``: over, and a file was left unfinished for ``recording.stale_after_s`` (its
-  recorder died and nobody completed it).
+- ``processing``: the meeting is over and a file is still being finished, or the mix (a
+  durable job any hub worker does: :mod:`signaling.mixer`) is not stored yet;
+- ``ready``: over, every file begun was stored, and the mix is there;
+- ``failed``: over, and the mix failed (recorded in the storage, so every worker says so), or
+  a file was left unfinished for ``recording.stale_after_s`` and could not be salvaged.
 
 A file's ``url`` is ``/recordings/<meetingId>/<name>?expires=<unix s>&sig=<hex>`` on the hub:
 HMAC-SHA256 over ``<meetingId>/<name>:<expires>`` with a key derived from each auth secret
 (the first signs, all verify: rotation). It works without a bearer token (a browser's
-``<audio src>``, a ``curl``) until it expires; range requests are served (aiohttp's
-``FileResponse``: 206 with ``Content-Range``). A bad, expired or tampered URL is 403; a valid
-URL for a file that is gone is 404.
+``<audio src>``, a ``curl``) until it expires; range requests are served: from a directory by
+aiohttp's ``FileResponse``, from S3 as a GetObject with that ``Range`` streamed through (206
+with ``Content-Range``, 416 past the end). A bad, expired or tampered URL is 403; a valid URL
+for a file that is gone is 404; storage that cannot be reached is 503.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
-import json
 import logging
-import sys
+import secrets
 import time
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 from aiohttp import web
 
-from .recording_storage import RecordingStorage, TrackMeta, age_s, valid_name
+from .errors import HubError, Unavailable
+from .mixer import AFTER_MEETING
+from .mixjobs import MemoryMixJobs, MixJob, MixJobs
+from .recording_storage import RecordingStorage, age_s, valid_name
+from .s3 import S3Error
 from .store import OPEN_STATES, Meeting, Room, Store
-from .tasks import TaskSet
-from .webhooks import NO_WEBHOOKS, Webhooks
 
 logger = logging.getLogger(__name__)
 
 RecordingState = str  # "recording" | "processing" | "ready" | "failed"
 _LABEL = b"connvo-rtc recording url v1"
-MIX_NAME = "mix.ogg"
-MIX_MIME = "audio/ogg; codecs=opus"
-_POLL_S = 0.5
 
 
 class Recordings:
-    """Lists a meeting's recording and serves its files. ``secrets``: the auth secrets."""
+    """Lists a meeting's recording, serves its files and queues its mix. ``secrets``: the auth
+    secrets; ``mix_jobs``: where a room that ended queues its mix (:mod:`signaling.mixer` does
+    it)."""
 
     def __init__(self, storage: RecordingStorage, *, secrets: tuple[str, ...],
                  url_ttl_s: int, stale_after_s: float, store: Store | None = None,
-                 webhooks: Webhooks = NO_WEBHOOKS, mix_cpu_s: int = 600) -> None:
+                 mix_jobs: MixJobs | None = None) -> None:
         self.storage = storage
         self.url_ttl_s = url_ttl_s
         self.stale_after_s = stale_after_s
         self.store = store
-        self.webhooks = webhooks
-        self.mix_cpu_s = mix_cpu_s
+        self.mix_jobs: MixJobs = mix_jobs if mix_jobs is not None else MemoryMixJobs()
         self._keys = [hmac.new(s.encode(), _LABEL, hashlib.sha256).digest() for s in secrets]
-        self._tasks = TaskSet("recordings", logger=logger)
-        self._mixing: set[str] = set()
-        self._failed: set[str] = set()  # meetings whose mix failed (this worker's knowledge)
-
-    async def aclose(self) -> None:
-        """Stop mixing (a mix cut short leaves its recording ``processing``)."""
-        await self._tasks.aclose()
 
     # ------------------------------------------------------------------ after the meeting
 
     async def room_ended(self, room: Room) -> None:
-        """A room ended: a recorded one gets its mix (in the background)."""
-        if room.features.recording and room.meeting_id not in self._mixing:
-            self._mixing.add(room.meeting_id)
-            self._tasks.spawn(self._finish(room), f"mix {room.meeting_id}")
-
-    async def _finish(self, room: Room) -> None:
-        meeting_id = room.meeting_id
-        log = f"meeting={meeting_id} room={room.room_id}"
+        """A room ended: a recorded one gets its mix job (any hub worker does it)."""
+        if not room.features.recording:
+            return
+        log = f"meeting={room.meeting_id} room={room.room_id}"
         try:
-            # The server peer commits its tracks as it leaves the ended room.
-            while any(age_s(p) < self.stale_after_s for p in self.storage.pending(meeting_id)):
-                await asyncio.sleep(_POLL_S)
-            meeting = await self.store.get_meeting(meeting_id) if self.store else None
+            meeting = await self.store.get_meeting(room.meeting_id) if self.store else None
             started = (meeting.started_at if meeting else None) or room.created_at
-            ended = room.ended_at or int(time.time() * 1000)
-            duration_ms = max(0, ended - started)
-            tracks = [f for f in self.storage.files(meeting_id) if f.meta.kind == "track"]
-            paths = [str(p) for f in tracks
-                     if (p := self.storage.local_path(meeting_id, f.name)) is not None]
-            # Files a dead recorder left: mixed as far as they decode, then kept (salvaged).
-            left = {str(path): (p.name, note) for p in self.storage.pending(meeting_id)
-                    if p.name != MIX_NAME
-                    for path, note in [self.storage.abandoned(meeting_id, p.name)]}
-            out = self.storage.begin(meeting_id, MIX_NAME)
-            started_mix = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "media.tap.mixdown", "--out", str(out),
-                "--duration-ms", str(duration_ms), "--cpu-seconds", str(self.mix_cpu_s),
-                *paths, *left, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            try:
-                output, err = await proc.communicate()
-            except asyncio.CancelledError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise
-            if proc.returncode != 0:
-                self._failed.add(meeting_id)
-                self.storage.discard(meeting_id, MIX_NAME)
-                logger.error("%s mix failed (exit %s): %s", log, proc.returncode,
-                             err.decode(errors="replace")[-500:])
-                return
-            self._salvage(meeting_id, log, left, output)
-            stored = self.storage.commit(meeting_id, MIX_NAME, TrackMeta(
-                kind="mix", peer_id="", user_id="", mime_type=MIX_MIME, start_ms=0,
-                duration_ms=duration_ms, packets=0))
-            logger.info("%s mix of %d track(s) ready: %.1f s, %d bytes, made in %.1f s", log,
-                        len(paths), duration_ms / 1000, stored.size,
-                        time.monotonic() - started_mix)
-            await self.webhooks.emit("recording.ready", meeting_id, {
-                "roomId": room.room_id, "durationMs": duration_ms, "tracks": len(tracks),
-                "recordingPath": "/api/run/meetings/recordings/getRecording"})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._failed.add(meeting_id)
-            logger.exception("%s mix failed", log)
-        finally:
-            self._mixing.discard(meeting_id)
+            job = MixJob(job_id="mix_" + secrets.token_hex(6), meeting_id=room.meeting_id,
+                         room_id=room.room_id, started_at_ms=started,
+                         ended_at_ms=room.ended_at or int(time.time() * 1000))
+            if await self.mix_jobs.enqueue(job):
+                logger.info("%s mix job %s queued", log, job.job_id)
+        except HubError as exc:  # the store is down: the room still ends
+            logger.error("%s mix job not queued (%s): the recording stays processing", log,
+                         exc)
 
     # ------------------------------------------------------------------ signing
 
@@ -153,39 +100,25 @@ class Recordings:
         return any(hmac.compare_digest(self._sig(key, meeting_id, name, int(expires)), sig)
                    for key in self._keys)
 
-    def _salvage(self, meeting_id: str, log: str,
-                 left: dict[str, tuple[str, TrackMeta | None]], output: bytes) -> None:
-        """Commit the unfinished files of dead recorders with the extents the mix found."""
-        for line in output.decode(errors="replace").splitlines():
-            try:
-                extent = json.loads(line)
-                name, note = left[extent["path"]]
-                start_ms, duration_ms = int(extent["startMs"]), int(extent["durationMs"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a committed track's line, or not ours
-            if note is None or duration_ms <= 0:
-                logger.error("%s %s could not be salvaged (%s)", log, name,
-                             extent.get("error") or "no note of whose it is")
-                continue  # stays pending: the recording is failed
-            stored = self.storage.commit(meeting_id, name, msgspec.structs.replace(
-                note, start_ms=start_ms, duration_ms=duration_ms))
-            logger.warning("%s %s salvaged (its recorder died): %.1f s from %.1f s, %d bytes",
-                           log, name, duration_ms / 1000, start_ms / 1000, stored.size)
-
     # ------------------------------------------------------------------ the API's answer
 
-    def describe(self, meeting: Meeting, base_url: str) -> dict[str, Any]:
+    async def describe(self, meeting: Meeting, base_url: str) -> dict[str, Any]:
         """``getRecording``'s value for ``meeting`` (the caller's role is checked by then)."""
         meeting_id = meeting.meeting_id
-        files = self.storage.files(meeting_id)
-        pending = [p for p in self.storage.pending(meeting_id) if p.name != MIX_NAME]
+        try:
+            files = await self.storage.list_files(meeting_id)
+            pending = [p for p in await self.storage.list_pending(meeting_id)
+                       if p.name not in AFTER_MEETING]
+            failure = None if meeting.state in OPEN_STATES else \
+                await self.storage.failure(meeting_id)
+        except (S3Error, OSError) as exc:
+            logger.warning("meeting=%s recording storage unreachable: %s", meeting_id, exc)
+            raise Unavailable("recording storage unreachable") from None
         state: RecordingState
         if meeting.state in OPEN_STATES:
             state = "recording"
-        elif meeting_id in self._failed:
+        elif failure is not None:
             state = "failed"
-        elif meeting_id in self._mixing:
-            state = "processing"
         elif any(age_s(p) >= self.stale_after_s for p in pending) and \
                 any(f.meta.kind == "mix" for f in files):
             state = "failed"  # the mix is made and a file could not be salvaged
@@ -194,7 +127,9 @@ class Recordings:
         else:
             state = "ready"
         described = []
-        for f in sorted(files, key=lambda f: (f.meta.kind != "mix", f.meta.start_ms, f.name)):
+        order = {"mix": 0, "composite": 1}
+        for f in sorted(files, key=lambda f: (order.get(f.meta.kind, 2), f.meta.start_ms,
+                                               f.name)):
             entry: dict[str, Any] = {"kind": f.meta.kind}
             if f.meta.kind == "track":
                 entry |= {"peerId": f.meta.peer_id, "userId": f.meta.user_id}
@@ -215,12 +150,62 @@ class Recordings:
         if not (valid_name(meeting_id) and valid_name(name)) \
                 or not self.verify(meeting_id, name, expires, sig):
             raise web.HTTPForbidden(text="bad or expired recording link\n")
+        headers = {"Content-Type": "video/webm" if name.endswith(".webm") else "audio/ogg",
+                   "Cache-Control": "private, max-age=60",
+                   "Content-Disposition": f'attachment; filename="{name}"'}
         path = self.storage.local_path(meeting_id, name)
-        if path is None:
+        if path is not None:
+            logger.info("meeting=%s download %s (%s)", meeting_id, name,
+                        request.headers.get("Range", "whole"))
+            return web.FileResponse(path, headers=headers)
+        return await self._stream(request, meeting_id, name, headers)
+
+    async def _stream(self, request: web.Request, meeting_id: str, name: str,
+                      headers: dict[str, str]) -> web.StreamResponse:
+        """A download from remote storage: the Range (one, as aiohttp's ``FileResponse``
+        reads it) becomes a ranged read (S3: GetObject with ``Range``); 206 / 416 as a file
+        would answer."""
+        try:
+            stat = await self.storage.stat(meeting_id, name)
+        except (S3Error, OSError) as exc:
+            logger.warning("meeting=%s download %s: storage unreachable: %s", meeting_id, name,
+                           exc)
+            raise web.HTTPServiceUnavailable(text="recording storage unreachable\n") from None
+        if stat is None:
             raise web.HTTPNotFound(text="no such recording file\n")
-        logger.info("meeting=%s download %s (%s)", meeting_id, name,
+        size = stat.size
+        headers = headers | {"Content-Type": stat.meta.mime_type.split(";")[0].strip()
+                             or "application/octet-stream", "Accept-Ranges": "bytes"}
+        start, stop, status = 0, size, 200
+        if "Range" in request.headers:
+            try:
+                wanted = request.http_range
+            except ValueError:
+                wanted = None
+            if wanted is not None and (wanted.start is not None or wanted.stop is not None):
+                start, stop = wanted.start or 0, wanted.stop
+                if start < 0 and stop is None:  # bytes=-N: the last N
+                    start = max(0, size + start)
+                stop = min(stop if stop is not None else size, size)
+                status = 206
+            if wanted is None or start >= size or stop <= start:
+                raise web.HTTPRequestRangeNotSatisfiable(
+                    headers={"Content-Range": f"bytes */{size}"},
+                    text="range not satisfiable\n")
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        logger.info("meeting=%s download %s (%s) from remote storage", meeting_id, name,
                     request.headers.get("Range", "whole"))
-        response = web.FileResponse(path, headers={
-            "Content-Type": "audio/ogg", "Cache-Control": "private, max-age=60",
-            "Content-Disposition": f'attachment; filename="{name}"'})
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = stop - start
+        await response.prepare(request)
+        if request.method == "HEAD" or stop <= start:
+            return response
+        try:
+            async for chunk in self.storage.read(meeting_id, name, start, stop - 1):
+                await response.write(chunk)
+        except (S3Error, OSError) as exc:  # headers are sent: the client sees a short body
+            logger.warning("meeting=%s download %s cut: %s", meeting_id, name, exc)
+            return response
+        await response.write_eof()
         return response
+

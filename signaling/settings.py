@@ -22,6 +22,7 @@ from turn.errors import TurnConfigError
 from turn.ice import IceConfig
 
 from .protocol import MESH_LIMIT
+from .s3 import S3Config
 from .webhooks import WebhookConfigError, check_secret, check_url
 
 
@@ -257,12 +258,48 @@ class RecordingSettings:
     """Directory the recordings are kept in (one folder per meeting; relative paths are from
     the working directory). The hub's own server peer writes here and the hub serves
     downloads from here; standalone ``connvo-rtc tap`` workers need the same directory
-    (``--recording-dir``)."""
+    (``--recording-dir``). With ``storage = "s3"`` it is only the local spool (files being
+    written or waiting for their upload): each machine has its own."""
     url_ttl_s: int = 3600
     """Seconds a download URL from ``recordings/getRecording`` stays valid."""
     stale_after_s: float = 60.0
     """After the meeting has ended, a file still being written that has not grown for this
     long (its recorder died and nobody finished it) makes the recording ``failed``."""
+    video: bool = True
+    """Record participants' video too (VP8 as sent, one WebM file per video track, and a
+    composite grid video after the meeting) in meetings that allow participant video; off:
+    audio only, and participants send the server peer no video."""
+    storage: str = "directory"
+    """Where recordings are kept: ``directory`` (``dir``) or ``s3`` (an S3-compatible bucket,
+    the ``s3_*`` keys; ``dir`` is then the local spool files are written to and uploaded from:
+    docs/recording.md)."""
+    s3_bucket: str = ""
+    """``storage = "s3"``: the bucket name."""
+    s3_prefix: str = ""
+    """``storage = "s3"``: key prefix of every object (e.g. ``recordings/``)."""
+    s3_endpoint_url: str = ""
+    """``storage = "s3"``: ``http(s)://host[:port]`` of the S3 API (MinIO, Ceph, R2, ...);
+    empty: AWS S3 in ``s3_region``."""
+    s3_region: str = "us-east-1"
+    """``storage = "s3"``: the region requests are signed for (SigV4)."""
+    s3_access_key: str = ""
+    """``storage = "s3"``: access key id (env ``CONNVO_RTC_RECORDING_S3_ACCESS_KEY``)."""
+    s3_secret_key: str = field(default="", repr=False)
+    """``storage = "s3"``: secret access key (env ``CONNVO_RTC_RECORDING_S3_SECRET_KEY``;
+    never logged)."""
+    s3_path_style: bool = True
+    """``storage = "s3"``: path-style URLs (``endpoint/bucket/key``: MinIO and most
+    self-hosted servers); false: virtual-hosted (``bucket.endpoint/key``)."""
+    s3_part_mb: int = 8
+    """``storage = "s3"``: files larger than this many MiB are uploaded in parts of this size
+    (multipart upload; 5..512)."""
+    mix_concurrency: int = 1
+    """Mixes one hub worker runs at once (each a niced child process using about one core)."""
+    mix_cpu_s: int = 600
+    """CPU seconds one mix may use (``RLIMIT_CPU`` of its child process) before it fails."""
+    mix_reclaim_after_s: float = 10.0
+    """A mix whose worker stopped renewing its claim this long (it died) is redone by another
+    hub worker."""
 
 
 @dataclass(frozen=True)
@@ -380,6 +417,22 @@ class Settings:
             (60 <= self.recording.url_ttl_s <= 7 * 86_400,
              "recording.url_ttl_s must be 60..604800"),
             (self.recording.stale_after_s > 0, "recording.stale_after_s must be > 0"),
+            (self.recording.storage in ("directory", "s3"),
+             'recording.storage must be "directory" or "s3"'),
+            (self.recording.storage != "s3" or bool(self.recording.s3_bucket.strip()),
+             'recording.storage = "s3" needs recording.s3_bucket'),
+            (self.recording.storage != "s3" or (bool(self.recording.s3_access_key) and bool(
+                self.recording.s3_secret_key)), ('recording.storage = "s3" needs '
+             "recording.s3_access_key and recording.s3_secret_key (env "
+             "CONNVO_RTC_RECORDING_S3_SECRET_KEY)")),
+            (not self.recording.s3_endpoint_url or self.recording.s3_endpoint_url.startswith(
+                ("http://", "https://")), "recording.s3_endpoint_url must be http(s)://..."),
+            (5 <= self.recording.s3_part_mb <= 512, "recording.s3_part_mb must be 5..512"),
+            (1 <= self.recording.mix_concurrency <= 16,
+             "recording.mix_concurrency must be 1..16"),
+            (10 <= self.recording.mix_cpu_s <= 86_400, "recording.mix_cpu_s must be 10..86400"),
+            (2 <= self.recording.mix_reclaim_after_s <= 300,
+             "recording.mix_reclaim_after_s must be 2..300"),
             (not self.redis.url or self.redis.url.startswith(
                 ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://", "unix://")),
              "redis.url must be redis://, rediss://, redis+cluster:// or unix://"),
@@ -513,6 +566,16 @@ class Settings:
         except WebhookConfigError as exc:
             raise ConfigError(str(exc)) from None
 
+    def s3_config(self) -> S3Config | None:
+        """The bucket recordings go to (``recording.storage = "s3"``), else None."""
+        r = self.recording
+        if r.storage != "s3":
+            return None
+        return S3Config(bucket=r.s3_bucket.strip(), endpoint_url=r.s3_endpoint_url,
+                        region=r.s3_region, access_key=r.s3_access_key,
+                        secret_key=r.s3_secret_key, path_style=r.s3_path_style,
+                        prefix=r.s3_prefix, part_bytes=r.s3_part_mb << 20)
+
     def ice_config(self) -> IceConfig:
         """The ``turn`` package's view of the ICE settings."""
         try:
@@ -642,4 +705,5 @@ def as_dict(settings: Settings) -> dict[str, Any]:
     data["auth"]["secrets"] = ["***"] * len(settings.auth.secrets)
     data["ice"]["turn_secrets"] = ["***"] * len(settings.ice.turn_secrets)
     data["webhooks"]["secret"] = ["***"] * len(settings.webhooks.secret)
+    data["recording"]["s3_secret_key"] = "***" if settings.recording.s3_secret_key else ""
     return data

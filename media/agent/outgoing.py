@@ -27,7 +27,7 @@ import logging
 import time
 import weakref
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import cast
 
@@ -165,6 +165,9 @@ class OutgoingAudio:
         #: Frames sent: of speech, and in all (speech + silence).
         self.speech_frames = 0
         self.frames = 0
+        #: Called with every packet as it goes out and its timestamp (48 kHz, continuous from
+        #: the first): the room's recorder keeps the agent's voice (it never receives it).
+        self.monitor: Callable[[bytes, int], None] | None = None
 
     # ------------------------------------------------------------------ source
 
@@ -276,6 +279,8 @@ class OutgoingAudio:
                 if not self._pieces:
                     self._idle.set()
             self.frames += 1
+            if self.monitor is not None:  # the recorder: the agent's voice as sent
+                self.monitor(payload, (index - 1) * FRAME_SAMPLES)
             for track in list(self._tracks):
                 if track.readyState == "live":
                     track.push(payload)

@@ -61,7 +61,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "tap.reclaim_after_s; default 10)")
     p.add_argument("--recording-dir", default=env("CONNVO_RTC_RECORDING_DIR", "recordings"),
                    help="directory recorded rooms' files go to; the hubs serve downloads from "
-                        "the same directory (their recording.dir; default ./recordings)")
+                        "the same directory (their recording.dir; default ./recordings). With "
+                        "CONNVO_RTC_RECORDING_STORAGE=s3 (and the CONNVO_RTC_RECORDING_S3_* "
+                        "variables, as the hubs have them): the local spool uploads go from")
     p.add_argument("--worker-id", default="",
                    help="stable id in the job queue (default: tap-<host>-<pid>)")
     p.add_argument("--pin-host", action="append", default=None, metavar="ADDRESS",
@@ -72,16 +74,18 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 async def _run(args: argparse.Namespace) -> int:
     from signaling.extras import missing, tap_modules
     from signaling.redis_store import connect
+    from signaling.settings import ConfigError, load_settings
     from signaling.tapjobs import RedisTapJobs, TapJobs
 
     from .config import TapConfig
     from .worker import TapWorker
 
     try:
-        from signaling.settings import load_settings
-
-        # a ConfigError is a ValueError: a bad file or variable is a configuration error
-        agent = dataclasses.asdict(load_settings(args.config, env=os.environ).agent)
+        # The [recording] bucket and the [agent] settings: the hubs' file and variables.
+        # (a ConfigError is a ValueError: a bad file or variable is a configuration error)
+        settings = load_settings(args.config, env=os.environ)
+        recording = settings
+        agent = dataclasses.asdict(settings.agent)
         config = TapConfig(
             agent=agent,
             recognizer=args.recognizer, processes=args.processes, max_rooms=args.max_rooms,
@@ -89,11 +93,12 @@ async def _run(args: argparse.Namespace) -> int:
             reclaim_after_s=args.reclaim_after, renew_every_s=min(2.0, args.reclaim_after / 4),
             pin_host_addresses=tuple(args.pin_host) if args.pin_host else None,
             recording_dir=str(Path(args.recording_dir).resolve()),
+            recording_s3=recording.s3_config(),
         )
         from .transcriber import resolve
 
         resolve(config.recognizer)  # an unknown back-end fails now, not at the first room
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"connvo-rtc tap: configuration error: {exc}", file=sys.stderr)
         return 1
     if absent := missing(tap_modules(config.recognizer)):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from media.errors import TapConfigError
+from signaling.s3 import S3Config
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class TapConfig:
     scenarios)."""
     recording_dir: str = "recordings"
     """Where rooms that record keep their files (:class:`~signaling.recording_storage.
-    DirectoryStorage`); the hubs serve downloads from the same directory."""
+    DirectoryStorage`); the hubs serve downloads from the same directory. With
+    ``recording_s3``: the local spool the files are uploaded from."""
+    recording_s3: S3Config | None = None
+    """The bucket recordings go to (:class:`~signaling.recording_s3.S3Storage`), or None for
+    the directory."""
 
     # ------------------------------------------------------------------ voice activity
     vad_mode: int = 2

@@ -1,6 +1,8 @@
 """The mixed audio file of a meeting: every track file placed on the meeting's clock, summed,
 encoded once as Opus (Ogg). Runs after the meeting in its own process (``python -m
-media.tap.mixdown``), niced, one codec thread, with a CPU-time limit.
+media.tap.mixdown``), niced, one codec thread, with a CPU-time limit. When video was recorded
+the same process then makes the composite video (:mod:`media.tap.composite`, ``--composite``)
+from the video track files (``--video USER PATH``) and the mix just written.
 
 Inputs may be files a killed recorder left unfinished: an Ogg file decodes up to its last
 complete page, and what decoded is mixed; each input's extent on the meeting clock is printed
@@ -27,6 +29,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from .composite import VideoInput, composite
 
 RATE = 48_000
 WINDOW = RATE  # samples mixed at a time
@@ -163,17 +167,33 @@ def mix(tracks: Sequence[Path], out: Path, *, duration_ms: int) -> MixSummary:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m media.tap.mixdown --out MIX --duration-ms N [--cpu-seconds S] TRACK...``"""
+    """``python -m media.tap.mixdown --out MIX --duration-ms N [--cpu-seconds S]
+    [--composite OUT --video USER PATH ...] TRACK...``"""
     parser = argparse.ArgumentParser(prog="python -m media.tap.mixdown")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--duration-ms", required=True, type=int)
     parser.add_argument("--cpu-seconds", type=int, default=600,
                         help="CPU-time limit of this process (it is killed beyond it)")
     parser.add_argument("--nice", type=int, default=10)
+    parser.add_argument("--composite", type=Path,
+                        help="also write the composite video (WebM) of the --video tracks here")
+    parser.add_argument("--video", nargs=2, action="append", default=[],
+                        metavar=("USER", "PATH"), help="a video track file and whose it is")
+    parser.add_argument("--size", default="640x360", help="composite WIDTHxHEIGHT (even)")
+    parser.add_argument("--fps", type=int, default=15, help="composite frames per second")
     parser.add_argument("tracks", nargs="*", type=Path)
     args = parser.parse_args(argv)
     if args.duration_ms < 0 or args.duration_ms > 7 * 86_400_000:
         print("mixdown: --duration-ms out of range", file=sys.stderr)
+        return 2
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        width = height = -1
+    if not (16 <= width <= 3840 and 16 <= height <= 2160 and width % 2 == height % 2 == 0
+            and 1 <= args.fps <= 60) or (args.video and args.composite is None):
+        print("mixdown: --size must be even WIDTHxHEIGHT (16..3840 x 16..2160), --fps 1..60, "
+              "and --video needs --composite", file=sys.stderr)
         return 2
     os.nice(max(0, args.nice))
     resource.setrlimit(resource.RLIMIT_CPU, (args.cpu_seconds, args.cpu_seconds + 5))
@@ -182,6 +202,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for extent in summary.tracks:
         print(json.dumps({"path": extent.path, "startMs": extent.start_ms,
                           "durationMs": extent.duration_ms, "error": extent.error}))
+    if args.composite is not None:
+        made = composite([VideoInput(Path(path), user) for user, path in args.video],
+                         args.composite, duration_ms=args.duration_ms, audio=args.out,
+                         width=width, height=height, fps=args.fps)
+        for video in made.inputs:
+            print(json.dumps({"path": video.path, "startMs": video.start_ms,
+                              "durationMs": video.end_ms - video.start_ms + 1000 // args.fps
+                              if video.frames else 0, "error": video.error}))
+        print(json.dumps({"composite": str(args.composite), "frames": made.frames,
+                          "width": made.width, "height": made.height, "tiles": made.tiles}))
     return 0
 
 

@@ -1,6 +1,8 @@
 """One room the tap serves: a ``tap`` peer, one pipeline per speaker, transcripts out; and,
 when the meeting records, a :class:`~media.tap.recorder.Recorder` fed the same tracks' encoded
-frames (one uplink per participant serves both; a room that only records decodes nothing).
+frames (one uplink per participant serves both; a room that only records decodes nothing). In
+a room that records video (``joined.features.recordVideo``) participants send the tap their
+video too; it is recorded as sent and never decoded.
 
 :class:`TapSession` joins with the hub-minted token of its :class:`~signaling.tapjobs.TapJob`
 as a :class:`~media.peer.PeerClient` with role ``tap`` (it receives every participant's audio
@@ -38,9 +40,10 @@ from media.errors import (
     TokenError,
 )
 from media.peer import PeerClient
+from media.receive import EncodedFrame
 from media.sources import SourceSpec
 from signaling import protocol
-from signaling.recording_storage import DirectoryStorage
+from signaling.recording_storage import RecordingStorage, open_storage
 from signaling.tapjobs import TapJob
 
 from .config import TapConfig
@@ -63,9 +66,14 @@ class TapSession:
 
     def __init__(self, job: TapJob, *, ws_url: str, config: TapConfig,
                  transcriber: Transcriber, worker_id: str = "",
+                 storage: RecordingStorage | None = None,
                  agent_factory: AgentFactory | None = None) -> None:
         self.job = job
         self.config = config
+        #: Where the recorder's files go: the worker's (shared by its rooms), else its own.
+        self.storage = storage if storage is not None else open_storage(
+            config.recording_dir, config.recording_s3)
+        self._own_storage = storage is None
         self.ws_url = ws_url
         self.worker_id = worker_id
         self._transcriber = transcriber
@@ -79,6 +87,8 @@ class TapSession:
         self._agent_factory = agent_factory
         #: The agent (jobs with ``agent``), made when the room is joined.
         self.agent: AgentPart | None = None
+        #: This server peer's own ids (the agent's), by peer id: (scenario id, name).
+        self._self_names: dict[str, tuple[str, str]] = {}
         #: What the server peer hears: transcription, or an agent (who hears anyway).
         self._hears = job.transcription or job.agent is not None
         #: How transcription keeps up in this room (what the room was last told).
@@ -131,20 +141,22 @@ class TapSession:
             pin_host_addresses=self.config.pin_host_addresses,
             ice_timeout_s=self.config.ice_timeout_s, name=f"tap={self.worker_id}",
             decode_audio=self._hears,  # recording alone needs no PCM
+            decode_video=False,  # video (rooms that record it) is only ever written as sent
             audio_prefetch=1 if agent is not None else None,  # the agent hears promptly
         )
         if self.job.recording and self.recorder is None:
             self.recorder = Recorder(
-                DirectoryStorage(self.config.recording_dir), meeting_id=self.job.meeting_id,
+                self.storage, meeting_id=self.job.meeting_id,
                 started_at_ms=self.job.started_at_ms, user_of=self._user_of,
-                log_prefix=self._log)
+                name_of=self._name_of, log_prefix=self._log)
         recorder = self.recorder
         deadline = time.monotonic() + self.config.join_retry_s
         delay = 0.5
         while True:
             client = PeerClient(
                 config, on_audio_frame=self._on_audio if self._hears else None,
-                on_encoded_audio=recorder.on_encoded if recorder is not None else None)
+                on_encoded_audio=recorder.on_encoded if recorder is not None else None,
+                on_encoded_video=recorder.on_encoded if recorder is not None else None)
             self._client = client
             try:
                 joined = await client.connect()
@@ -161,9 +173,24 @@ class TapSession:
             logger.info("%s joined as peer=%s (%s); %d participant(s)", self._log,
                         joined.peer_id, joined.role, len(self._participants(client)))
             if agent is not None:
+                if recorder is not None:
+                    self._record_agent(agent, recorder, joined.peer_id)
                 agent.joined(joined.peer_id)
             self._tell_recording("recording")
             return client
+
+    def _record_agent(self, agent: AgentPart, recorder: Recorder, peer_id: str) -> None:
+        """The agent's own voice goes into the recording as its track (the server peer sends
+        it and never receives it): the packets as sent, on the meeting clock."""
+        track = f"agent-{peer_id}"
+        self._self_names[peer_id] = (agent.spec.scenario_id, agent.spec.name)
+
+        def monitor(payload: bytes, timestamp: int) -> None:
+            recorder.on_encoded(peer_id, EncodedFrame(
+                track=track, codec="audio/opus", data=payload,
+                timestamp=timestamp & 0xFFFFFFFF, arrival=time.time()))
+
+        agent.audio.monitor = monitor
 
     def has_participants(self) -> bool:
         """Whether anyone but a tap is in the room (as far as the hub told us)."""
@@ -270,9 +297,18 @@ class TapSession:
         pipeline.push_frame(frame)
 
     def _user_of(self, peer_id: str) -> str:
+        if peer_id in self._self_names:  # the agent itself: its user is its scenario
+            return f"agent:{self._self_names[peer_id][0]}"
         client = self._client
         info = client.room_peers.get(peer_id) if client is not None else None
         return info.user_id if info is not None else ""
+
+    def _name_of(self, peer_id: str) -> str:
+        if peer_id in self._self_names:
+            return self._self_names[peer_id][1]
+        client = self._client
+        info = client.room_peers.get(peer_id) if client is not None else None
+        return info.name if info is not None else ""
 
     def _tell_recording(self, state: protocol.RecordingState) -> None:
         """Tell the room it is (no longer) recorded (rooms that record only)."""
@@ -367,5 +403,7 @@ class TapSession:
                 await asyncio.sleep(0.05)
         if client is not None:
             await client.aclose()
+        if self._own_storage:
+            await self.storage.aclose()
         logger.info("%s left (%d finals, %d partials sent)", self._log, self.finals_sent,
                     self.partials_sent)

@@ -13,7 +13,8 @@ file's timestamps (granule positions); a late burst (the network or the tap stal
 the times the sender gave it. A packet that goes back in time (a reordered or repeated
 timestamp) is dropped: the muxer needs increasing times.
 
-The muxer writes each Ogg page to the file as it fills (a page holds about a second of voice),
+The muxer writes each Ogg page to the file as it fills (a page holds about a second of voice;
+``flush_packets``: straight to the file, not FFmpeg's write buffer),
 so memory per track stays bounded whatever the meeting's length. libopus' default header has a
 pre-skip of 312 samples (6.5 ms): that much of the start of each file is not played.
 """
@@ -95,7 +96,9 @@ class OpusTrackWriter:
         since_start_ms = max(0.0, frame.arrival * 1000 - self.started_at_ms)
         self._origin = round(since_start_ms * RATE / 1000)
         self._first_rtp = self._last_rtp = frame.timestamp
-        container = av.open(str(self.path), "w", format="ogg")
+        # flush_packets: each page reaches the file as it is muxed; without it FFmpeg's write
+        # buffer held well over 10 s of voice, all lost if the recorder was killed.
+        container = av.open(str(self.path), "w", format="ogg", options={"flush_packets": "1"})
         stream = container.add_stream("opus", rate=RATE)
         stream.layout = "stereo"  # what WebRTC Opus is declared as (opus/48000/2)
         stream.time_base = TIME_BASE

@@ -30,6 +30,7 @@ import msgspec
 
 from media.agent.session import AgentFactory, agent_factory_for
 from media.errors import PeerClientError
+from signaling.recording_storage import open_storage
 from signaling.tapjobs import TapJob, TapJobs
 from signaling.tasks import TaskSet
 
@@ -77,6 +78,8 @@ class TapWorker:
         self._close_task: asyncio.Task[None] | None = None
         self._closing = False
         self._warm = asyncio.Event()
+        #: Where rooms that record keep their files (one per worker: S3 uploads from its spool).
+        self.storage = open_storage(self.config.recording_dir, self.config.recording_s3)
         #: Jobs claimed / completed since start.
         self.claimed = 0
         self.completed = 0
@@ -108,6 +111,7 @@ class TapWorker:
         if self._claim_task is not None or self._closing:
             return
         self._claim_task = self._spawn(self._claim_loop(), "claim-loop")
+        await self.storage.start()
         logger.info("tap worker %s started (recognizer %s, %d process(es), up to %d rooms)",
                     self.worker_id, self.config.recognizer, self.config.processes,
                     self.config.max_rooms)
@@ -135,6 +139,7 @@ class TapWorker:
         await self._tasks.aclose()
         if self._own_transcriber and self._transcriber is not None:
             await self._transcriber.aclose()
+        await self.storage.aclose()  # uploads get a last chance; the rest stays in the spool
         logger.info("tap worker %s stopped", self.worker_id)
 
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
@@ -216,6 +221,7 @@ class TapWorker:
             transcriber = await self._ensure_transcriber()
             session = TapSession(job, ws_url=self._hub_url(), config=self.config,
                                  transcriber=transcriber, worker_id=self.worker_id,
+                                 storage=self.storage,
                                  agent_factory=self._agent_factory)
             self._sessions[job.room_id] = session
             running = asyncio.ensure_future(session.run())

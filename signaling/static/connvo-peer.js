@@ -3,8 +3,11 @@
 
 export const SENDING_ROLES = new Set(['host', 'participant']);
 /** The AI persona of a meeting from a scenario: a server peer with a seat that sends audio
- * (its voice) and hears everyone's audio; no video either way. */
+ * (its voice) and hears everyone's audio; it sends no video, and gets ours only when the room
+ * records video. */
 export const AGENT_ROLE = 'agent';
+/** Server peers that receive no video unless the room records it (`features.recordVideo`). */
+const AUDIO_ONLY_ROLES = new Set(['tap', AGENT_ROLE]);
 
 export function direction(send, recv) {
   if (send && recv) return 'sendrecv';
@@ -25,13 +28,15 @@ export function maySend(role, kind, features = {}) {
 }
 
 /** Who sends what between two roles (the same rules as media/plan.py), within the room's
- * controls (`features`). */
+ * controls (`features`). The tap and the agent get video only when the room records it
+ * (`features.recordVideo`). */
 export function planMedia(localRole, remoteRole, features = {}) {
+  const tapVideo = features.recordVideo === true;
   const audioSend = maySend(localRole, 'audio', features);
   const audioRecv = maySend(remoteRole, 'audio', features);
-  // Taps and agents hear audio only: no camera goes to them.
-  const videoSend = maySend(localRole, 'video', features) && remoteRole !== 'tap' && remoteRole !== AGENT_ROLE;
-  const videoRecv = maySend(remoteRole, 'video', features) && localRole !== 'tap';
+  // Taps and agents hear audio only, unless the room records video (then they take ours too).
+  const videoSend = maySend(localRole, 'video', features) && (!AUDIO_ONLY_ROLES.has(remoteRole) || tapVideo);
+  const videoRecv = maySend(remoteRole, 'video', features) && (!AUDIO_ONLY_ROLES.has(localRole) || tapVideo);
   return {
     audio: direction(audioSend, audioRecv),
     video: videoSend || videoRecv ? direction(videoSend, videoRecv) : null,

@@ -10,7 +10,8 @@
 // connection follows the perfect-negotiation pattern (the peer that joined earlier is polite),
 // with trickled ICE. Media lines per remote peer, in this order: audio (microphone), video
 // (camera), and a second video line (screen) added when somebody first shares. A `tap` peer gets
-// one send-only audio line and is never reported as a participant.
+// one send-only audio line (and send-only video when `features.recordVideo`: the room records
+// video) and is never reported as a participant.
 
 import { ConnvoError, DEFAULT_VIDEO, Emitter, mediaError, parseCandidate } from './connvo-base.js';
 import { PeerLink, RemotePeer, SENDING_ROLES } from './connvo-peer.js';

@@ -31,6 +31,17 @@ def test_plan_media_by_roles(local: str, remote: str, audio: str, video: str | N
     assert (plan.audio, plan.video) == (audio, video)
 
 
+def test_a_room_that_records_video_sends_the_tap_video_too() -> None:
+    # features.recordVideo: participants send their camera to the server peer, which receives
+    # it (and still sends nothing); an observer still sends the tap nothing.
+    sender = plan_media("participant", "tap", tap_video=True)
+    assert (sender.audio, sender.video) == ("sendonly", "sendonly")
+    tap = plan_media("tap", "participant", send_audio=False, send_video=False, tap_video=True)
+    assert (tap.audio, tap.video) == ("recvonly", "recvonly")
+    observer = plan_media("observer", "tap", tap_video=True)
+    assert (observer.audio, observer.video) == ("inactive", None)
+
+
 def test_plan_media_without_local_media_only_receives() -> None:
     # An idle sender line still costs CPU in aiortc, so a kind we never send is recvonly.
     plan = plan_media("participant", "host", send_audio=False, send_video=False)

@@ -87,7 +87,7 @@ async def test_initialize_is_idempotent(hub: HubHandle) -> None:
                                  "recording": False, "maxParticipants": 4,
                                  "participantVideo": True, "participantAudio": True,
                                  "waitingRoom": False, "autoAdmit": False,
-                                 "maxDurationMinutes": None}
+                                 "maxDurationMinutes": None, "recordVideo": False}
     assert await state_of(hub, meeting_id) == "scheduled"  # initialising does not start it
     started = await ok(hub, START, {"meetingId": meeting_id})
     assert started["roomInfo"]["roomId"] == first["roomId"]

@@ -76,7 +76,7 @@ async def test_controls_are_stored_and_returned_in_features(hub: HubHandle) -> N
     expected = {"chat": False, "screenSharing": False, "transcription": False,
                 "recording": False, "maxParticipants": 4, "participantVideo": False,
                 "participantAudio": True, "waitingRoom": True, "autoAdmit": True,
-                "maxDurationMinutes": 45}
+                "maxDurationMinutes": 45, "recordVideo": False}
     assert init["features"] == expected
     await ok(hub, START, {"meetingId": meeting_id})
     token = await ok(hub, JOIN_TOKEN, {"meetingId": meeting_id}, user="bob")

@@ -7,7 +7,9 @@ from libopus packets (the end-to-end recording over WebRTC is
 from __future__ import annotations
 
 import fractions
+import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,8 @@ import pytest
 from media.receive import EncodedFrame
 from media.tap.track_writer import MIME_TYPE, OpusTrackWriter
 from signaling import protocol as p
-from signaling.app import HUB_KEY, RECORDINGS_KEY
+from signaling.app import HUB_KEY, MIXER_KEY, RECORDINGS_KEY
+from signaling.mixjobs import MixJob
 from signaling.recording_storage import DirectoryStorage, TrackMeta
 from signaling.tapjobs import MemoryTapJobs
 from signaling.testing.hub import HubHandle, start_hub, test_settings
@@ -275,3 +278,96 @@ async def test_get_recording_refuses_bad_input_and_meetings_that_do_not_record(
                                       user=None)
     assert status == 401
 
+
+
+@pytest.fixture
+async def quick_reclaim_hub(tmp_path: Path) -> AsyncIterator[HubHandle]:
+    handle = await start_hub(test_settings(recording={"dir": str(tmp_path / "rec"),
+                                                      "mix_reclaim_after_s": 2}))
+    try:
+        yield handle
+    finally:
+        await handle.aclose()
+
+
+async def test_a_mix_of_a_corrupt_track_fails_and_the_storage_keeps_why(
+    rec_hub: HubHandle, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A committed track of which nothing decodes: a mix without it would leave a participant
+    out, so the recording is ``failed``; the reason is logged and kept in the storage, where
+    every hub worker (here: a fresh storage object on the same directory) reads it."""
+    meeting_id, _ = await rec_hub.create_room(recordingEnabled=True)
+    storage = DirectoryStorage(rec_hub.settings.recording.dir)
+    storage.begin(meeting_id, "p_1.1.bad.ogg").write_bytes(b"not an ogg file at all" * 100)
+    storage.commit(meeting_id, "p_1.1.bad.ogg", TrackMeta(
+        peer_id="p_1", user_id="bob", mime_type=MIME_TYPE, start_ms=0, duration_ms=2000,
+        packets=100))
+    status, body = await rec_hub.call("lifecycle/endMeeting", {"meetingId": meeting_id})
+    assert status == 200, body
+
+    async def state() -> str:
+        status, body = await rec_hub.call("recordings/getRecording", {"meetingId": meeting_id})
+        assert status == 200, body
+        return str(body["value"]["state"])
+
+    await wait_until(lambda: _is(state(), "failed"), timeout=30, what="the recording failed")
+    reason = await DirectoryStorage(rec_hub.settings.recording.dir).failure(meeting_id)
+    assert reason is not None and reason.startswith("track p_1.1.bad.ogg does not decode")
+    assert any("mix failed: track p_1.1.bad.ogg does not decode" in r.getMessage()
+               for r in caplog.records)
+    assert storage.local_path(meeting_id, "mix.ogg") is None
+
+
+def mixdown_children(parents: set[int]) -> list[int]:
+    """Pids of ``media.tap.mixdown`` processes whose parent is one of ``parents``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid in parents and b"media.tap.mixdown" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_mix_child_killed_mid_mix_is_mixed_again(
+    quick_reclaim_hub: HubHandle, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kill -9 of the mix child (an operator, the OOM killer): not the recording's fault. The
+    job is not completed; its claim expires (``mix_reclaim_after_s``) and the mix is made again
+    from the start: the recording becomes ``ready``, not ``failed``."""
+    caplog.set_level(logging.INFO, logger="signaling.mixer")
+    hub = quick_reclaim_hub
+    meeting_id, room_id = await hub.create_room(recordingEnabled=True)
+    storage = DirectoryStorage(hub.settings.recording.dir)
+    now = int(time.time() * 1000)
+    record_track(storage, meeting_id, "p_1.1.abc.ogg", started_at_ms=now - 3_600_000)
+    # Queued as the room's end queues it, for an hour-long meeting: a mix long enough to be
+    # killed in the middle (the meeting's own job is then a duplicate and not queued).
+    jobs = hub.app[RECORDINGS_KEY].mix_jobs
+    assert await jobs.enqueue(MixJob(job_id="mix_long", meeting_id=meeting_id,
+                                     room_id=room_id, started_at_ms=now - 3_600_000,
+                                     ended_at_ms=now))
+    status, body = await hub.call("lifecycle/endMeeting", {"meetingId": meeting_id})
+    assert status == 200, body
+    [child] = await wait_until(lambda: mixdown_children({os.getpid()}), 20,
+                               what="the mix child running", interval=0.05)
+    os.kill(child, signal.SIGKILL)
+
+    async def ready() -> dict[str, Any] | None:
+        status, body = await hub.call("recordings/getRecording", {"meetingId": meeting_id})
+        assert status == 200 and body["value"]["state"] != "failed", body
+        return body["value"] if body["value"]["state"] == "ready" else None  # type: ignore[no-any-return]
+
+    value = await wait_until(ready, timeout=60, what="the recording ready", interval=0.2)
+    mixed = value["files"][0]
+    assert mixed["kind"] == "mix" and mixed["durationMs"] == 3_600_000
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("killed by signal 9" in m for m in messages)
+    assert any("mix=mix_long claimed" in m and "(delivery 2)" in m for m in messages)
+    assert hub.app[MIXER_KEY].done == 1

@@ -77,3 +77,17 @@ def test_packets_land_on_the_meeting_clock_across_a_wrap_a_gap_and_a_repeat(
     jumps = [b - a for a, b in itertools.pairwise(starts) if b - a > 0.05]
     assert len(jumps) == 1 and abs(jumps[0] - 1.02) < 1e-3
 
+
+
+def test_a_file_still_being_written_decodes_up_to_its_last_page(tmp_path: Path) -> None:
+    """A recorder killed mid-meeting never closes its file: the pages written so far must
+    already be in it (not in FFmpeg's write buffer), so all but about the last second
+    decodes."""
+    path = tmp_path / "open.ogg"
+    writer = OpusTrackWriter(path, started_at_ms=0)
+    for i, data in enumerate(opus_packets(250)):  # 5 s
+        writer.push(EncodedFrame(track="p.1", codec="audio/opus", data=data,
+                                 timestamp=i * 960, arrival=0.0))
+    seconds = sum(samples for _, samples in frames_of(path)) / 48_000  # still open
+    assert seconds >= 3.5
+    writer.close()
