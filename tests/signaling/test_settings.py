@@ -251,3 +251,18 @@ def test_connection_limits_and_origins_are_checked() -> None:
         with pytest.raises(ConfigError, match=message):
             load_settings(None, env={"CONNVO_RTC_REDIS_URL": "redis://r:6379/0"},
                           overrides={**base, section: values})
+
+
+def test_every_secret_is_masked_in_the_settings_dump() -> None:
+    """Regression: ``as_dict`` masked a hand-kept list of secrets, and the agent's API keys
+    (``agent.llm_api_key``, ``agent.azure_key``), added later, were dumped in clear text."""
+    from signaling.settings import as_dict, load_settings
+
+    settings = load_settings(None, env={
+        "CONNVO_RTC_AGENT_LLM_API_KEY": "sk-live-llm", "CONNVO_RTC_AGENT_AZURE_KEY": "az-key",
+        "CONNVO_RTC_RECORDING_S3_SECRET_KEY": "s3-secret",
+        "CONNVO_RTC_AUTH_SECRET": "a" * 40})
+    dumped = repr(as_dict(settings))
+    for secret in ("sk-live-llm", "az-key", "s3-secret", "a" * 40):
+        assert secret not in dumped
+    assert as_dict(settings)["agent"]["azure_key"] == "***"
