@@ -141,13 +141,18 @@ class Pacer:
 # --------------------------------------------------------------------------- audio helpers
 
 
-def _frame_from_s16(data: bytes, pts: int) -> av.AudioFrame:
+def s16_frame(data: bytes, rate: int = SAMPLE_RATE, pts: int = 0) -> av.AudioFrame:
+    """Mono s16 bytes at ``rate`` as an ``av.AudioFrame`` stamped ``pts`` (in 1/rate s)."""
     frame = av.AudioFrame(format="s16", layout="mono", samples=len(data) // 2)
     frame.planes[0].update(data)
-    frame.sample_rate = SAMPLE_RATE
+    frame.sample_rate = rate
     frame.pts = pts
-    frame.time_base = AUDIO_TIME_BASE
+    frame.time_base = fractions.Fraction(1, rate)
     return frame
+
+
+def _frame_from_s16(data: bytes, pts: int) -> av.AudioFrame:
+    return s16_frame(data, SAMPLE_RATE, pts)
 
 
 def tone_table(spec: ToneSpec) -> bytes:
@@ -282,7 +287,8 @@ class OpusClip:
         return sum(len(p) for p in self.packets)
 
 
-def _opus_encoder(bitrate: int) -> AudioCodecContext:
+def opus_encoder(bitrate: int) -> AudioCodecContext:
+    """A libopus encoder for 48 kHz mono s16 in 20 ms frames (the bots' clips, the agent)."""
     encoder = cast(AudioCodecContext, av.CodecContext.create("libopus", "w"))
     encoder.bit_rate = bitrate
     encoder.format = "s16"
@@ -295,19 +301,25 @@ def _opus_encoder(bitrate: int) -> AudioCodecContext:
 
 def encode_opus(frames: Iterable[av.AudioFrame], *, bitrate: int = 32_000) -> OpusClip:
     """Opus-encode s16 mono 48 kHz frames into 20 ms packets (blocking; run it in a thread)."""
-    encoder = _opus_encoder(bitrate)
+    encoder = opus_encoder(bitrate)
     packets: list[bytes] = []
     for frame in frames:
         packets += (bytes(p) for p in encoder.encode(frame))
     packets += (bytes(p) for p in encoder.encode(None))
     if not packets:
         raise ValueError("no audio to encode")
-    # A silent packet from a warmed-up encoder: the first packets carry start-up state.
-    silent = _opus_encoder(bitrate)
+    return OpusClip(packets=tuple(packets), silence=silent_opus_packet(bitrate),
+                    bitrate=bitrate)
+
+
+def silent_opus_packet(bitrate: int) -> bytes:
+    """An Opus packet of 20 ms of silence from a warmed-up encoder (the first packets carry
+    start-up state)."""
+    silent = opus_encoder(bitrate)
     quiet: list[bytes] = []
     for i in range(5):
         quiet += (bytes(p) for p in silent.encode(_frame_from_s16(_SILENCE, i * FRAME_SAMPLES)))
-    return OpusClip(packets=tuple(packets), silence=quiet[-1], bitrate=bitrate)
+    return quiet[-1]
 
 
 def encode_opus_spec(spec: OpusSpec) -> OpusClip:

@@ -29,13 +29,20 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import cast
 
 import av
 from aiortc.mediastreams import MediaStreamError
-from av.audio.codeccontext import AudioCodecContext
 
-from media.sources import FRAME_S, FRAME_SAMPLES, SAMPLE_RATE, PacedAudioTrack, Pacer
+from media.sources import (
+    FRAME_S,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    PacedAudioTrack,
+    Pacer,
+    opus_encoder,
+    s16_frame,
+    silent_opus_packet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +54,6 @@ MAX_QUEUED_S = 300.0
 """Most audio :meth:`OutgoingAudio.play` holds (seconds); more is refused (a runaway voice)."""
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _SILENT_FRAME = bytes(FRAME_BYTES)
-
-
-def opus_encoder(bitrate: int) -> AudioCodecContext:
-    """A libopus encoder for 48 kHz mono s16 in 20 ms frames."""
-    encoder = cast(AudioCodecContext, av.CodecContext.create("libopus", "w"))
-    encoder.bit_rate = bitrate
-    encoder.format = "s16"
-    encoder.layout = "mono"
-    encoder.sample_rate = SAMPLE_RATE
-    encoder.time_base = _TIME_BASE
-    encoder.options = {"application": "voip"}
-    return encoder
-
-
-def s16_frame(data: bytes, rate: int, pts: int = 0) -> av.AudioFrame:
-    """Mono s16 bytes as an ``av.AudioFrame``."""
-    frame = av.AudioFrame(format="s16", layout="mono", samples=len(data) // 2)
-    frame.planes[0].update(data)
-    frame.sample_rate = rate
-    frame.pts = pts
-    frame.time_base = fractions.Fraction(1, rate)
-    return frame
 
 
 class Resampler48:
@@ -150,7 +135,7 @@ class OutgoingAudio:
         self.bitrate = bitrate
         self.name = name
         self._encoder = opus_encoder(bitrate)
-        self.silence = _silent_packet(bitrate)
+        self.silence = silent_opus_packet(bitrate)
         self._tracks: weakref.WeakSet[OutgoingTrack] = weakref.WeakSet()
         self._pieces: deque[_Piece] = deque()
         self._queued_bytes = 0
@@ -284,13 +269,3 @@ class OutgoingAudio:
             for track in list(self._tracks):
                 if track.readyState == "live":
                     track.push(payload)
-
-
-def _silent_packet(bitrate: int) -> bytes:
-    """An Opus packet of silence from a warmed-up encoder (the first carry start-up state)."""
-    encoder = opus_encoder(bitrate)
-    out = b""
-    for i in range(5):
-        for packet in encoder.encode(s16_frame(_SILENT_FRAME, SAMPLE_RATE, i * FRAME_SAMPLES)):
-            out = bytes(packet)
-    return out
