@@ -21,6 +21,7 @@ import numpy as np
 from aiohttp import web
 
 from signaling.testing.ports import free_port
+from tests.support.loopback_http import serve_on_loopback
 
 SSML_NS = "{http://www.w3.org/2001/10/synthesis}"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
@@ -60,9 +61,7 @@ class FakeAzureTts:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/cognitiveservices/v1", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await serve_on_loopback(app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from signaling.testing.ports import free_port
+from tests.support.loopback_http import serve_on_loopback
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,7 @@ class FakeOpenAI:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await serve_on_loopback(app, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

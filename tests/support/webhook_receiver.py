@@ -18,6 +18,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from signaling.testing.ports import free_port
+from tests.support.loopback_http import serve_on_loopback
 
 
 @dataclass
@@ -60,9 +61,7 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/hooks/rtc", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self._runner = await serve_on_loopback(app, self.port, reuse_address=True)
 
     async def stop(self) -> None:
         if self._runner is not None:
