@@ -477,25 +477,61 @@ function lobbyError(text) {
   $('join-error').hidden = !text;
 }
 
-async function submitLobby() {
+/** The name typed in the lobby, once the preview is ready, remembered for next time; '' (the
+ * field focused, ``missing`` shown) when none was typed. */
+async function lobbyName(missing) {
   const name = $('name').value.trim();
   if (!name) {
-    lobbyError('Please enter your name so the others know who you are.');
+    lobbyError(missing);
     $('name').focus();
-    return;
+    return '';
   }
   lobbyError('');
   await state.previewReady;
   state.name = name;
   localStorage.setItem('connvo.name', name);
-  const typed = $('email').value.trim().toLowerCase();
-  if (typed) localStorage.setItem('connvo.email', typed);
-  // Without an email, a per-tab guest identity: two tabs are two people.
-  let email = typed || sessionStorage.getItem('connvo.guest');
+  return name;
+}
+
+/** Without an email, a per-tab guest identity: two tabs are two people. */
+function guestEmail() {
+  let email = sessionStorage.getItem('connvo.guest');
   if (!email) {
     email = `guest-${crypto.randomUUID().slice(0, 8)}@guest.connvo.dev`;
     sessionStorage.setItem('connvo.guest', email);
   }
+  return email;
+}
+
+/** The dev sign-in; a hub without it (an identity provider signs people in) is a notice. */
+async function devSignIn(email, name) {
+  try {
+    await state.api.devLogin({ email, name });
+  } catch (err) {
+    if (err.status === 404 || err.code === 'not-found') throw new ConnvoError('no-dev-login', err.message);
+    throw err;
+  }
+}
+
+/** "Rejoin" / "Try again" for a room entered with ``fetchJoin()``'s answer. */
+function rejoinThrough(fetchJoin) {
+  return async () => {
+    show('lobby');
+    try {
+      await startPreview();
+      await enterRoom(await fetchJoin());
+    } catch (err) {
+      fail(err);
+    }
+  };
+}
+
+async function submitLobby() {
+  const name = await lobbyName('Please enter your name so the others know who you are.');
+  if (!name) return;
+  const typed = $('email').value.trim().toLowerCase();
+  if (typed) localStorage.setItem('connvo.email', typed);
+  const email = typed || guestEmail();
   state.email = email;
   const button = $('join-button');
   const label = button.textContent;
@@ -506,15 +542,7 @@ async function submitLobby() {
     const join = { wsUrl: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`,
       token: state.linkToken };
     state.fetchJoin = async () => join;
-    state.rejoin = async () => {
-      show('lobby');
-      try {
-        await startPreview();
-        await enterRoom(join);
-      } catch (err) {
-        fail(err);
-      }
-    };
+    state.rejoin = rejoinThrough(state.fetchJoin);
     try {
       await enterRoom(join);
     } catch (err) {
@@ -526,12 +554,7 @@ async function submitLobby() {
     return;
   }
   try {
-    try {
-      await state.api.devLogin({ email, name });
-    } catch (err) {
-      if (err.status === 404 || err.code === 'not-found') throw new ConnvoError('no-dev-login', err.message);
-      throw err;
-    }
+    await devSignIn(email, name);
     let join;
     if (state.invite) {
       state.fetchJoin = () => state.api.joinByInvite(state.invite);
@@ -602,46 +625,22 @@ function setupRejoin() {
 /** "Practise with an AI partner": sign in with the name, create a meeting from the default
  * scenario (its room starts at once and the persona joins it) and go straight in. */
 async function submitPractice() {
-  const name = $('name').value.trim();
-  if (!name) {
-    lobbyError('Please enter your name so your practice partner knows what to call you.');
-    $('name').focus();
-    return;
-  }
-  lobbyError('');
-  await state.previewReady;
-  state.name = name;
-  localStorage.setItem('connvo.name', name);
+  const name = await lobbyName('Please enter your name so your practice partner knows what to call you.');
+  if (!name) return;
   const button = $('practice-button');
   const label = button.textContent;
   button.disabled = true;
   $('join-button').disabled = true;
   button.textContent = 'Starting…';
   try {
-    const email = sessionStorage.getItem('connvo.guest')
-      ?? `guest-${crypto.randomUUID().slice(0, 8)}@guest.connvo.dev`;
-    sessionStorage.setItem('connvo.guest', email);
-    state.email = email;
-    try {
-      await state.api.devLogin({ email, name });
-    } catch (err) {
-      if (err.status === 404 || err.code === 'not-found') throw new ConnvoError('no-dev-login', err.message);
-      throw err;
-    }
+    state.email = guestEmail();
+    await devSignIn(state.email, name);
     const { scenario, meeting } = await createPractice(state.api, name, ConnvoError);
     state.title = scenario.title;
     // A reload reopens the room link (the lobby for this room, then in again).
     history.replaceState(null, '', meeting.roomUrl.slice(meeting.roomUrl.indexOf('/?')));
     state.fetchJoin = () => state.api.createJoinToken(meeting.meetingId);
-    state.rejoin = async () => {
-      show('lobby');
-      try {
-        await startPreview();
-        await enterRoom(await state.fetchJoin());
-      } catch (err) {
-        fail(err);
-      }
-    };
+    state.rejoin = rejoinThrough(state.fetchJoin);
     await enterRoom({ wsUrl: meeting.wsUrl, token: meeting.roomToken,
       startedAt: meeting.startedAt, serverTime: meeting.serverTime });
   } catch (err) {
